@@ -36,6 +36,7 @@ class LLM:
         self.device, self.dtype = device, dtype
         self.model = self.tokenizer = self.base_path = None
         self.vocab, self.stats, self.kind = None, {}, "none"
+        self._last_splits = None  # the raw splits of the last train(), for `experiment`
         warnings.filterwarnings("ignore", message=".*generation flags are not valid.*")
 
     def __repr__(self):
@@ -78,7 +79,7 @@ def _render(self: LLM, ds, train_split=None):
     cfg = self.config
     if cfg.prompt.retrieval.type:
         from llmnb.retrieval import add_context
-        ds = add_context(ds, cfg, train_split if train_split is not None else self._index_split, self)
+        ds = add_context(ds, cfg, train_split if train_split is not None else getattr(self, "_index_split", None), self)
     return render_prompts(ds, cfg)
 
 @patch
@@ -87,6 +88,11 @@ def _target_column(self: LLM) -> str:
     return getattr(o, "column", None) or o.name
 
 # %% ../nbs/06_api.ipynb #f8d818a3
+def _is_main_process() -> bool:
+    "False in the non-zero ranks of a distributed run (`accelerate launch`, `torchrun`), which must not write the run directory."
+    import torch.distributed as dist
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
 def _writable_dir(path) -> Path:
     "`path` as a folder we can write into; checked before any work so a run never fails at the end."
     p = Path(path).expanduser()
@@ -129,7 +135,7 @@ def train(self: LLM,
     splits, report = load_splits(cfg, dataset, training_set, validation_set, test_set, seed=seed)
     check_prompt_columns(cfg, splits["train"].column_names)
     if cfg.output_feature.type == "category": self.vocab = category_vocab(cfg.output_feature, splits["train"][self._target_column()])
-    self._index_split = splits["train"]
+    self._index_split, self._last_splits = splits["train"], splits
     splits = self._render(splits, splits["train"])
     self.load_base()
     stats = dict(data=dict(rows=report.rows, dropped=report.dropped, filled=report.filled))
@@ -145,6 +151,8 @@ def train(self: LLM,
         bs = resolve_batch_size(t, rows)
         gas = t.gradient_accumulation_steps if isinstance(t.gradient_accumulation_steps, int) else 1
         total = t.train_steps or max(-(-len(rows) // (bs * gas)), 1) * t.epochs
+        from llmnb.train import _set_seed
+        _set_seed(seed)  # the adapter's initial weights are part of what the seed reproduces
         self._prepare_for_finetune(total)
         stats.update(fit(self.model, self.tokenizer, rows, vrows, cfg, run, resume=resume, progress=progress))
         stats["truncation"] = asdict(rep)
@@ -155,7 +163,7 @@ def train(self: LLM,
         for split in ("validation", "test"):
             if len(splits[split]): stats[split] = self._evaluate_rendered(splits[split], progress=progress)[0]
     self.stats = stats
-    self.save(run)
+    if _is_main_process(): self.save(run)
     return stats
 
 # %% ../nbs/06_api.ipynb #a7496c8c
@@ -285,6 +293,9 @@ def _write_model(self: LLM, tmp: Path, model, kind):
         model.save_pretrained(tmp, safe_serialization=True)
     self.tokenizer.save_pretrained(tmp)
     (tmp/"llmnb.json").write_text(json.dumps(self._info(kind), indent=2, default=float))
+    if self.config.prompt.retrieval.type:  # the few-shot index travels with the model (RUN/model/retrieval/)
+        from llmnb.retrieval import save_retrieval
+        save_retrieval(self, tmp)
 
 # %% ../nbs/06_api.ipynb #2dcab265
 @patch
@@ -327,4 +338,7 @@ def load(cls: LLM, path, device: str | None = None, dtype=None) -> LLM:
             if hasattr(llm.model, "peft_config"): llm.model = llm.model.get_base_model()
             llm.model = peft.PeftModel.from_pretrained(llm.model, str(d))
     llm.stats = {k: v for k, v in info.get("metrics", {}).items()}
+    if llm.config.prompt.retrieval.type:  # predict with the saved few-shot index, no training data needed
+        from llmnb.retrieval import load_retrieval
+        load_retrieval(llm, d)
     return llm

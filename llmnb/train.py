@@ -330,7 +330,8 @@ def fit(model, tok, train_rows, val_rows, cfg, run_dir, resume: bool = False, pr
     model.train()
     opt = _optimizer(model, t)
     sched = _scheduler(opt, t, total)
-    model, opt = acc.prepare(model, opt)
+    model = model.to(device)  # not wrapped in DDP: the loss calls the backbone directly; gradients are averaged below
+    opt = acc.prepare(opt)
     alpha = getattr(getattr(cfg, "model_parameters", None), "neftune_noise_alpha", 0) or 0
     hook = add_neftune(model, alpha) if alpha else None
     run_dir = Path(run_dir)
@@ -360,12 +361,12 @@ def fit(model, tok, train_rows, val_rows, cfg, run_dir, resume: bool = False, pr
             for j, b in enumerate(mine):
                 rb = [train_rows[i] for i in b]
                 batch = {kk: v.to(device) for kk, v in (pack_batch(rb) if packing else pad_batch(rb, pad)).items()}
-                ctx = acc.no_sync(model) if j < len(mine) - 1 else _null()
-                with ctx, acc.autocast():
+                with acc.autocast():
                     s, n = loss_sum(model, batch)
                     acc.backward(s * world / max(n_step, 1))
-                lsum += float(s)
+                lsum += float(s.detach())
                 stats["total_tokens"] += sum(len(r["input_ids"]) for r in rb)
+            if world > 1: _average_gradients(model, world)
             if getattr(t, "gradient_clipping", None) is not None and t.gradient_clipping.clipglobalnorm:
                 acc.clip_grad_norm_(model.parameters(), t.gradient_clipping.clipglobalnorm)
             opt.step(); sched.step(); opt.zero_grad(set_to_none=True)
@@ -403,9 +404,13 @@ def fit(model, tok, train_rows, val_rows, cfg, run_dir, resume: bool = False, pr
     return stats
 
 # %% ../nbs/04_train.ipynb #8e2248bd
-class _null:
-    def __enter__(self): return self
-    def __exit__(self, *a): return False
+def _average_gradients(model, world):
+    "All-reduce the gradients of the trainable parameters across processes (DDP without the wrapper)."
+    import torch.distributed as dist
+    for p in model.parameters():
+        if p.requires_grad:
+            if p.grad is None: p.grad = torch.zeros_like(p)
+            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM); p.grad /= world
 
 def _tensorboard(run_dir):
     try:

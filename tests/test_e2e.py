@@ -1,0 +1,165 @@
+"End to end: fine-tune, save, load in a fresh process, predict; plain PEFT/transformers loads; bad input; DDP; resume."
+import json, os, subprocess, sys, textwrap
+from pathlib import Path
+import pandas as pd
+import pytest
+import torch
+from llmnb.api import LLM
+from llmnb.config import ConfigError
+from llmnb.data import DataError
+
+ROWS = pd.DataFrame(dict(question=[f"What is {i} plus {i}?" for i in range(24)], answer=[str(2 * i) for i in range(24)]))
+
+def config(base, **trainer):
+    return dict(base_model=str(base), input_features=[dict(name="question", type="text")],
+                output_features=[dict(name="answer", type="text")],
+                prompt=dict(template="Q: {question}\nA:"), adapter=dict(type="lora", r=4, dropout=0.0),
+                trainer=dict(type="finetune", epochs=1, batch_size=4, learning_rate=1e-3, **trainer),
+                generation=dict(max_new_tokens=4))
+
+def run_py(code, **env):
+    "Run `code` in a fresh Python process; return its stdout (fails the test on a non-zero exit)."
+    r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env={**os.environ, **env}, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r.stdout
+
+# ---------------------------------------------------------------- tiny model: fast
+def test_train_save_load_predict_tiny(tiny_model_dir, tmp_path):
+    llm = LLM(config(tiny_model_dir, train_steps=3))
+    stats = llm.train(ROWS, output_directory=tmp_path/"run", progress=False)
+    assert stats["steps_done"] == 3 and stats["supervised_tokens"] > 0
+    run = tmp_path/"run"
+    assert {"config.yaml", "training_statistics.json", "model"} <= {p.name for p in run.iterdir()}
+    assert {"adapter_config.json", "adapter_model.safetensors", "llmnb.json", "tokenizer.json"} <= {p.name for p in (run/"model").iterdir()}
+    before = llm.predict(ROWS.head(3))
+    out = run_py(f"""
+        from llmnb.api import LLM
+        import pandas as pd
+        llm = LLM.load({str(run)!r})
+        df = llm.predict(pd.DataFrame(dict(question=["What is 0 plus 0?", "What is 1 plus 1?", "What is 2 plus 2?"])))
+        print(df.answer_predictions.tolist())""")
+    assert out.strip() == str(before.answer_predictions.tolist())
+
+def test_predict_without_train(tiny_model_dir):
+    df = LLM(config(tiny_model_dir)).predict(ROWS.head(2))
+    assert list(df.columns[:1]) == ["answer_predictions"] and len(df) == 2
+
+def test_plain_peft_load_without_llmnb(tiny_model_dir, tmp_path):
+    llm = LLM(config(tiny_model_dir, train_steps=2))
+    llm.train(ROWS, output_directory=tmp_path/"run", progress=False)
+    ids = [[1, 2, 3, 4]]
+    with torch.no_grad(): want = llm.model(torch.tensor(ids)).logits[0, -1].tolist()
+    out = run_py(f"""
+        import sys; sys.modules['llmnb'] = None  # llmnb must not be needed
+        import torch, json
+        from transformers import AutoModelForCausalLM
+        from peft import PeftModel
+        base = AutoModelForCausalLM.from_pretrained({str(tiny_model_dir)!r})
+        m = PeftModel.from_pretrained(base, {str(tmp_path/'run'/'model')!r}).eval()
+        with torch.no_grad(): print(json.dumps(m(torch.tensor({ids})).logits[0, -1].tolist()))""")
+    got = json.loads(out)
+    assert max(abs(a - b) for a, b in zip(got, want)) < 1e-4
+
+def test_full_finetune_loads_with_plain_transformers(tiny_model_dir, tmp_path):
+    cfg = config(tiny_model_dir, train_steps=2); cfg["adapter"] = None
+    llm = LLM(cfg)
+    llm.train(ROWS, output_directory=tmp_path/"run", progress=False)
+    assert (tmp_path/"run"/"model"/"model.safetensors").exists()
+    run_py(f"""
+        import sys; sys.modules['llmnb'] = None
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        AutoModelForCausalLM.from_pretrained({str(tmp_path/'run'/'model')!r}); AutoTokenizer.from_pretrained({str(tmp_path/'run'/'model')!r})""")
+
+# ---------------------------------------------------------------- bad input: one clear line, nothing written
+@pytest.mark.parametrize("data, msg", [
+    (pd.DataFrame(dict(question=[], answer=[])), "no rows"),
+    (pd.DataFrame(dict(q=["x"] * 5, answer=["y"] * 5)), "question"),
+    (pd.DataFrame(dict(question=["x"] * 5, answer=[None] * 5)), "no values"),
+    (pd.DataFrame(dict(question=["x"] * 5, label=["y"] * 5)), "answer"),
+])
+def test_bad_data(tiny_model_dir, tmp_path, data, msg):
+    with pytest.raises(DataError, match=msg): LLM(config(tiny_model_dir)).train(data, output_directory=tmp_path/"run", progress=False)
+    assert not any((tmp_path/"run").glob("*"))
+
+def test_unwritable_output_directory(tiny_model_dir, tmp_path):
+    ro = tmp_path/"ro"; ro.mkdir(); ro.chmod(0o500)
+    if os.access(ro, os.W_OK): pytest.skip("running as a user who can write anywhere")
+    with pytest.raises(DataError, match="cannot write"): LLM(config(tiny_model_dir)).train(ROWS, output_directory=ro/"run", progress=False)
+
+def test_unwritable_output_directory_file(tiny_model_dir, tmp_path):
+    f = tmp_path/"file"; f.write_text("x")
+    with pytest.raises(DataError, match="cannot write"): LLM(config(tiny_model_dir)).train(ROWS, output_directory=f/"run", progress=False)
+
+def test_missing_base_model(tmp_path):
+    with pytest.raises(ConfigError, match="base_model"): LLM(config(tmp_path/"no-such-model"))
+
+def test_cli_errors_are_one_line(tiny_model_dir, tmp_path):
+    cfg = tmp_path/"c.yaml"; cfg.write_text(json.dumps(config(tiny_model_dir)))
+    data = tmp_path/"d.csv"; ROWS.rename(columns=dict(answer="label")).to_csv(data, index=False)
+    r = subprocess.run([sys.executable, "-m", "llmnb.cli", "train", "-c", str(cfg), "--dataset", str(data), "-od", str(tmp_path/"run")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "answer" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) <= 2, r.stderr
+
+# ---------------------------------------------------------------- resume and DDP
+def test_resume_matches_uninterrupted(tiny_model_dir, tmp_path, monkeypatch):
+    import llmnb.train as T
+    cfg = config(tiny_model_dir, train_steps=6, steps_per_checkpoint=2)
+    full = LLM(cfg); full.train(ROWS, output_directory=tmp_path/"a", progress=False)
+    orig = T._adapter_step
+    def crash(model, step):
+        orig(model, step)
+        if step == 3: raise KeyboardInterrupt("simulated crash")
+    monkeypatch.setattr(T, "_adapter_step", crash)
+    with pytest.raises(KeyboardInterrupt): LLM(cfg).train(ROWS, output_directory=tmp_path/"b", progress=False)
+    monkeypatch.setattr(T, "_adapter_step", orig)
+    assert json.loads((tmp_path/"b"/"checkpoints"/"last"/"state.json").read_text())["step"] == 2
+    resumed = LLM(cfg); stats = resumed.train(ROWS, output_directory=tmp_path/"b", resume=True, progress=False)
+    assert stats["steps_done"] == 6
+    a, b = T.trainable_state(full.model), T.trainable_state(resumed.model)
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+
+DDP_SCRIPT = """
+import sys, json, torch, pandas as pd
+sys.path.insert(0, {tests!r})
+from test_e2e import ROWS, config
+from llmnb.api import LLM
+import llmnb.train as T
+llm = LLM(config({base!r}, train_steps=3))
+stats = llm.train(ROWS, output_directory={out!r}, progress=False)
+import torch.distributed as dist
+rank = dist.get_rank()
+w = sum(v.double().sum().item() for v in T.trainable_state(llm.model).values())
+print(json.dumps(dict(rank=rank, world=dist.get_world_size(), checksum=w, steps=stats["steps_done"])))
+"""
+
+def test_ddp_two_cpu_processes(tiny_model_dir, tmp_path):
+    script = tmp_path/"ddp.py"
+    script.write_text(DDP_SCRIPT.format(tests=str(Path(__file__).parent), base=str(tiny_model_dir), out=str(tmp_path/"run")))
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517", str(script)],
+                       capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = [json.loads(l) for l in r.stdout.splitlines() if l.startswith("{")]
+    assert sorted(x["rank"] for x in res) == [0, 1] and all(x["world"] == 2 for x in res)
+    assert abs(res[0]["checksum"] - res[1]["checksum"]) < 1e-6  # gradients were averaged: both ranks hold the same weights
+    assert (tmp_path/"run"/"model"/"adapter_model.safetensors").exists()
+
+# ---------------------------------------------------------------- the real embedded model
+@pytest.mark.slow
+def test_real_model_finetune_save_load_predict(embedded_dir, tmp_path):
+    cfg = config("smollm2-135m-instruct", train_steps=4)
+    llm = LLM(cfg)
+    stats = llm.train(ROWS, output_directory=tmp_path/"run", progress=False)
+    assert stats["steps_done"] == 4
+    want = llm.predict(ROWS.head(2)).answer_predictions.tolist()
+    out = run_py(f"""
+        from llmnb.api import LLM
+        import pandas as pd
+        llm = LLM.load({str(tmp_path/'run')!r})
+        print(llm.predict(pd.DataFrame(dict(question={ROWS.question.head(2).tolist()!r}))).answer_predictions.tolist())""")
+    assert out.strip() == str(want)
+    run_py(f"""
+        import sys; sys.modules['llmnb'] = None
+        from transformers import AutoModelForCausalLM
+        from peft import PeftModel
+        PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained({str(embedded_dir)!r}), {str(tmp_path/'run'/'model')!r})""")
