@@ -121,6 +121,15 @@ def _prepare_for_finetune(self: LLM, total_steps: int):
 
 # %% ../nbs/06_api.ipynb #acffdbe4
 @patch
+def _check_before_work(self: LLM):
+    "Checks that need the loaded model, run before any rendering or tokenisation: adapter target modules, template length."
+    from llmnb.adapters import check_adapter
+    from llmnb.lengths import check_template_length
+    cfg = self.config
+    if cfg.trainer.type == "finetune" and not hasattr(self.model, "peft_config"): check_adapter(self.model, cfg.adapter)
+    check_template_length(cfg, self.tokenizer, sequence_limits(cfg, self.context_length))
+
+@patch
 def train(self: LLM,
           dataset=None, # one dataset, split per `preprocessing.split` (path, DataFrame, Dataset, DatasetDict, ...)
           training_set=None, validation_set=None, test_set=None, # or the splits given separately
@@ -136,8 +145,9 @@ def train(self: LLM,
     check_prompt_columns(cfg, splits["train"].column_names)
     if cfg.output_feature.type == "category": self.vocab = category_vocab(cfg.output_feature, splits["train"][self._target_column()])
     self._index_split, self._last_splits = splits["train"], splits
-    splits = self._render(splits, splits["train"])
     self.load_base()
+    self._check_before_work()
+    splits = self._render(splits, splits["train"])
     stats = dict(data=dict(rows=report.rows, dropped=report.dropped, filled=report.filled))
     if cfg.trainer.type == "finetune":
         if not len(splits["train"]): raise DataError("The training split has no rows: trainer: finetune needs training data.")
@@ -183,7 +193,9 @@ def _generate_rendered(self: LLM, ds, generation_config=None, batch_size=None, p
     gc = generation_config_for(self, generation_config)
     lim = sequence_limits(self.config, self.context_length, reserve=gc.max_new_tokens)
     ids, rep = encode_prompts(ds[PROMPT], self.tokenizer, self.config, lim)
-    if rep.prompt_rows: warnings.warn(f"{rep.prompt_rows} prompt(s) were cut to fit the context ({rep.prompt_tokens} tokens); see preprocessing.truncation.")
+    if rep.prompt_rows or rep.total_rows: warnings.warn(
+        f"prompts were cut: {rep.prompt_rows} by the prompt limit ({rep.prompt_tokens} tokens), {rep.total_rows} to fit the context "
+        f"({rep.total_tokens} tokens); see preprocessing.truncation.")
     bs = batch_size or max(self.config.trainer.eval_batch_size or 0, 16)
     return generate_batch(self.model, self.tokenizer, ids, gc, batch_size=bs, scores=True, progress=progress)
 
@@ -194,18 +206,21 @@ def generation_config_for(llm, overrides=None):
 # %% ../nbs/06_api.ipynb #4b8ce706
 @patch
 def _predictions_frame(self: LLM, results) -> pd.DataFrame:
+    "Ludwig's prediction columns (`_predictions`, `_probabilities`, `_probability`, `_response`) plus `_num_tokens`; a category output adds one `_probabilities_<label>` column per label."
     o = self.config.output_feature
     texts = [r["text"] for r in results]
-    df = pd.DataFrame({f"{o.name}_predictions": texts, f"{o.name}_probability": [r.get("probability") for r in results],
+    df = pd.DataFrame({f"{o.name}_predictions": texts, f"{o.name}_probabilities": [r.get("probabilities") for r in results],
+                       f"{o.name}_probability": [r.get("probability") for r in results], f"{o.name}_response": texts,
                        f"{o.name}_num_tokens": [len(r["ids"]) for r in results]})
     if o.type == "category":
-        vocab = self.vocab or category_vocab(o)
+        from llmnb.evaluate import category_predictions
+        vocab = self.vocab or (category_vocab(o) if o.preprocessing.vocab else None)
         if not vocab: raise DataError(f"output_features.{o.name}: category output with no labels: set preprocessing.vocab, or train() on data first.")
-        rules, fb = match_rules(o, vocab), o.preprocessing.fallback_label
-        labels = [extract_category(t, rules, fb) for t in texts]
-        df[f"{o.name}_response"] = texts
-        df[f"{o.name}_predictions"] = labels
-        for v in vocab: df[f"{o.name}_probabilities_{v}"] = [float(l == v) for l in labels]
+        labels, answers, P = category_predictions(self.model, self.tokenizer, results, o, vocab, batch_size=max(self.config.trainer.eval_batch_size or 0, 16))
+        df[f"{o.name}_predictions"], df[f"{o.name}_response"] = labels, answers
+        df[f"{o.name}_probabilities"] = [list(map(float, p)) for p in P]
+        df[f"{o.name}_probability"] = [float(P[i, vocab.index(l)]) for i, l in enumerate(labels)]
+        for j, v in enumerate(vocab): df[f"{o.name}_probabilities_{v}"] = P[:, j].astype(float)
     return df
 
 # %% ../nbs/06_api.ipynb #8dcaf537
@@ -238,7 +253,12 @@ def _evaluate_rendered(self: LLM, ds, generation_config=None, batch_size=None, p
     df = self._predictions_frame(results)
     truth = ["" if v is None else str(v) for v in ds[col]]
     pred = df[f"{o.name}_predictions"].tolist()
-    m = category_metrics(pred, truth, self.vocab or category_vocab(o, truth)) if o.type == "category" else text_metrics(pred, truth)
+    if o.type == "category":
+        vocab = self.vocab or category_vocab(o, truth)
+        m = category_metrics(pred, truth, vocab)
+        p_true = [df[f"{o.name}_probabilities_{t}"].iloc[i] for i, t in enumerate(truth) if t in vocab]
+        m["loss"] = float(-np.mean(np.log(np.maximum(p_true, 1e-12)))) if p_true else None   # cross-entropy of the true label
+    else: m = text_metrics(pred, truth)
     if o.type == "text" and self.kind != "none":
         lim = sequence_limits(self.config, self.context_length)
         rows, _ = tokenize_dataset(ds, self.tokenizer, self.config, lim, PROMPT, col)
@@ -282,7 +302,9 @@ def generate(self: LLM, prompts: str | list[str], generation_config: dict | None
 # %% ../nbs/06_api.ipynb #fe5d089b
 @patch
 def _info(self: LLM, kind) -> dict:
-    return dict(llmnb_version=__version__, config=self.config.to_dict(), base_model=self.config.base_model, kind=kind,
+    # `config` keeps only what the user set, so values llmnb derives (max_new_tokens from the context, ...) derive again on load
+    return dict(llmnb_version=__version__, config=self.config.model_dump(exclude_unset=True, mode="json"),
+                resolved_config=self.config.to_dict(), base_model=self.config.base_model, kind=kind,
                 vocab=self.vocab, train_rows=(self.stats.get("data", {}).get("rows", {}) or {}).get("train"),
                 metrics={k: v for k, v in self.stats.items() if k in ("validation", "test", "best")})
 
@@ -305,10 +327,14 @@ def save(self: LLM, path) -> Path:
     self.load_base()
     write_dir_atomically(run/"model", lambda tmp: self._write_model(tmp, self.model, self.kind))
     a = self.config.adapter
-    if self.kind == "adapter" and a is not None and a.postprocessor.merge_adapter_into_base_model:
-        from llmnb.adapters import merge_adapter
-        self.model = merge_adapter(self.model, progressbar=a.postprocessor.progressbar)
-        self.kind = "merged"
+    if self.kind == "adapter" and getattr(getattr(a, "postprocessor", None), "merge_adapter_into_base_model", False):
+        from llmnb.adapters import merge_adapter, merged_copy
+        if self.config.quantization is not None:  # 8-bit (4-bit is refused by the config): merge into a full-precision copy
+            m = merged_copy(self.config, run/"model", a.postprocessor.progressbar)
+            write_dir_atomically(run/"merged", lambda tmp: self._write_model(tmp, m, "merged"))
+        else:
+            self.model = merge_adapter(self.model, progressbar=a.postprocessor.progressbar)
+            self.kind = "merged"
     if self.kind == "merged": write_dir_atomically(run/"merged", lambda tmp: self._write_model(tmp, self.model, "merged"))
     for name, text in (("config.yaml", render_config(self.config)), ("training_statistics.json", json.dumps(self.stats, indent=2, default=float))):
         tmp = run/(name + ".tmp"); tmp.write_text(text); os.replace(tmp, run/name)
@@ -334,9 +360,9 @@ def load(cls: LLM, path, device: str | None = None, dtype=None) -> LLM:
     else:
         llm.load_base()
         if info["kind"] == "adapter":
-            import peft
-            if hasattr(llm.model, "peft_config"): llm.model = llm.model.get_base_model()
-            llm.model = peft.PeftModel.from_pretrained(llm.model, str(d))
+            from llmnb.adapters import load_adapter
+            if hasattr(llm.model, "peft_config"): llm.model = llm.model.unload()  # drop the config's pretrained adapter: the run's replaces it
+            llm.model = load_adapter(llm.model, d, key="model_path")
     llm.stats = {k: v for k, v in info.get("metrics", {}).items()}
     if llm.config.prompt.retrieval.type:  # predict with the saved few-shot index, no training data needed
         from llmnb.retrieval import load_retrieval

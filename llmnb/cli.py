@@ -156,6 +156,3 @@ def main(argv: list[str] | None = None):
             print(f"llmnb {a.verb}: error: {e}", file=sys.stderr); sys.exit(2)
         raise
     except KeyboardInterrupt: sys.exit(130)
-
-# %% ../nbs/07_cli.ipynb #climainguard
-if __name__ == "__main__": main()  # `python -m llmnb.cli`

