@@ -74,7 +74,7 @@ def lora_config():
     import peft
     return peft.LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=TARGETS, task_type="CAUSAL_LM")
 
-def validation_loss(model, tok, rows, batch_size=8) -> float:
+def validation_loss(model, tok, rows, batch_size=1) -> float:
     "Completion-only token-mean cross-entropy of `model` on `rows`: full logits, right padding, fp32; the same for every variant."
     import torch, torch.nn.functional as F
     enc = encode(tok, rows)
@@ -99,14 +99,17 @@ def validation_loss(model, tok, rows, batch_size=8) -> float:
 
 class Meter:
     "Wall time, process CPU time and (on a GPU) peak memory of a block; counts the tokens that enter the embedding layer."
-    def __init__(self, model=None): self.model, self.tokens, self.h = model, 0, None
+    def __init__(self, model=None): self.model, self.tokens, self.head_rows, self.h = model, 0, 0, []
     def __enter__(self):
         import torch
         if self.model is not None:
             emb = self.model.get_input_embeddings()
             def hook(mod, args, out):
                 if torch.is_grad_enabled() and mod.training: self.tokens += args[0].numel()
-            self.h = emb.register_forward_hook(hook)
+            def head_hook(mod, args, out):
+                if torch.is_grad_enabled() and mod.training and torch._C._current_graph_task_id() == -1:
+                    self.head_rows += args[0].shape[:-1].numel()
+            self.h = [emb.register_forward_hook(hook), self.model.get_output_embeddings().register_forward_hook(head_hook)]
         if torch.cuda.is_available(): torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats()
         self.t0, self.c0 = time.perf_counter(), _cpu()
         return self
@@ -115,7 +118,7 @@ class Meter:
         if torch.cuda.is_available(): torch.cuda.synchronize()
         self.wall, self.cpu = time.perf_counter() - self.t0, _cpu() - self.c0
         self.gpu_peak_mb = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
-        if self.h: self.h.remove()
+        for h in self.h: h.remove()
 
 def _cpu():
     r = resource.getrusage(resource.RUSAGE_SELF)
@@ -192,14 +195,16 @@ def run_train(a, name):
     tmp = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
     try:
         m, model, tok, info = globals()[f"train_{name}"](a, train, val, tmp)
+        rss = peak_rss_mb()  # before the validation pass, which is the same for every variant
         sup = supervised_tokens(encode(tok, train))
         real = sum(len(e["input_ids"]) for e in encode(tok, train))
         t0 = time.perf_counter()
         vl = validation_loss(model, tok, val)
         return dict(variant=name, wall_s=m.wall, cpu_s=m.cpu, supervised_tokens=sup, real_tokens=real,
                     model_tokens=m.tokens, model_tokens_per_real=m.tokens / real if real else None,
+                    head_rows=m.head_rows or None, head_rows_per_supervised=(m.head_rows / sup) if m.head_rows else None,
                     supervised_tokens_per_s=sup / m.wall, supervised_tokens_per_cpu_s=sup / max(m.cpu, 1e-9),
-                    peak_rss_mb=peak_rss_mb(), peak_gpu_mb=m.gpu_peak_mb, validation_loss=vl,
+                    peak_rss_mb=rss, peak_gpu_mb=m.gpu_peak_mb, validation_loss=vl,
                     validation_s=time.perf_counter() - t0, **info)
     finally: shutil.rmtree(tmp, ignore_errors=True)
 
@@ -301,6 +306,7 @@ def spawn(a, kind, name) -> dict:
         return dict(variant=name, error=f"exit {r.returncode}: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else ''}")
     res = json.loads(out.read_text()); out.unlink()
     res["process_s"] = time.perf_counter() - t0
+    print("   ", {k: (round(v, 4) if isinstance(v, float) else v) for k, v in res.items() if k != "texts"}, flush=True)
     return res
 
 def _fmt(x, nd=1):
@@ -322,6 +328,7 @@ def report(res) -> str:
         out.append(table(tr, [("variant", lambda r: r["variant"]), ("batch", lambda r: r.get("batch", "")),
                               ("sup. tok/s", g("supervised_tokens_per_s")), ("sup. tok/CPU-s", g("supervised_tokens_per_cpu_s")),
                               ("wall s", g("wall_s")), ("model tok / real", g("model_tokens_per_real", 2)),
+                              ("head rows / sup.", g("head_rows_per_supervised", 2)),
                               ("peak RSS MB", g("peak_rss_mb", 0)), ("peak GPU MB", g("peak_gpu_mb", 0)),
                               ("val. loss", g("validation_loss", 4))]))
         ll = next((r for r in tr if r["variant"] == "llmnb"), None)
@@ -337,7 +344,7 @@ def report(res) -> str:
         ref = next((r for r in pr if r["variant"] == "loop"), pr[0])
         for r in pr: r["identical"] = sum(x == y for x, y in zip(r["texts"], ref["texts"]))
         out.append(f"\nPrediction: {pr[0]['prompts']} prompts, greedy, max_new_tokens {res['settings']['max_new_tokens']}, batch {res['settings']['predict_batch']}")
-        out.append(table(pr, [("variant", lambda r: r["variant"]), ("prompts/s", lambda r: round(r["prompts_per_s"], 3)),
+        out.append(table(pr, [("variant", lambda r: r["variant"]), ("prompts/s", lambda r: f"{r['prompts_per_s']:.3f}"),
                               ("gen. tok/s", lambda r: round(r["generated_tokens_per_s"], 1)), ("wall s", lambda r: round(r["wall_s"], 1)),
                               ("peak RSS MB", lambda r: round(r["peak_rss_mb"])), ("peak GPU MB", lambda r: r["peak_gpu_mb"] and round(r["peak_gpu_mb"])),
                               ("same text as loop", lambda r: f"{r['identical']}/{r['prompts']}")]))
@@ -393,19 +400,23 @@ def main(argv=None):
     print(f"bench: load average {os.getloadavg()}", flush=True)
     if not a.skip_train:
         for v in TRAIN_VARIANTS:
-            if only is None or v in only: res["train"].append(spawn(a, "train", v))
+            if only is None or v in only: res["train"].append(spawn(a, "train", v)); _save(a, res)
     if not a.skip_predict:
         for v in PREDICT_VARIANTS:
-            if only is None or v in only: res["predict"].append(spawn(a, "predict", v))
+            if only is None or v in only: res["predict"].append(spawn(a, "predict", v)); _save(a, res)
     res["import"] = import_times()
     res["load_after"] = os.getloadavg()
     import platform
     res["machine"] = dict(platform=platform.platform(), cpus=os.cpu_count(), python=platform.python_version())
     txt = report(res)
     print("\n" + txt)
-    out = Path(a.out); out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({**res, "table": txt}, indent=1, default=str))
-    print(f"\nwrote {out}")
+    print(f"\nwrote {_save(a, {**res, 'table': txt})}")
     return res
+
+def _save(a, res):
+    "Write the results so far (a killed run keeps what it measured)."
+    out = Path(a.out); out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=1, default=str))
+    return out
 
 if __name__ == "__main__": main()

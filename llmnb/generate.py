@@ -6,7 +6,7 @@ Docs: https://llmnb.github.io/llmnb/generate.html.md"""
 
 # %% ../nbs/05_generate.ipynb #4a07d01f
 from __future__ import annotations
-import math, time
+import copy, math, time
 import numpy as np
 import torch
 from .train import format_prompts, truncate_row, Limits, TruncationReport, use_chat_template
@@ -255,13 +255,14 @@ def generate_batch(model, tok, prompt_ids: list[list[int]], gen_config, batch_si
     pad = gen_config.pad_token_id if gen_config.pad_token_id is not None else tok.pad_token_id
     lp = LogitsProcessorList(logits_processor or [])
     R = gen_config.num_return_sequences or 1
+    gc = copy.deepcopy(gen_config)  # the caller's config is left as it was
+    gc.return_dict_in_generate, gc.output_scores = True, scores
     for b in tqdm(batches, disable=not progress, desc="generating"):
         ids, mask = _left_pad([prompt_ids[i] for i in b], pad, device)
         for p in lp:
             if hasattr(p, "prompt_length"): p.prompt_length = ids.shape[1]
         t0 = time.time()
-        out = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen_config, return_dict_in_generate=True,
-                             output_scores=scores, logits_processor=lp, custom_generate=_custom_generate(gen_config))
+        out = model.generate(input_ids=ids, attention_mask=mask, generation_config=gc, logits_processor=lp, custom_generate=_custom_generate(gc))
         seqs = out.sequences[:, ids.shape[1]:]
         probs = _token_probs(model, out, gen_config) if scores else None
         dt = (time.time() - t0) / len(b)
