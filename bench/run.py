@@ -324,7 +324,7 @@ def report(res) -> str:
     tr = [r for r in res["train"] if "error" not in r]
     if tr:
         out.append(f"Training: {res['settings']['rows']} rows, 1 epoch, LoRA r=16, effective batch 16, {res['settings']['precision']}")
-        g = lambda k, nd=1: (lambda r: round(r[k], nd) if r.get(k) is not None else None)
+        g = lambda k, nd=1: (lambda r: f"{r[k]:,.{nd}f}" if r.get(k) is not None else "-")
         out.append(table(tr, [("variant", lambda r: r["variant"]), ("batch", lambda r: r.get("batch", "")),
                               ("sup. tok/s", g("supervised_tokens_per_s")), ("sup. tok/CPU-s", g("supervised_tokens_per_cpu_s")),
                               ("wall s", g("wall_s")), ("model tok / real", g("model_tokens_per_real", 2)),
@@ -378,6 +378,7 @@ def parse(argv=None):
     ap.add_argument("--predict-batch", type=int, default=16, help="prompts per batch (llmnb and pipeline)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads in every worker (default: torch's)")
     ap.add_argument("--out", default=str(HERE/"results"/"latest.json"))
+    ap.add_argument("--report", metavar="JSON", help="only print the table of a saved results file")
     ap.add_argument("--worker", help=argparse.SUPPRESS); ap.add_argument("--json", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.full: a.rows, a.val_rows, a.predict_rows = 936, 64, 256
@@ -391,6 +392,7 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     a = parse(argv)
     if a.worker: return worker(a)
+    if a.report: return print(report(json.loads(Path(a.report).read_text())))
     a.passthrough = [x for x in argv if x != "--full"] + ["--rows", str(a.rows), "--val-rows", str(a.val_rows), "--predict-rows", str(a.predict_rows)]
     only = set(a.only.split(",")) if a.only else None
     res = dict(settings=dict(rows=a.rows, val_rows=a.val_rows, predict_rows=a.predict_rows, lr=a.lr, precision=a.precision,
