@@ -73,7 +73,7 @@ def _config_arg(a):
 def _train(a, evaluate_test=False):
     from llmnb.api import LLM
     out = a.model_resume_path or a.output_directory
-    llm = LLM(_config_arg(a), **({} if a.random_seed is None else {}))
+    llm = LLM(_config_arg(a))
     if a.random_seed is not None: llm.config.trainer.seed = a.random_seed
     stats = llm.train(dataset=a.dataset, training_set=a.training_set, validation_set=a.validation_set, test_set=a.test_set,
                       output_directory=out, resume=a.resume or bool(a.model_resume_path))
