@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run", "--disable-background-networking",
         "--disable-component-update", "--disable-sync"]
 
 pytestmark = pytest.mark.slow
@@ -55,7 +55,7 @@ def lab(tmp_path):
     log = open(tmp_path / "lab.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
                              f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={tmp_path}",
-                             "--ServerApp.open_browser=False", "--allow-root", "--LabApp.news_url=", "--LabApp.check_for_updates_class="
+                             "--ServerApp.open_browser=False", "--allow-root", "--LabApp.news_url=", "--LabApp.expose_app_in_browser=True", "--LabApp.check_for_updates_class="
                              "jupyterlab.NeverCheckForUpdate"], env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -81,6 +81,30 @@ def _answer(page) -> str:
     return found[-1].strip() if found else ""
 
 
+KERNEL_STATUS = "() => window.jupyterapp?.shell?.currentWidget?.sessionContext?.session?.kernel?.status ?? null"
+
+
+def _wait_kernel_idle(page, timeout=180):
+    "Wait until the open notebook's kernel reports `idle`; fail with the status seen last."
+    deadline, status = time.time() + timeout, None
+    while time.time() < deadline:
+        status = page.evaluate(KERNEL_STATUS)
+        if status == "idle": return
+        time.sleep(1)
+    raise AssertionError(f"the notebook's kernel did not become idle within {timeout} s (last status: {status!r})")
+
+
+def _diagnose(page, folder, events) -> str:
+    "What a failed run left behind: browser events, the notebook's outputs, the kernel status, JupyterLab's log."
+    try: outputs = "\n".join(page.locator(".jp-OutputArea-output").all_inner_texts())[-3000:]
+    except Exception as e: outputs = f"(could not read outputs: {e})"
+    try: status = page.evaluate(KERNEL_STATUS)
+    except Exception as e: status = f"(unknown: {e})"
+    log = (folder / "lab.log").read_text(errors="replace")[-3000:]
+    seen = "\n".join(events[-30:])
+    return f"kernel status: {status}\n--- browser events ---\n{seen}\n--- notebook outputs ---\n{outputs}\n--- JupyterLab log ---\n{log}"
+
+
 def test_decoding_widget_reacts_in_the_browser(lab):
     from playwright.sync_api import sync_playwright, expect
     url, token, folder = lab
@@ -90,28 +114,34 @@ def test_decoding_widget_reacts_in_the_browser(lab):
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.goto(f"{url}/lab/tree/widgets.ipynb?token={token}", timeout=120_000)
-            page.wait_for_selector(".jp-Notebook", timeout=120_000)
-            page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle'], .jp-DebuggerBugButton", timeout=120_000)
-            page.locator(".jp-Notebook").first.click()
-            page.keyboard.press("Escape")
-            # Run All through the command palette-free menu: Run > Run All Cells
-            page.get_by_role("menuitem", name="Run").click()
-            page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
-            slider = page.locator(".widget-slider .ui-slider, .widget-slider .noUi-target").first
-            slider.wait_for(timeout=300_000)
-            expect(page.locator(".jp-OutputArea-output pre", has_text="ANSWER[")).to_have_count(1, timeout=300_000)
-            before = _answer(page)
-            # move the slider: focus its handle and press End (the maximum, 16 tokens)
-            handle = page.locator(".widget-slider .noUi-handle, .widget-slider .ui-slider-handle").first
-            handle.click()
-            handle.press("End")
-            readout = page.locator(".widget-slider .widget-readout").first
-            expect(readout).to_have_text("16", timeout=30_000)
-            deadline = time.time() + 300
-            while _answer(page) in ("", before) and time.time() < deadline: time.sleep(1)
-            after = _answer(page)
-            page.screenshot(path=str(shot), full_page=True)
+            events = []  # page crashes and console errors, reported if the test fails
+            page.on("crash", lambda _: events.append("the page crashed"))
+            page.on("pageerror", lambda e: events.append(f"page error: {e}"))
+            page.on("console", lambda m: m.type == "error" and events.append(f"console: {m.text[:300]}"))
+            try:
+                page.goto(f"{url}/lab/tree/widgets.ipynb?token={token}", timeout=120_000)
+                page.wait_for_selector(".jp-Notebook", timeout=120_000)
+                page.wait_for_function("() => window.jupyterapp?.shell?.currentWidget?.sessionContext !== undefined", timeout=120_000)
+                _wait_kernel_idle(page)
+                # run every cell through JupyterLab's own command (no menu clicks that a toast or dialog could intercept)
+                page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+                slider = page.locator(".widget-slider .ui-slider, .widget-slider .noUi-target").first
+                slider.wait_for(timeout=300_000)
+                expect(page.locator(".jp-OutputArea-output pre", has_text="ANSWER[")).to_have_count(1, timeout=300_000)
+                before = _answer(page)
+                # move the slider: focus its handle and press End (the maximum, 16 tokens)
+                handle = page.locator(".widget-slider .noUi-handle, .widget-slider .ui-slider-handle").first
+                handle.click()
+                handle.press("End")
+                readout = page.locator(".widget-slider .widget-readout").first
+                expect(readout).to_have_text("16", timeout=30_000)
+                deadline = time.time() + 300
+                while _answer(page) in ("", before) and time.time() < deadline: time.sleep(1)
+                after = _answer(page)
+                page.screenshot(path=str(shot), full_page=True)
+            except Exception as e:
+                page.screenshot(path=str(shot.with_name("browser_test_failure.png")), full_page=True)
+                raise AssertionError(f"{type(e).__name__}: {e}\n{_diagnose(page, folder, events)}") from e
         finally:
             browser.close()
     assert before.startswith("ANSWER[") and after.startswith("ANSWER["), (before, after)
