@@ -154,7 +154,7 @@ def _sft(a, train, tmp, **kw):
     ds = Dataset.from_list([dict(prompt=r["prompt"] + SUFFIX, completion=r["answer"]) for r in train])
     args = SFTConfig(output_dir=str(tmp/"trl"), learning_rate=a.lr, num_train_epochs=1, lr_scheduler_type="constant",
                      warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0, logging_steps=1, save_strategy="no", report_to=[],
-                     seed=42, bf16=a.precision == "bf16", disable_tqdm=True, **kw)
+                     seed=42, bf16=a.precision == "bf16", use_cpu=not __import__('torch').cuda.is_available(), disable_tqdm=True, **kw)
     with Meter(model) as m:
         tr = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, peft_config=lora_config())
         out = tr.train()
@@ -179,7 +179,7 @@ def train_hf_trainer(a, train, val, tmp):
     args = TrainingArguments(output_dir=str(tmp/"hf"), per_device_train_batch_size=4, gradient_accumulation_steps=4,
                              learning_rate=a.lr, num_train_epochs=1, lr_scheduler_type="constant", warmup_steps=0,
                              weight_decay=0.0, max_grad_norm=1.0, logging_steps=1, save_strategy="no", report_to=[],
-                             seed=42, bf16=a.precision == "bf16", disable_tqdm=True, remove_unused_columns=False)
+                             seed=42, bf16=a.precision == "bf16", use_cpu=not __import__('torch').cuda.is_available(), disable_tqdm=True, remove_unused_columns=False)
     with Meter(model) as m:
         enc = encode(tok, train)
         ds = Dataset.from_list([dict(input_ids=e["input_ids"], attention_mask=[1] * len(e["input_ids"]),

@@ -187,8 +187,8 @@ def _as_dataset(self: LLM, dataset):
     return ds
 
 @patch
-def _generate_rendered(self: LLM, ds, generation_config=None, batch_size=None, progress=False):
-    "Generate for a rendered Dataset: list of result dicts (text, ids, probability ...)."
+def _generate_rendered(self: LLM, ds, generation_config=None, batch_size=None, progress=False, generate=True):
+    "Generate for a rendered Dataset: list of result dicts (text, ids, probability ...); only `prompt_ids` when not `generate`."
     self.load_base()
     gc = generation_config_for(self, generation_config)
     lim = sequence_limits(self.config, self.context_length, reserve=gc.max_new_tokens)
@@ -196,8 +196,16 @@ def _generate_rendered(self: LLM, ds, generation_config=None, batch_size=None, p
     if rep.prompt_rows or rep.total_rows: warnings.warn(
         f"prompts were cut: {rep.prompt_rows} by the prompt limit ({rep.prompt_tokens} tokens), {rep.total_rows} to fit the context "
         f"({rep.total_tokens} tokens); see preprocessing.truncation.")
+    if not generate: return [dict(text="", ids=[], prompt_ids=i) for i in ids]
     bs = batch_size or max(self.config.trainer.eval_batch_size or 0, 16)
-    return generate_batch(self.model, self.tokenizer, ids, gc, batch_size=bs, scores=True, progress=progress)
+    scores = self.config.output_feature.type == "text"   # a category output's probabilities come from scoring the labels
+    return generate_batch(self.model, self.tokenizer, ids, gc, batch_size=bs, scores=scores, progress=progress)
+
+@patch
+def _labels_only(self: LLM) -> bool:
+    "A category output under `constrain_to_vocabulary`: its label is read off the label probabilities, nothing is generated."
+    o = self.config.output_feature
+    return o.type == "category" and bool(o.decoder.constrain_to_vocabulary)
 
 def generation_config_for(llm, overrides=None):
     "The `transformers.GenerationConfig` `llm` predicts with, `overrides` applied for this call only."
@@ -213,13 +221,16 @@ def _predictions_frame(self: LLM, results) -> pd.DataFrame:
                        f"{o.name}_probability": [r.get("probability") for r in results], f"{o.name}_response": texts,
                        f"{o.name}_num_tokens": [len(r["ids"]) for r in results]})
     if o.type == "category":
-        from llmnb.evaluate import category_predictions
+        from llmnb.evaluate import category_predictions, label_token_ids
         vocab = self.vocab or (category_vocab(o) if o.preprocessing.vocab else None)
         if not vocab: raise DataError(f"output_features.{o.name}: category output with no labels: set preprocessing.vocab, or train() on data first.")
         labels, answers, P = category_predictions(self.model, self.tokenizer, results, o, vocab, batch_size=max(self.config.trainer.eval_batch_size or 0, 16))
         df[f"{o.name}_predictions"], df[f"{o.name}_response"] = labels, answers
         df[f"{o.name}_probabilities"] = [list(map(float, p)) for p in P]
         df[f"{o.name}_probability"] = [float(P[i, vocab.index(l)]) for i, l in enumerate(labels)]
+        if self._labels_only():   # the answer is the label and its end-of-sequence token
+            n = dict(zip(vocab, map(len, label_token_ids(self.tokenizer, vocab, results[0]["prompt_ids"] if results else None))))
+            df[f"{o.name}_num_tokens"] = [n[l] + 1 for l in labels]
         for j, v in enumerate(vocab): df[f"{o.name}_probabilities_{v}"] = P[:, j].astype(float)
     return df
 
@@ -235,7 +246,7 @@ def predict(self: LLM,
     "Predictions for every row of `dataset`, in input order."
     out = _writable_dir(output_directory) if output_directory else None
     ds = self._render(self._as_dataset(dataset))
-    df = self._predictions_frame(self._generate_rendered(ds, generation_config, batch_size, progress))
+    df = self._predictions_frame(self._generate_rendered(ds, generation_config, batch_size, progress, generate=not self._labels_only()))
     if out is not None: _write_csv(df, out/"predictions.csv")
     return df
 
@@ -249,7 +260,7 @@ def _write_csv(df, path):
 def _evaluate_rendered(self: LLM, ds, generation_config=None, batch_size=None, progress=False):
     o = self.config.output_feature
     col = self._target_column()
-    results = self._generate_rendered(ds, generation_config, batch_size, progress)
+    results = self._generate_rendered(ds, generation_config, batch_size, progress, generate=not self._labels_only())
     df = self._predictions_frame(results)
     truth = ["" if v is None else str(v) for v in ds[col]]
     pred = df[f"{o.name}_predictions"].tolist()

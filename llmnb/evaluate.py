@@ -10,7 +10,8 @@ import re, json, math
 import numpy as np
 import torch
 from transformers import LogitsProcessor
-from .generate import generate_batch
+from .generate import generate_batch, length_batches
+from .train import answer_separator, answer_ids
 
 # %% auto #0
 __all__ = ['category_vocab', 'match_rules', 'extract_category', 'label_token_ids', 'LabelConstraint', 'label_probabilities',
@@ -63,15 +64,9 @@ def extract_category(text: str, rules: dict, fallback: str) -> str:
 
 # %% ../nbs/11_evaluate.ipynb #8d0a5026
 def label_token_ids(tok, labels, prompt_ids=None) -> list[list[int]]:
-    "The token ids of each label as the model would write it right after `prompt_ids`."
+    "The token ids of each label as the model would write it right after `prompt_ids` (as training tokenises answers)."
     last = tok.decode(list(prompt_ids[-1:]), skip_special_tokens=False) if prompt_ids else "\n"
-    space = "" if not last or last[-1].isspace() or last.endswith(">") else " "
-    out = []
-    for l in labels:
-        ids = tok(space + str(l), add_special_tokens=False)["input_ids"]
-        if space and len(ids) > 1 and not tok.decode(ids[:1]).strip(): ids = ids[1:]   # SentencePiece's lone '▁'
-        out.append(ids)
-    return out
+    return answer_ids(tok, labels, [answer_separator(last)] * len(labels))
 
 def _trie(paths):
     "Prefix tree of token paths: node → {token: child}; the key None marks the end of a label."
@@ -103,33 +98,63 @@ class LabelConstraint(LogitsProcessor):
         return keep
 
 # %% ../nbs/11_evaluate.ipynb #eff25d39
+def _label_groups(paths, budget: int = 256):
+    "Consecutive labels whose tokens (all but the last of each) fit `budget` ids: the labels scored in one pass."
+    groups, cur, n = [], [], 0
+    for j, p in enumerate(paths):
+        if cur and n + len(p) - 1 > budget: groups.append(cur); cur, n = [], 0
+        cur.append(j); n += len(p) - 1
+    return groups + [cur]
+
+def _label_mask(seg, attn: str, dtype):
+    "Attention mask for rows laid out as [padding, prompt, label 1, label 2 ...] (`seg`: -2, -1, 0, 1 ...)."
+    if int(seg.max()) <= 0: return (seg != -2).long()                      # one label: an ordinary 2D padding mask
+    L = seg.shape[1]
+    q, k = seg[:, :, None], seg[:, None, :]
+    causal = torch.ones(L, L, dtype=torch.bool, device=seg.device).tril()
+    itself = torch.eye(L, dtype=torch.bool, device=seg.device)
+    ok = causal & (((k == -1) & (q != -2)) | ((k == q) & ((k != -2) | itself)))   # the prompt, or its own label; padding sees itself
+    if attn == "sdpa": return ok[:, None]
+    return torch.zeros(ok.shape, dtype=dtype, device=seg.device).masked_fill(~ok, torch.finfo(dtype).min)[:, None]
+
 @torch.no_grad()
 def label_probabilities(model, tok, prompt_ids: list[list[int]], label_ids: list[list[int]], eos: int | None,
                         constrained: bool = False, batch_size: int = 16) -> np.ndarray:
     "(prompts × labels) probabilities of each label's tokens (+ `eos`) after each prompt, normalised over the labels."
     dev = next(model.parameters()).device
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    attn = getattr(base.config, "_attn_implementation", "eager")
+    keep = "logits_to_keep" in __import__("inspect").signature(base.forward).parameters
     paths = [list(l) + ([eos] if eos is not None else []) for l in label_ids]
     con = LabelConstraint(label_ids, eos) if constrained else None
-    K = max(len(p) for p in paths) + 1
-    pairs = [(i, j) for i in range(len(prompt_ids)) for j in range(len(paths))]
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    groups = _label_groups(paths) if attn in ("sdpa", "eager") else [[j] for j in range(len(paths))]
     logp = np.zeros((len(prompt_ids), len(paths)))
     was = model.training; model.eval()
-    for s in range(0, len(pairs), batch_size):
-        chunk = pairs[s:s + batch_size]
-        rows = [list(prompt_ids[i]) + paths[j] for i, j in chunk]
-        n = max(map(len, rows))
-        ids = torch.full((len(rows), n), tok.pad_token_id if tok.pad_token_id is not None else 0, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for r, row in enumerate(rows): ids[r, n - len(row):] = torch.tensor(row); mask[r, n - len(row):] = 1
-        kw = dict(logits_to_keep=K) if "logits_to_keep" in __import__("inspect").signature(model.forward).parameters else {}
-        out = model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=(mask.cumsum(-1) - 1).clamp(min=0).to(dev), **kw)
-        lp = torch.log_softmax(out.logits[:, -K:].float(), -1).cpu()
-        for r, (i, j) in enumerate(chunk):
-            p = paths[j]
-            for m, t in enumerate(p):
-                row = lp[r, K - len(p) - 1 + m]
-                ok = con.allowed(p[:m]) if con else None
-                logp[i, j] += float(row[t] - (torch.logsumexp(row[ok], 0) if ok else 0.0))
+    for g in groups:
+        feed = [t for j in g for t in paths[j][:-1]]                          # each label but its last token, one after another
+        lab = torch.tensor([k for k, j in enumerate(g) for _ in paths[j][:-1]], dtype=torch.long)
+        start = np.cumsum([0] + [len(paths[j]) - 1 for j in g])
+        off = torch.arange(len(feed)) - torch.tensor(start[lab.numpy()] if len(feed) else [], dtype=torch.long)
+        F = len(feed)
+        for b in length_batches([len(p) for p in prompt_ids], batch_size):
+            n = max(len(prompt_ids[i]) for i in b)
+            ids = torch.full((len(b), n + F), pad, dtype=torch.long)
+            seg, pos = torch.full_like(ids, -2), torch.zeros_like(ids)
+            for r, i in enumerate(b):
+                m = len(prompt_ids[i])
+                ids[r, n - m:] = torch.tensor(list(prompt_ids[i]) + feed, dtype=torch.long)
+                seg[r, n - m:n], seg[r, n:] = -1, lab
+                pos[r, n - m:n], pos[r, n:] = torch.arange(m), m + off
+            mask = _label_mask(seg.to(dev), attn, model.dtype)
+            out = model(input_ids=ids.to(dev), attention_mask=mask, position_ids=pos.to(dev), **(dict(logits_to_keep=F + 1) if keep else {}))
+            lp = torch.log_softmax(out.logits[:, -(F + 1):].float(), -1).cpu()  # row 0: after the prompt; 1 + k: after feed[k]
+            for r, i in enumerate(b):
+                for k, j in enumerate(g):
+                    for m, t in enumerate(paths[j]):
+                        row = lp[r, 0 if m == 0 else start[k] + m]
+                        ok = con.allowed(paths[j][:m]) if con else None
+                        logp[i, j] += float(row[t] - (torch.logsumexp(row[ok], 0) if ok else 0.0))
     model.train(was)
     z = logp - logp.max(1, keepdims=True)
     return np.exp(z) / np.exp(z).sum(1, keepdims=True)
@@ -144,20 +169,18 @@ def constrained_generation_config(label_ids: list[list[int]], eos: int, pad: int
 
 # %% ../nbs/11_evaluate.ipynb #0d8700f9
 def category_predictions(model, tok, results: list[dict], output_feature, vocab: list[str], batch_size: int = 16):
-    "(labels, answer texts, prompts × vocab probabilities) for the generation `results` of a category output."
+    "(labels, answer texts, prompts × vocab probabilities) for `results` (dicts with `prompt_ids`, and `text` unless constrained)."
     fb = output_feature.preprocessing.fallback_label
     prompts = [r["prompt_ids"] for r in results]
     lids = label_token_ids(tok, vocab, prompts[0] if prompts else None)
-    eos = tok.eos_token_id
     con = bool(output_feature.decoder.constrain_to_vocabulary)
-    P = label_probabilities(model, tok, prompts, lids, eos, constrained=con, batch_size=batch_size)
-    if not con:
-        rules = match_rules(output_feature, vocab)
-        return [extract_category(r["text"], rules, fb) for r in results], [r["text"] for r in results], P
-    pad = tok.pad_token_id if tok.pad_token_id is not None else eos
-    gen = generate_batch(model, tok, prompts, constrained_generation_config(lids, eos, pad), batch_size, logits_processor=[LabelConstraint(lids, eos)])
-    by_ids = {tuple(l): v for l, v in zip(lids, vocab)}
-    return [by_ids.get(tuple(g["ids"][:-1] if g["ids"][-1:] == [eos] else g["ids"]), fb) for g in gen], [g["text"] for g in gen], P
+    P = label_probabilities(model, tok, prompts, lids, tok.eos_token_id, constrained=con, batch_size=batch_size)
+    if con:
+        labels = [vocab[j] for j in P.argmax(1)]
+        return labels, labels, P
+    rules = match_rules(output_feature, vocab)
+    return [extract_category(r["text"], rules, fb) for r in results], [r["text"] for r in results], P
+
 
 # %% ../nbs/11_evaluate.ipynb #08ba67e5
 def _norm(s): return " ".join(str(s).split()).lower()
@@ -175,11 +198,12 @@ def text_metrics(predictions, targets) -> dict:
     return out
 
 def category_metrics(predictions, targets, vocab) -> dict:
-    "Accuracy, macro-F1 and the confusion matrix (rows: truth, columns: prediction, in `vocab` order)."
+    "Accuracy, macro-F1 (over the labels that occur in truth or predictions) and the confusion matrix (rows: truth, in `vocab` order)."
     from sklearn.metrics import accuracy_score, f1_score, confusion_matrix
     t, p = [str(x) for x in targets], [str(x) for x in predictions]
     labels = list(vocab) + sorted(set(t) - set(vocab))
-    return dict(accuracy=float(accuracy_score(t, p)), macro_f1=float(f1_score(t, p, labels=labels, average="macro", zero_division=0)),
+    seen = [l for l in labels if l in set(t) | set(p)]   # an unused fallback label is not a class the model failed on
+    return dict(accuracy=float(accuracy_score(t, p)), macro_f1=float(f1_score(t, p, labels=seen, average="macro", zero_division=0)),
                 labels=labels, confusion_matrix=confusion_matrix(t, p, labels=labels).tolist())
 
 # %% ../nbs/11_evaluate.ipynb #05c2a77e

@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy, math, time
 import numpy as np
 import torch
-from .train import format_prompts, truncate_row, Limits, TruncationReport, use_chat_template
+from .train import format_prompts, truncate_row, Limits, TruncationReport, use_chat_template, _prompt_learning
 
 # %% auto #0
 __all__ = ['STRATEGIES', 'merged_generation', 'generation_config', 'encode_prompts', 'length_batches', 'decoding_strategy',
@@ -241,6 +241,42 @@ def _custom_generate(gc):
     "Our decoding function for the strategies transformers 5 no longer ships, else None (transformers' own)."
     return _OWN_DECODERS.get(decoding_strategy(gc))
 
+# %% ../nbs/05_generate.ipynb #842407da
+_READS_OUTPUTS = ("no_repeat_ngram_size", "bad_words_ids", "min_new_tokens", "min_length", "sequence_bias", "suppress_tokens",
+                  "begin_suppress_tokens", "forced_bos_token_id", "forced_eos_token_id", "stop_strings", "exponential_decay_length_penalty",
+                  "force_words_ids", "constraints", "watermarking_config")
+
+def _plain_greedy(gc, logits_processor=None) -> bool:
+    "Greedy decoding with nothing that reads the generated ids or changes the logits: rows may leave the batch as they end."
+    return (not logits_processor and decoding_strategy(gc) == "greedy" and (gc.num_return_sequences or 1) == 1
+            and (gc.repetition_penalty or 1.0) == 1.0 and gc.max_new_tokens is not None
+            and not any(getattr(gc, k, None) for k in _READS_OUTPUTS))
+
+@torch.no_grad()
+def _greedy_until_eos(model, ids, mask, gc, scores: bool = False) -> tuple[list[list[int]], list[list[float]] | None]:
+    "Greedy ids (and token probabilities) of each row of a left-padded batch; a row leaves the batch after its EOS."
+    from transformers import DynamicCache
+    eos = torch.tensor(_eos_list(gc), dtype=torch.long, device=ids.device)
+    cache, live = DynamicCache(config=model.config), list(range(ids.shape[0]))
+    out, probs = [[] for _ in live], [[] for _ in live]
+    o = model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask), past_key_values=cache, use_cache=True, logits_to_keep=1)
+    for step in range(gc.max_new_tokens):
+        logits = o.logits[:, -1].float()
+        nxt = logits.argmax(-1)
+        p = torch.softmax(logits, -1).gather(1, nxt[:, None])[:, 0].tolist() if scores else None
+        for r, row in enumerate(live):
+            out[row].append(int(nxt[r]))
+            if scores: probs[row].append(p[r])
+        done = torch.isin(nxt, eos)
+        if step == gc.max_new_tokens - 1 or bool(done.all()): break
+        if bool(done.any()):
+            keep = (~done).nonzero()[:, 0]
+            cache.batch_select_indices(keep)
+            live, nxt, mask = [live[i] for i in keep.tolist()], nxt[keep], mask[keep]
+        mask = torch.cat([mask, mask.new_ones(len(live), 1)], 1)
+        o = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=_positions(mask)[:, -1:], past_key_values=cache, use_cache=True)
+    return out, (probs if scores else None)
+
 # %% ../nbs/05_generate.ipynb #4d57de00
 @torch.no_grad()
 def generate_batch(model, tok, prompt_ids: list[list[int]], gen_config, batch_size: int = 16, max_tokens: int | None = None,
@@ -262,6 +298,14 @@ def generate_batch(model, tok, prompt_ids: list[list[int]], gen_config, batch_si
         for p in lp:
             if hasattr(p, "prompt_length"): p.prompt_length = ids.shape[1]
         t0 = time.time()
+        if _plain_greedy(gen_config, logits_processor) and not _prompt_learning(model):   # prompt tuning: PEFT's generate adds its tokens
+            gens, probs = _greedy_until_eos(model, ids, mask, gen_config, scores)
+            dt = (time.time() - t0) / len(b)
+            for j, i in enumerate(b):
+                r = dict(text=tok.decode(gens[j], skip_special_tokens=True).strip(), ids=gens[j], prompt_ids=list(prompt_ids[i]), seconds=dt)
+                if scores: r.update(probabilities=probs[j], probability=float(np.exp(np.sum(np.log(np.maximum(probs[j], 1e-12))))))
+                results[i] = r
+            continue
         out = model.generate(input_ids=ids, attention_mask=mask, generation_config=gc, logits_processor=lp, custom_generate=_custom_generate(gc))
         seqs = out.sequences[:, ids.shape[1]:]
         probs = _token_probs(model, out, gen_config) if scores else None

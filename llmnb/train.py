@@ -17,8 +17,9 @@ from .model import write_dir_atomically
 
 # %% auto #0
 __all__ = ['use_chat_template', 'format_prompts', 'Limits', 'sequence_limits', 'TruncationReport', 'truncate_row',
-           'tokenize_rows', 'tokenize_dataset', 'plan_batches', 'pack_batch', 'pad_batch', 'loss_sum', 'plain_loss_sum',
-           'add_neftune', 'trainable_state', 'load_trainable_state', 'evaluate_loss', 'fit', 'resolve_batch_size']
+           'answer_separator', 'answer_ids', 'tokenize_rows', 'tokenize_dataset', 'plan_batches', 'balanced_packs',
+           'pack_batch', 'pad_batch', 'loss_sum', 'plain_loss_sum', 'add_neftune', 'trainable_state',
+           'load_trainable_state', 'evaluate_loss', 'mixed_precision', 'fit', 'resolve_batch_size']
 
 # %% ../nbs/04_train.ipynb #fecbca6c
 def use_chat_template(cfg, tok) -> bool:
@@ -100,13 +101,25 @@ def truncate_row(p: list, t: list | None, lim: Limits, eos: int | None, keep_bos
     return p, t
 
 # %% ../nbs/04_train.ipynb #f7946907
+def answer_separator(prompt: str) -> str:
+    "What goes between a prompt and its answer: a space after a visible character, nothing after whitespace or a tag (`>`)."
+    return "" if not prompt or prompt[-1].isspace() or prompt.endswith(">") else " "
+
+def answer_ids(tok, answers: list, separators: list[str]) -> list[list[int]]:
+    "Token ids of each `separator + answer`, without the lone `▁` a SentencePiece tokenizer writes for the separator."
+    out = []
+    for ids, sep in zip(tok([s + str(a) for s, a in zip(separators, answers)], add_special_tokens=False)["input_ids"], separators):
+        if sep and len(ids) > 1 and not tok.decode(ids[:1]).strip(): ids = ids[1:]
+        out.append(ids)
+    return out
+
 def tokenize_rows(prompts: list[str], targets: list[str] | None, tok, cfg, limits: Limits, report: TruncationReport | None = None) -> dict:
     "Ids of `format_prompts(prompts)` + `targets` + EOS, with `n_prompt` (how many leading ids are prompt), cut to `limits`."
     report = report if report is not None else TruncationReport()
     chat = use_chat_template(cfg, tok)
     texts = format_prompts(prompts, tok, cfg)
     P = tok(texts, add_special_tokens=not chat)["input_ids"]
-    T = tok([str(t) for t in targets], add_special_tokens=False)["input_ids"] if targets is not None else [None] * len(P)
+    T = answer_ids(tok, targets, [answer_separator(x) for x in texts]) if targets is not None else [None] * len(P)
     keep_bos = tok.bos_token_id is not None and bool(P) and bool(P[0]) and P[0][0] == tok.bos_token_id
     out = dict(input_ids=[], n_prompt=[])
     for p, t in zip(P, T):
@@ -114,6 +127,7 @@ def tokenize_rows(prompts: list[str], targets: list[str] | None, tok, cfg, limit
         out["input_ids"].append(p + (t or []))
         out["n_prompt"].append(len(p))
     return out
+
 
 # %% ../nbs/04_train.ipynb #33446936
 def tokenize_dataset(ds, tok, cfg, limits: Limits, prompt_col: str = "__prompt__", target_col: str | None = None):
@@ -138,6 +152,15 @@ def plan_batches(lengths, batch_size: int, seed: int = 0, shuffle: bool = True, 
         batches += [c[i:i + batch_size].tolist() for i in range(0, len(c), batch_size)]
     order = rng.permutation(len(batches))
     return [batches[i] for i in order]
+
+# %% ../nbs/04_train.ipynb #09326f91
+def balanced_packs(idx: list[int], lengths, n: int) -> list[list[int]]:
+    "`idx` cut into at most `n` packs of near-equal token counts: each row, longest first, joins the lightest pack."
+    packs = [[] for _ in range(max(min(n, len(idx)), 1))]
+    load = np.zeros(len(packs))
+    for i in sorted(idx, key=lambda i: -lengths[i]):
+        k = int(load.argmin()); packs[k].append(i); load[k] += lengths[i]
+    return packs
 
 # %% ../nbs/04_train.ipynb #0b67f7c8
 def _labels(ids, n_prompt):
@@ -315,6 +338,19 @@ def _load_last(run_dir, model, opt, sched):
     opt.load_state_dict(o["optimizer"]); sched.load_state_dict(o["scheduler"])
     return json.loads((d/"state.json").read_text())
 
+# %% ../nbs/04_train.ipynb #1fc44a74
+def _cpu_has_bf16() -> bool:
+    "Whether this CPU multiplies bf16 natively (AVX-512 BF16 or AMX), read from /proc/cpuinfo; False where it cannot tell."
+    try: flags = Path("/proc/cpuinfo").read_text()
+    except OSError: return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+def mixed_precision(use_mixed_precision) -> str:
+    "Accelerate's `mixed_precision` for `trainer.use_mixed_precision`: bf16 autocast where the hardware has bf16, unless set false."
+    if use_mixed_precision is False: return "no"
+    if torch.cuda.is_available(): return "bf16" if torch.cuda.is_bf16_supported() else "no"
+    return "bf16" if _cpu_has_bf16() else "no"
+
 # %% ../nbs/04_train.ipynb #17bc317a
 def fit(model, tok, train_rows, val_rows, cfg, run_dir, resume: bool = False, progress: bool = True, plot: bool = True) -> dict:
     "Train `model` on tokenised `train_rows` per `cfg.trainer`; evaluate on `val_rows`; return the training statistics."
@@ -325,8 +361,7 @@ def fit(model, tok, train_rows, val_rows, cfg, run_dir, resume: bool = False, pr
     _set_seed(seed)
     bs = resolve_batch_size(t, train_rows)
     gas = t.gradient_accumulation_steps if isinstance(t.gradient_accumulation_steps, int) else 1
-    mp = t.use_mixed_precision
-    acc = Accelerator(mixed_precision=("bf16" if mp in (None, True) and torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"))
+    acc = Accelerator(mixed_precision=mixed_precision(t.use_mixed_precision))
     device, world, rank = acc.device, acc.num_processes, acc.process_index
     pad = tok.pad_token_id
     packing = getattr(t, "packing", True) and not _prompt_learning(model)
@@ -366,6 +401,7 @@ def fit(model, tok, train_rows, val_rows, cfg, run_dir, resume: bool = False, pr
             step = epoch * steps_per_epoch + k
             if step < st["step"]: continue
             if step >= total: break
+            if packing: group = balanced_packs([i for b in group for i in b], lengths, len(group))
             mine = group[rank::world] or group[:1]
             n_step = sum(len(train_rows[i]["input_ids"]) - train_rows[i]["n_prompt"] for b in group for i in b)
             lsum = 0.0

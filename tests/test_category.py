@@ -115,6 +115,18 @@ def test_label_token_ids_spacing(embedded_dir):
     assert after_colon == [tok(" positive", add_special_tokens=False)["input_ids"]]
     assert after_newline == [tok("positive", add_special_tokens=False)["input_ids"]]
 
+@pytest.mark.parametrize("template,chat", [("Review: {review}\nLabel:", False), ("Review: {review}\nLabel:\n", False),
+                                           ("Review: {review}", True)])
+def test_training_answers_are_the_scored_label_tokens(embedded_dir, template, chat):
+    "The ids a label is trained on are the ids it is scored and decoded with, whatever the prompt ends in."
+    from llmnb.train import Limits, tokenize_rows
+    tok = AutoTokenizer.from_pretrained(embedded_dir)
+    cfg = load_config(cat_config(embedded_dir, prompt=dict(template=template, chat_template=chat)))
+    rows = tokenize_rows([template.format(review=r) for r in REVIEWS10.review], REVIEWS10.output.tolist(), tok, cfg, Limits())
+    for ids, n, label in zip(rows["input_ids"], rows["n_prompt"], REVIEWS10.output):
+        assert ids[n:-1] == label_token_ids(tok, [label], ids[:n])[0]
+        assert ids[-1] == tok.eos_token_id and tok.decode(ids[n:-1]).strip() == label
+
 # ------------------------------------------------------------------ the API on the tiny model with the real tokenizer
 REVIEWS10 = pd.DataFrame(dict(
     review=["I loved this film, a joy from start to end.", "Terrible plot and wooden acting.", "Best purchase I have made all year.",
@@ -123,10 +135,11 @@ REVIEWS10 = pd.DataFrame(dict(
     output=["positive", "negative"] * 5))
 
 def cat_config(base, vocab=True, **kw):
+    "A category config on `base`; `prompt=` replaces the default task prompt."
     pp = dict(fallback_label="neutral", **(dict(vocab=["positive", "negative"]) if vocab else {}))
     return dict(base_model=str(base), input_features=[dict(name="review", type="text")],
                 output_features=[dict(name="output", type="category", preprocessing=pp, **kw.pop("out", {}))],
-                prompt=dict(task="Is the sentiment of this review positive, negative or neutral? Answer with one word."), **kw)
+                prompt=kw.pop("prompt", dict(task="Is the sentiment of this review positive, negative or neutral? Answer with one word.")), **kw)
 
 def test_predict_without_train_uses_config_vocab(tiny_model_dir):
     df = LLM(cat_config(tiny_model_dir, generation=dict(max_new_tokens=3))).predict(REVIEWS10.head(3))

@@ -70,7 +70,8 @@ def test_length_stats_numbers(tok):
     c = load_config(cfg_dict(inp=30, out=2, glob=32))
     st = length_stats(c, ROWS, tok=tok, context_length=2048)
     direct_p = [len(tok(LONG.format(instruction=i))["input_ids"]) for i in ROWS.instruction]
-    direct_t = [len(tok(a, add_special_tokens=False)["input_ids"]) for a in ROWS.answer]
+    # the prompt ends in a word ("...: name a colour"), so the answer is written after a space: " red"
+    direct_t = [len(tok(" " + a, add_special_tokens=False)["input_ids"]) for a in ROWS.answer]
     assert st.lengths.prompt.tolist() == direct_p and st.lengths.target.tolist() == direct_t
     assert (st.lengths.total == st.lengths.prompt + st.lengths.target + 1).all()
     assert st.limits == Limits(target=2, prompt=30, total=32)
