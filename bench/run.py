@@ -218,7 +218,7 @@ def predict_llmnb(a, prompts):
                generation=dict(max_new_tokens=a.max_new_tokens, do_sample=False))
     llm = LLM(cfg).load_base()
     df = pd.DataFrame(dict(prompt=[p["prompt"] for p in prompts]))
-    with Meter() as m: out = llm.predict(df, batch_size=a.predict_batch)
+    with Meter() as m: out = llm.predict(df, **(dict(batch_size=a.llmnb_predict_batch) if a.llmnb_predict_batch else {}))
     ids = llm.tokenizer(out["answer_predictions"].tolist(), add_special_tokens=False)["input_ids"]
     return m, out["answer_predictions"].tolist(), out["answer_num_tokens"].tolist()
 
@@ -343,7 +343,8 @@ def report(res) -> str:
     if pr:
         ref = next((r for r in pr if r["variant"] == "loop"), pr[0])
         for r in pr: r["identical"] = sum(x == y for x, y in zip(r["texts"], ref["texts"]))
-        out.append(f"\nPrediction: {pr[0]['prompts']} prompts, greedy, max_new_tokens {res['settings']['max_new_tokens']}, batch {res['settings']['predict_batch']}")
+        out.append(f"\nPrediction: {pr[0]['prompts']} prompts, greedy, max_new_tokens {res['settings']['max_new_tokens']}; pipeline batch {res['settings']['predict_batch']}, "
+                   f"llmnb {res['settings'].get('llmnb_predict_batch') or 'default (16-64 rows by a 4,096-token budget)'}")
         out.append(table(pr, [("variant", lambda r: r["variant"]), ("prompts/s", lambda r: f"{r['prompts_per_s']:.3f}"),
                               ("gen. tok/s", lambda r: round(r["generated_tokens_per_s"], 1)), ("wall s", lambda r: round(r["wall_s"], 1)),
                               ("peak RSS MB", lambda r: round(r["peak_rss_mb"])), ("peak GPU MB", lambda r: r["peak_gpu_mb"] and round(r["peak_gpu_mb"])),
@@ -375,7 +376,8 @@ def parse(argv=None):
     ap.add_argument("--checkpointing", action="store_true", help="llmnb: gradient checkpointing")
     ap.add_argument("--compile", action="store_true", help="llmnb: torch.compile")
     ap.add_argument("--max-new-tokens", type=int, default=64)
-    ap.add_argument("--predict-batch", type=int, default=16, help="prompts per batch (llmnb and pipeline)")
+    ap.add_argument("--predict-batch", type=int, default=16, help="prompts per batch of the pipeline")
+    ap.add_argument("--llmnb-predict-batch", type=int, default=None, help="llmnb: fixed prompts per batch (default: its token-budget batching)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads in every worker (default: torch's)")
     ap.add_argument("--out", default=str(HERE/"results"/"latest.json"))
     ap.add_argument("--report", metavar="JSON", help="only print the table of a saved results file")
@@ -397,7 +399,7 @@ def main(argv=None):
     only = set(a.only.split(",")) if a.only else None
     res = dict(settings=dict(rows=a.rows, val_rows=a.val_rows, predict_rows=a.predict_rows, lr=a.lr, precision=a.precision,
                              llmnb_batch=a.llmnb_batch, trl_batch=a.trl_batch, checkpointing=a.checkpointing, compile=a.compile,
-                             max_new_tokens=a.max_new_tokens, predict_batch=a.predict_batch, threads=a.threads),
+                             max_new_tokens=a.max_new_tokens, predict_batch=a.predict_batch, llmnb_predict_batch=a.llmnb_predict_batch, threads=a.threads),
                load_before=os.getloadavg(), train=[], predict=[], started=time.strftime("%Y-%m-%d %H:%M:%S"))
     print(f"bench: load average {os.getloadavg()}", flush=True)
     if not a.skip_train:

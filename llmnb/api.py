@@ -197,9 +197,11 @@ def _generate_rendered(self: LLM, ds, generation_config=None, batch_size=None, p
         f"prompts were cut: {rep.prompt_rows} by the prompt limit ({rep.prompt_tokens} tokens), {rep.total_rows} to fit the context "
         f"({rep.total_tokens} tokens); see preprocessing.truncation.")
     if not generate: return [dict(text="", ids=[], prompt_ids=i) for i in ids]
-    bs = batch_size or max(self.config.trainer.eval_batch_size or 0, 16)
+    eb = self.config.trainer.eval_batch_size if isinstance(self.config.trainer.eval_batch_size, int) else 0
+    # default: batches by a token budget (measured in bench/: 15-25% faster than 16 rows on a CPU); `batch_size`: fixed batches
+    size = dict(batch_size=batch_size) if batch_size else dict(batch_size=max(eb, 64), max_tokens=4096, min_rows=max(eb, 16))
     scores = self.config.output_feature.type == "text"   # a category output's probabilities come from scoring the labels
-    return generate_batch(self.model, self.tokenizer, ids, gc, batch_size=bs, scores=scores, progress=progress)
+    return generate_batch(self.model, self.tokenizer, ids, gc, scores=scores, progress=progress, **size)
 
 @patch
 def _labels_only(self: LLM) -> bool:
@@ -239,16 +241,26 @@ def _predictions_frame(self: LLM, results) -> pd.DataFrame:
 def predict(self: LLM,
             dataset, # rows to predict (path, DataFrame, Dataset, list of dicts, ...)
             generation_config: dict | None = None, # generation settings for this call only
-            batch_size: int | None = None, # prompts per generation batch (default: max(eval_batch_size, 16))
+            batch_size: int | None = None, # prompts per generation batch (default: 16 to 64 rows, by a budget of 4,096 prompt tokens)
             output_directory: str | None = None, # also write `predictions.csv` here
             progress: bool = False, # show a progress bar
+            chunk_rows: int = 4096, # rows generated, framed and written at a time
            ) -> pd.DataFrame:
     "Predictions for every row of `dataset`, in input order."
     out = _writable_dir(output_directory) if output_directory else None
     ds = self._render(self._as_dataset(dataset))
-    df = self._predictions_frame(self._generate_rendered(ds, generation_config, batch_size, progress, generate=not self._labels_only()))
-    if out is not None: _write_csv(df, out/"predictions.csv")
-    return df
+    tmp = Path(str(out/"predictions.csv") + ".tmp") if out is not None else None
+    frames = []
+    try:
+        for s in range(0, len(ds), chunk_rows):
+            part = ds.select(range(s, min(s + chunk_rows, len(ds))))
+            df = self._predictions_frame(self._generate_rendered(part, generation_config, batch_size, progress, generate=not self._labels_only()))
+            if tmp is not None: df.to_csv(tmp, mode="w" if s == 0 else "a", header=s == 0, index=False)
+            frames.append(df)
+        if tmp is not None: os.replace(tmp, out/"predictions.csv")
+    finally:
+        if tmp is not None and tmp.exists(): tmp.unlink()
+    return pd.concat(frames, ignore_index=True)
 
 def _write_csv(df, path):
     "Write `df` to `path` atomically."

@@ -59,12 +59,12 @@ def encode_prompts(prompts: list[str], tok, cfg, limits: Limits) -> tuple[list[l
     keep_bos = tok.bos_token_id is not None and any(i[:1] == [tok.bos_token_id] for i in ids[:1])
     return [truncate_row(i, None, limits, None, keep_bos, rep)[0] for i in ids], rep
 
-def length_batches(lengths, batch_size: int, max_tokens: int | None = None) -> list[list[int]]:
-    "Indices sorted by length (longest first), cut into batches of <= `batch_size` rows and <= `max_tokens` padded tokens."
+def length_batches(lengths, batch_size: int, max_tokens: int | None = None, min_rows: int = 1) -> list[list[int]]:
+    "Indices sorted by length (longest first), cut into batches of <= `batch_size` rows and <= `max_tokens` padded tokens (but >= `min_rows` rows)."
     order = np.argsort(-np.asarray(lengths), kind="stable").tolist()
     out, cur = [], []
     for i in order:
-        if cur and (len(cur) == batch_size or (max_tokens and lengths[cur[0]] * (len(cur) + 1) > max_tokens)):
+        if cur and (len(cur) == batch_size or (max_tokens and len(cur) >= min_rows and lengths[cur[0]] * (len(cur) + 1) > max_tokens)):
             out.append(cur); cur = []
         cur.append(i)
     return out + ([cur] if cur else [])
@@ -241,7 +241,7 @@ def _custom_generate(gc):
     "Our decoding function for the strategies transformers 5 no longer ships, else None (transformers' own)."
     return _OWN_DECODERS.get(decoding_strategy(gc))
 
-# %% ../nbs/05_generate.ipynb #842407da
+# %% ../nbs/05_generate.ipynb #f5926659
 _READS_OUTPUTS = ("no_repeat_ngram_size", "bad_words_ids", "min_new_tokens", "min_length", "sequence_bias", "suppress_tokens",
                   "begin_suppress_tokens", "forced_bos_token_id", "forced_eos_token_id", "stop_strings", "exponential_decay_length_penalty",
                   "force_words_ids", "constraints", "watermarking_config")
@@ -280,14 +280,14 @@ def _greedy_until_eos(model, ids, mask, gc, scores: bool = False) -> tuple[list[
 # %% ../nbs/05_generate.ipynb #4d57de00
 @torch.no_grad()
 def generate_batch(model, tok, prompt_ids: list[list[int]], gen_config, batch_size: int = 16, max_tokens: int | None = None,
-                   scores: bool = False, progress: bool = False, logits_processor=None) -> list[dict]:
+                   scores: bool = False, progress: bool = False, logits_processor=None, min_rows: int = 1) -> list[dict]:
     "Generate for every prompt in `prompt_ids`, batched by length; results in input order."
     from tqdm.auto import tqdm
     from transformers import LogitsProcessorList
     device = next(model.parameters()).device
     was = model.training; model.eval()
     results = [None] * len(prompt_ids)
-    batches = length_batches([len(p) for p in prompt_ids], batch_size, max_tokens)
+    batches = length_batches([len(p) for p in prompt_ids], batch_size, max_tokens, min_rows)
     pad = gen_config.pad_token_id if gen_config.pad_token_id is not None else tok.pad_token_id
     lp = LogitsProcessorList(logits_processor or [])
     R = gen_config.num_return_sequences or 1

@@ -153,7 +153,7 @@ def plan_batches(lengths, batch_size: int, seed: int = 0, shuffle: bool = True, 
     order = rng.permutation(len(batches))
     return [batches[i] for i in order]
 
-# %% ../nbs/04_train.ipynb #09326f91
+# %% ../nbs/04_train.ipynb #4023dfe4
 def balanced_packs(idx: list[int], lengths, n: int) -> list[list[int]]:
     "`idx` cut into at most `n` packs of near-equal token counts: each row, longest first, joins the lightest pack."
     packs = [[] for _ in range(max(min(n, len(idx)), 1))]
@@ -338,7 +338,7 @@ def _load_last(run_dir, model, opt, sched):
     opt.load_state_dict(o["optimizer"]); sched.load_state_dict(o["scheduler"])
     return json.loads((d/"state.json").read_text())
 
-# %% ../nbs/04_train.ipynb #1fc44a74
+# %% ../nbs/04_train.ipynb #d1b73c48
 def _cpu_has_bf16() -> bool:
     "Whether this CPU multiplies bf16 natively (AVX-512 BF16 or AMX), read from /proc/cpuinfo; False where it cannot tell."
     try: flags = Path("/proc/cpuinfo").read_text()

@@ -44,6 +44,16 @@ def test_predict_without_train(tiny_model_dir):
     df = LLM(config(tiny_model_dir)).predict(ROWS.head(2))
     assert list(df.columns[:1]) == ["answer_predictions"] and len(df) == 2
 
+def test_predict_in_chunks_streams_to_disk(tiny_model_dir, tmp_path):
+    "Chunked prediction gives the same frame as one pass, in input order, and the CSV holds every row once."
+    llm = LLM(config(tiny_model_dir))
+    whole = llm.predict(ROWS.head(10))
+    chunked = llm.predict(ROWS.head(10), output_directory=tmp_path, chunk_rows=3)
+    pd.testing.assert_frame_equal(chunked[["answer_predictions", "answer_num_tokens"]], whole[["answer_predictions", "answer_num_tokens"]])
+    on_disk = pd.read_csv(tmp_path/"predictions.csv", keep_default_na=False)
+    assert len(on_disk) == 10 and on_disk.answer_num_tokens.tolist() == whole.answer_num_tokens.tolist()
+    assert [p.name for p in tmp_path.iterdir()] == ["predictions.csv"]   # no .tmp left behind
+
 def test_plain_peft_load_without_llmnb(tiny_model_dir, tmp_path):
     llm = LLM(config(tiny_model_dir, train_steps=2))
     llm.train(ROWS, output_directory=tmp_path/"run", progress=False)
