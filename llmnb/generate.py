@@ -92,11 +92,11 @@ def _positions(mask):
     "Position ids of left-padded rows: 0 at each row's first real token."
     return (mask.long().cumsum(-1) - 1).clamp(min=0)
 
-def _forward(model, ids, mask, cache, hidden=False):
+def _forward(model, ids, mask, cache, hidden=False, **kw):
     "One cached forward step over `ids` (the new tokens); the mask covers the whole sequence so far."
     pos = _positions(mask)[:, -ids.shape[1]:]
     return model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True,
-                 output_hidden_states=hidden, return_dict=True)
+                 output_hidden_states=hidden, return_dict=True, **kw)
 
 def _eos_list(gc):
     e = gc.eos_token_id
@@ -259,7 +259,7 @@ def _greedy_until_eos(model, ids, mask, gc, scores: bool = False) -> tuple[list[
     eos = torch.tensor(_eos_list(gc), dtype=torch.long, device=ids.device)
     cache, live = DynamicCache(config=model.config), list(range(ids.shape[0]))
     out, probs = [[] for _ in live], [[] for _ in live]
-    o = model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask), past_key_values=cache, use_cache=True, logits_to_keep=1)
+    o = _forward(model, ids, mask, cache, logits_to_keep=1)
     for step in range(gc.max_new_tokens):
         logits = o.logits[:, -1].float()
         nxt = logits.argmax(-1)
@@ -274,7 +274,7 @@ def _greedy_until_eos(model, ids, mask, gc, scores: bool = False) -> tuple[list[
             cache.batch_select_indices(keep)
             live, nxt, mask = [live[i] for i in keep.tolist()], nxt[keep], mask[keep]
         mask = torch.cat([mask, mask.new_ones(len(live), 1)], 1)
-        o = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=_positions(mask)[:, -1:], past_key_values=cache, use_cache=True)
+        o = _forward(model, nxt[:, None], mask, cache)
     return out, (probs if scores else None)
 
 # %% ../nbs/05_generate.ipynb #4d57de00
@@ -293,29 +293,23 @@ def generate_batch(model, tok, prompt_ids: list[list[int]], gen_config, batch_si
     R = gen_config.num_return_sequences or 1
     gc = copy.deepcopy(gen_config)  # the caller's config is left as it was
     gc.return_dict_in_generate, gc.output_scores = True, scores
+    plain = _plain_greedy(gen_config, logits_processor) and not _prompt_learning(model)   # prompt tuning: PEFT's generate adds its tokens
     for b in tqdm(batches, disable=not progress, desc="generating"):
         ids, mask = _left_pad([prompt_ids[i] for i in b], pad, device)
         for p in lp:
             if hasattr(p, "prompt_length"): p.prompt_length = ids.shape[1]
         t0 = time.time()
-        if _plain_greedy(gen_config, logits_processor) and not _prompt_learning(model):   # prompt tuning: PEFT's generate adds its tokens
-            gens, probs = _greedy_until_eos(model, ids, mask, gen_config, scores)
-            dt = (time.time() - t0) / len(b)
-            for j, i in enumerate(b):
-                r = dict(text=tok.decode(gens[j], skip_special_tokens=True).strip(), ids=gens[j], prompt_ids=list(prompt_ids[i]), seconds=dt)
-                if scores: r.update(probabilities=probs[j], probability=float(np.exp(np.sum(np.log(np.maximum(probs[j], 1e-12))))))
-                results[i] = r
-            continue
-        out = model.generate(input_ids=ids, attention_mask=mask, generation_config=gc, logits_processor=lp, custom_generate=_custom_generate(gc))
-        seqs = out.sequences[:, ids.shape[1]:]
-        probs = _token_probs(model, out, gen_config) if scores else None
+        if plain: gens, probs = _greedy_until_eos(model, ids, mask, gen_config, scores)
+        else:
+            out = model.generate(input_ids=ids, attention_mask=mask, generation_config=gc, logits_processor=lp, custom_generate=_custom_generate(gc))
+            seqs = out.sequences[:, ids.shape[1]:]
+            gens = [_until_eos(seqs[j * R].tolist(), gen_config.eos_token_id, pad) for j in range(len(b))]
+            tp = _token_probs(model, out, gen_config) if scores else None
+            probs = [[float(x) for x in tp[j * R][:len(g)]] for j, g in enumerate(gens)] if scores else None
         dt = (time.time() - t0) / len(b)
         for j, i in enumerate(b):
-            gen = _until_eos(seqs[j * R].tolist(), gen_config.eos_token_id, pad)
-            r = dict(text=tok.decode(gen, skip_special_tokens=True).strip(), ids=gen, prompt_ids=list(prompt_ids[i]), seconds=dt)
-            if probs is not None:
-                p = probs[j * R][:len(gen)]
-                r.update(probabilities=[float(x) for x in p], probability=float(np.exp(np.sum(np.log(np.maximum(p, 1e-12))))))
+            r = dict(text=tok.decode(gens[j], skip_special_tokens=True).strip(), ids=gens[j], prompt_ids=list(prompt_ids[i]), seconds=dt)
+            if probs is not None: r.update(probabilities=probs[j], probability=float(np.exp(np.sum(np.log(np.maximum(probs[j], 1e-12))))))
             results[i] = r
     model.train(was)
     return results
