@@ -10,6 +10,7 @@ import re, json, warnings
 from pathlib import Path
 import torch
 from . import quantization as _quantization  # noqa: F401  (silences bitsandbytes' CPU-kernel notice before PEFT imports it)
+from .errors import LlmnbError
 
 # %% auto #0
 __all__ = ['linear_modules', 'linear_module_names', 'default_target_modules', 'check_target_modules', 'check_adapter',
@@ -32,7 +33,7 @@ def linear_module_names(model) -> list[str]:
 def default_target_modules(model) -> list[str]:
     "The attention projections present in `model` (linear layers inside a module named *attn*/*attention*), for when `target_modules` is null."
     attn = sorted({f.split(".")[-1] for f in linear_modules(model) if re.search(r"attn|attention", f.rsplit(".", 1)[0], re.I)})
-    if not attn: raise ValueError(f"adapter.target_modules: no attention projections found to target by default; "
+    if not attn: raise LlmnbError(f"adapter.target_modules: no attention projections found to target by default; "
                                   f"set adapter.target_modules to some of the model's linear layers: {linear_module_names(model)}")
     return attn
 
@@ -41,12 +42,12 @@ def check_target_modules(model, target_modules, key: str = "adapter.target_modul
     if target_modules is None or target_modules == "all-linear": return
     names, full = linear_module_names(model), linear_modules(model)
     if isinstance(target_modules, str):
-        if not any(re.fullmatch(target_modules, f) for f in full): raise ValueError(
+        if not any(re.fullmatch(target_modules, f) for f in full): raise LlmnbError(
             f"{key}: the regex {target_modules!r} matches no module of this model; linear modules are named like "
             f"{full[:3]} (last segments: {names}).")
         return
     missing = [t for t in target_modules if not any(f == t or f.endswith("." + t) for f in full)]
-    if missing: raise ValueError(f"{key}: {missing} not found in this model; its linear modules are {names}.")
+    if missing: raise LlmnbError(f"{key}: {missing} not found in this model; its linear modules are {names}.")
 
 # %% ../nbs/09_adapters.ipynb #31da2a84
 def _ia3_default(model) -> list[str]:
@@ -61,19 +62,19 @@ def check_adapter(model, adapter):
     if w:
         p = Path(w).expanduser()
         if (p.exists() or str(w).startswith((".", "/", "~"))) and not (p/"adapter_config.json").exists():
-            raise ValueError(f"adapter.pretrained_adapter_weights: {w!r} is not a saved adapter: it has no adapter_config.json "
+            raise LlmnbError(f"adapter.pretrained_adapter_weights: {w!r} is not a saved adapter: it has no adapter_config.json "
                              f"(use the `model/` folder of an llmnb run, or any PEFT `save_pretrained` folder, or a Hub id).")
         return
     if a.type == "prompt_tuning": return
     if a.type == "adalora":
-        if a.use_dora: raise ValueError("adapter.use_dora: AdaLoRA does not support DoRA (got true); allowed: false, or adapter.type: lora")
-        if getattr(a, "init_lora_weights", True) == "loftq": raise ValueError("adapter.init_lora_weights: AdaLoRA does not support loftq; allowed: true, gaussian")
+        if a.use_dora: raise LlmnbError("adapter.use_dora: AdaLoRA does not support DoRA (got true); allowed: false, or adapter.type: lora")
+        if getattr(a, "init_lora_weights", True) == "loftq": raise LlmnbError("adapter.init_lora_weights: AdaLoRA does not support loftq; allowed: true, gaussian")
     if a.target_modules is None: default_target_modules(model)
     else: check_target_modules(model, a.target_modules)
     if a.type == "ia3" and isinstance(a.feedforward_modules, list):
         t = a.target_modules if a.target_modules is not None else _ia3_default(model)
         extra = [m for m in a.feedforward_modules if isinstance(t, list) and m not in t]
-        if extra: raise ValueError(f"adapter.feedforward_modules: {extra} are not among the target modules {t}; allowed: a subset of them")
+        if extra: raise LlmnbError(f"adapter.feedforward_modules: {extra} are not among the target modules {t}; allowed: a subset of them")
 
 # %% ../nbs/09_adapters.ipynb #1e4c1cb4
 def _say_targets(kind, targets):
@@ -107,8 +108,8 @@ def _adalora(a, model, total_steps):
     kw = _lora_kwargs(a, model)
     for k in ("r", "use_dora", "layer_replication", "alpha_pattern", "loftq_config"): kw.pop(k, None)
     total = a.total_step or total_steps
-    if not total: raise ValueError("adapter.total_step: AdaLoRA needs the number of training steps; set adapter.total_step.")
-    if a.tinit + a.tfinal >= total: raise ValueError(
+    if not total: raise LlmnbError("adapter.total_step: AdaLoRA needs the number of training steps; set adapter.total_step.")
+    if a.tinit + a.tfinal >= total: raise LlmnbError(
         f"adapter.tinit + adapter.tfinal ({a.tinit} + {a.tfinal}) must be below AdaLoRA's total_step ({total}"
         f"{'' if a.total_step else ', the number of training steps of this run'}); allowed: smaller tinit/tfinal, or more steps")
     if a.target_r >= a.init_r: warnings.warn(f"adapter.target_r ({a.target_r}) >= adapter.init_r ({a.init_r}): AdaLoRA keeps every rank and "
@@ -131,7 +132,7 @@ def _ia3(a, model):
 def _prompt_tuning(a, tokenizer_path):
     import peft
     text = a.prompt_tuning_init == "text"
-    if text and not tokenizer_path: raise ValueError("adapter.prompt_tuning_init: text needs the base model's tokenizer (pass tokenizer_path).")
+    if text and not tokenizer_path: raise LlmnbError("adapter.prompt_tuning_init: text needs the base model's tokenizer (pass tokenizer_path).")
     return peft.PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=a.num_virtual_tokens,
                                    prompt_tuning_init="TEXT" if text else "RANDOM",
                                    prompt_tuning_init_text=a.prompt_tuning_init_text if text else None,
@@ -150,7 +151,7 @@ def peft_config(adapter, # the config's `adapter` section
     if a.type == "adalora": return _adalora(a, model, total_steps)
     if a.type == "ia3": return _ia3(a, model)
     if a.type == "prompt_tuning": return _prompt_tuning(a, tokenizer_path)
-    raise ValueError(f"adapter.type: {a.type!r} is not supported; allowed: lora, adalora, ia3, prompt_tuning")
+    raise LlmnbError(f"adapter.type: {a.type!r} is not supported; allowed: lora, adalora, ia3, prompt_tuning")
 
 # %% ../nbs/09_adapters.ipynb #abd7e405
 def load_adapter(model, # the base model
@@ -162,7 +163,7 @@ def load_adapter(model, # the base model
     import peft
     from llmnb.model import hub_token
     try: return peft.PeftModel.from_pretrained(model, str(path), is_trainable=trainable, token=hub_token())
-    except Exception as e: raise ValueError(f"{key}: could not load an adapter from {str(path)!r}: {e}") from None
+    except Exception as e: raise LlmnbError(f"{key}: could not load an adapter from {str(path)!r}: {e}") from None
 
 def attach_adapter(model, # the base model
                    adapter, # the config's `adapter` section
@@ -196,7 +197,7 @@ def merge_adapter(model, # a `PeftModel`
                  ):
     "Fold the adapter of a `PeftModel` into its base weights; returns the plain merged model."
     if not hasattr(model, "merge_and_unload"):
-        raise ValueError(f"adapter.postprocessor.merge_adapter_into_base_model: {type(model).__name__} has no adapter to merge.")
+        raise LlmnbError(f"adapter.postprocessor.merge_adapter_into_base_model: {type(model).__name__} has no adapter to merge.")
     return model.merge_and_unload(progressbar=progressbar)
 
 def merged_copy(cfg, # the loaded config (its `quantization` is ignored here)

@@ -103,9 +103,10 @@ def _table(stats: dict) -> str:
 def _gen_config(s):
     if not s: return None
     import yaml
+    from llmnb.errors import LlmnbError
     try: d = yaml.safe_load(s)
-    except yaml.YAMLError as e: raise ValueError(f"--generation_config: not valid JSON or YAML: {e}") from None
-    if not isinstance(d, dict): raise ValueError(f"--generation_config: expected a mapping such as '{{max_new_tokens: 8}}', got {s!r}")
+    except yaml.YAMLError as e: raise LlmnbError(f"--generation_config: not valid JSON or YAML: {e}") from None
+    if not isinstance(d, dict): raise LlmnbError(f"--generation_config: expected a mapping such as '{{max_new_tokens: 8}}', got {s!r}")
     return d
 
 def _predict(a, evaluate=False):
@@ -150,9 +151,8 @@ def main(argv: list[str] | None = None):
     verbs = dict(train=_train, experiment=lambda a: _train(a, evaluate_test=True), predict=_predict,
                  evaluate=lambda a: _predict(a, evaluate=True), upload=_upload, demo=_demo)
     verbs["render-config"] = verbs["render_config"] = _render_config
+    from llmnb.errors import LlmnbError
     try: verbs[a.verb](a)
-    except ValueError as e:
-        if type(e).__module__.startswith("llmnb") or isinstance(e, (json.JSONDecodeError,)) or str(e).startswith("--"):
-            print(f"llmnb {a.verb}: error: {e}", file=sys.stderr); sys.exit(2)
-        raise
+    except LlmnbError as e:
+        print(f"llmnb {a.verb}: error: {e}", file=sys.stderr); sys.exit(2)
     except KeyboardInterrupt: sys.exit(130)

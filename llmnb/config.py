@@ -7,15 +7,15 @@ Docs: https://llmnb.github.io/llmnb/config.html.md"""
 # %% auto #0
 __all__ = ['PRESETS', 'BaseModelName', 'MissingStrategy', 'OutputFeature', 'InputFeatures', 'OutputFeatures',
            'DEFAULT_EMBEDDING_MODEL', 'Probabilities', 'Split', 'TargetModules', 'Adapter', 'PositiveOrAuto', 'Trainer',
-           'ConfigError', 'template_fields', 'TextPreprocessing', 'TextOutputPreprocessing', 'PassthroughEncoder',
-           'TextExtractorDecoder', 'NextTokenLoss', 'TextInputFeature', 'TextOutputFeature', 'MatchRule',
-           'CategoryPreprocessing', 'CategoryExtractorDecoder', 'CategoryOutputFeature', 'RetrievalConfig',
+           'COMPAT', 'ConfigError', 'template_fields', 'TextPreprocessing', 'TextOutputPreprocessing',
+           'PassthroughEncoder', 'TextExtractorDecoder', 'NextTokenLoss', 'TextInputFeature', 'TextOutputFeature',
+           'MatchRule', 'CategoryPreprocessing', 'CategoryExtractorDecoder', 'CategoryOutputFeature', 'RetrievalConfig',
            'PromptConfig', 'RandomSplit', 'FixedSplit', 'StratifySplit', 'TruncationConfig', 'PreprocessingConfig',
            'TextDefaults', 'DefaultsConfig', 'Postprocessor', 'LoraAdapter', 'AdaloraAdapter', 'IA3Adapter',
            'PromptTuningAdapter', 'QuantizationConfig', 'RopeScaling', 'ModelParameters', 'OptimizerConfig',
            'LRSchedulerConfig', 'GradientClipping', 'NoneTrainer', 'FinetuneTrainer', 'GenerationSettings',
-           'BackendConfig', 'LLMConfig', 'load_config', 'render_config', 'resolve_max_new_tokens', 'config_json_schema',
-           'save_config_json_schema', 'config_fields_table']
+           'BackendConfig', 'LLMConfig', 'compat_notes', 'load_config', 'render_config', 'resolve_max_new_tokens',
+           'config_json_schema', 'save_config_json_schema', 'config_fields_table']
 
 # %% ../nbs/00_config.ipynb #a092f635
 import difflib, json, re, string, types, warnings
@@ -29,8 +29,10 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Di
                       ValidationError, model_validator)
 from pydantic_core import PydanticCustomError
 
+from .errors import LlmnbError, warn_once
+
 # %% ../nbs/00_config.ipynb #984996f3
-class ConfigError(ValueError):
+class ConfigError(LlmnbError):
     "Invalid config: `problems` holds one line per problem (`key.path: what was wrong (got v); allowed: ...`)."
     def __init__(self, problems: list[str]): # one message per problem
         self.problems = list(problems)
@@ -117,17 +119,17 @@ def _brace_error(t: str) -> Optional[str]:
 def template_fields(template: str # a `str.format`-style prompt template
                    ) -> list[str]:
     "The field names a prompt template uses, in order; `ValueError` naming the first problem."
-    if (e := _brace_error(template)): raise ValueError(e)
+    if (e := _brace_error(template)): raise LlmnbError(e)
     fields = []
     for _, name, spec, conv in string.Formatter().parse(template):
         if name is None: continue
         if name == '' or name.isdigit():
-            raise ValueError(f"positional field {{{name}}} is not allowed; use a column name, __sample__, __task__ or __context__")
+            raise LlmnbError(f"positional field {{{name}}} is not allowed; use a column name, __sample__, __task__ or __context__")
         if '.' in name or '[' in name:
-            raise ValueError(f"field {{{name}}} uses attribute or index access, which is not supported; use a plain column name")
-        if conv: raise ValueError(f"field {{{name}!{conv}}} uses a conversion, which is not supported")
+            raise LlmnbError(f"field {{{name}}} uses attribute or index access, which is not supported; use a plain column name")
+        if conv: raise LlmnbError(f"field {{{name}!{conv}}} uses a conversion, which is not supported")
         if spec and ('{' in spec or 'f' not in spec):
-            raise ValueError(f"field {{{name}:{spec}}} has an unsupported format spec; allowed: none, or a float format containing 'f' such as ':.2f'")
+            raise LlmnbError(f"field {{{name}:{spec}}} has an unsupported format spec; allowed: none, or a float format containing 'f' such as ':.2f'")
         fields.append(name)
     return fields
 
@@ -575,7 +577,6 @@ class GradientClipping(_Section):
 
 # %% ../nbs/00_config.ipynb #312ef061
 class _TrainerBase(_Section):
-    _unused: ClassVar[tuple[str, ...]] = ()
     validation_field: Optional[str] = Field(None, description="Output feature watched for early stopping and best checkpoint; null: the output feature.")
     validation_metric: str = Field('loss', description="Metric of `validation_field` used to pick the best checkpoint.")
     evaluate_training_set: bool = Field(False, description="Also evaluate on the whole training set.")
@@ -585,14 +586,10 @@ class _TrainerBase(_Section):
     enable_profiling: bool = Field(False, description="Accepted for compatibility; unused.")
     profiler: Optional[dict[str, Any]] = Field(None, description="Accepted for compatibility; unused.")
 
-    def unused_keys(self) -> list[str]:
-        "Keys the user set that llmnb accepts but does not use."
-        return [k for k in self._unused if k in self.model_fields_set and getattr(self, k) != type(self).model_fields[k].default]
+
 
 class NoneTrainer(_TrainerBase):
     "No training: zero-shot / few-shot prediction and evaluation."
-    _unused: ClassVar = ('learning_rate', 'epochs', 'train_steps', 'early_stop', 'packing', 'steps_per_checkpoint',
-                         'checkpoints_per_epoch', 'should_shuffle', 'base_learning_rate', 'enable_profiling', 'profiler')
     type: Literal['none'] = Field('none', description="No weights change.")
     learning_rate: float = Field(2e-4, gt=0, description="Unused (no training).")
     batch_size: PositiveOrAuto = Field(1, description="Rows per generation batch; 'auto': tuned.")
@@ -608,11 +605,6 @@ class NoneTrainer(_TrainerBase):
 # %% ../nbs/00_config.ipynb #ed7ea3db
 class FinetuneTrainer(_TrainerBase):
     "Supervised fine-tuning of the base model or an adapter."
-    _unused: ClassVar = ('base_learning_rate', 'enable_profiling', 'profiler', 'effective_batch_size',
-                         'regularization_type', 'regularization_lambda', 'learning_rate_scaling', 'bucketing_field',
-                         'increase_batch_size_on_plateau', 'increase_batch_size_on_plateau_patience',
-                         'increase_batch_size_on_plateau_rate', 'increase_batch_size_eval_metric',
-                         'increase_batch_size_eval_split')
     type: Literal['finetune'] = Field(description="Fine-tune.")
     learning_rate: float = Field(2e-4, gt=0, le=1, description="Peak learning rate.")
     epochs: int = Field(3, ge=1, description="Passes over the training set; overridden by train_steps.")
@@ -938,6 +930,56 @@ def _problems(err: ValidationError, root=None) -> list[str]:
         else: lines.append(f"{path}: {what} (got {_show(v)})" + (f"; allowed: {allowed}" if allowed and allowed not in what else ''))
     return list(dict.fromkeys(lines))
 
+# %% ../nbs/00_config.ipynb #ae0c1260
+_TOKENIZER = "has no effect with the base model's Hugging Face tokenizer"
+_LOSS = "has no effect on the next-token loss of an LLM"
+_ECD = "an option of Ludwig's ECD trainer with no effect on LLM fine-tuning"
+_NO_TRAINING = "has no effect: trainer.type none trains nothing"
+
+COMPAT: dict[str, str] = {
+    **{f'input_features.preprocessing.{k}': _TOKENIZER for k in
+       ('vocab_file', 'padding_symbol', 'unknown_symbol', 'most_common', 'ngram_size', 'cache_encoder_embeddings',
+        'compute_idf')},
+    **{f'output_features.loss.{k}': _LOSS for k in
+       ('class_weights', 'robust_lambda', 'confidence_penalty', 'class_similarities_temperature', 'unique')},
+    'output_features.decoder.match_strategy': "has no effect: every `match` rule is tried in order",
+    'preprocessing.oversample_minority': "has no effect on LLM training data (no resampling)",
+    'preprocessing.undersample_majority': "has no effect on LLM training data (no resampling)",
+    **{f'trainer.{k}': _ECD for k in
+       ('base_learning_rate', 'enable_profiling', 'profiler', 'effective_batch_size', 'regularization_type',
+        'regularization_lambda', 'learning_rate_scaling', 'bucketing_field', 'increase_batch_size_on_plateau',
+        'increase_batch_size_on_plateau_patience', 'increase_batch_size_on_plateau_rate',
+        'increase_batch_size_eval_metric', 'increase_batch_size_eval_split')},
+    **{f'trainer[none].{k}': _NO_TRAINING for k in
+       ('learning_rate', 'epochs', 'train_steps', 'early_stop', 'packing', 'steps_per_checkpoint',
+        'checkpoints_per_epoch', 'should_shuffle')},
+    'backend.cache_dir': "has no effect: llmnb caches in the Hugging Face cache",
+    'backend.cache_credentials': "has no effect: llmnb caches in the Hugging Face cache",
+    'backend.processor': "Ray data-processing options have no effect: llmnb preprocesses in-process",
+    'backend.loader': "Ray data-loading options have no effect: llmnb loads data in-process",
+    'hyperopt': "has no effect: llmnb does not run hyperparameter search",
+}
+
+# %% ../nbs/00_config.ipynb #4a900014
+def _set_keys(obj, prefix=''):
+    "(plain path, typed path) of every key the user set in `obj`, a validated section, to a non-default value."
+    if isinstance(obj, list):
+        for x in obj: yield from _set_keys(x, prefix)
+        return
+    if not isinstance(obj, BaseModel): return
+    typed = f"{prefix}[{obj.type}]" if prefix and isinstance(getattr(obj, 'type', None), str) else prefix
+    for name in obj.model_fields_set:
+        v, f = getattr(obj, name), type(obj).model_fields[name]
+        path, tpath = f"{prefix}.{name}".lstrip('.'), f"{typed}.{name}".lstrip('.')
+        if not f.is_required() and v == f.get_default(call_default_factory=True): continue
+        yield path, tpath
+        yield from _set_keys(v, path)
+
+def compat_notes(cfg) -> list[str]:
+    "One note per key in `COMPAT` that `cfg` sets to a non-default value."
+    hits = {p if p in COMPAT else t: COMPAT.get(p) or COMPAT.get(t) for p, t in _set_keys(cfg)}
+    return [f"{k}: accepted for compatibility but {why}" for k, why in sorted(hits.items()) if why]
+
 # %% ../nbs/00_config.ipynb #ba1f3a2b
 def _read(config) -> dict:
     "The raw mapping behind `config`, or ConfigError."
@@ -984,13 +1026,8 @@ def _validate(raw: dict) -> LLMConfig:
 # %% ../nbs/00_config.ipynb #79711ec2
 def _notes(cfg: LLMConfig) -> list[str]:
     "One-line notes about keys that are accepted but not used."
-    n = []
-    if (u := cfg.trainer.unused_keys()): n.append(f"trainer: accepted but not used by llmnb: {', '.join(u)}")
-    if cfg.hyperopt is not None: n.append("hyperopt: accepted but ignored; llmnb does not run hyperparameter search")
+    n = compat_notes(cfg)
     if cfg.backend.type == 'ray': n.append("backend.type: ray is ignored; llmnb runs locally")
-    pp = cfg.preprocessing
-    if (u := [k for k in ('oversample_minority', 'undersample_majority') if getattr(pp, k) is not None]):
-        n.append(f"preprocessing: accepted but not used by llmnb: {', '.join(u)}")
     return n
 
 def load_config(config:Union[LLMConfig, dict, str, Path], # an LLMConfig, a dict, a YAML string, or a YAML/JSON file path
@@ -1000,7 +1037,7 @@ def load_config(config:Union[LLMConfig, dict, str, Path], # an LLMConfig, a dict
     raw = _read(config)
     if isinstance(config, LLMConfig) and not overrides: return config
     cfg = _validate(_overrides(raw, overrides))
-    for note in _notes(cfg): warnings.warn(note, UserWarning, stacklevel=2)
+    for note in _notes(cfg): warn_once(note.split(':')[0], note)
     return cfg
 
 # %% ../nbs/00_config.ipynb #acdc4392
@@ -1030,9 +1067,31 @@ def resolve_max_new_tokens(cfg:LLMConfig, # a loaded config
     return context_length // 2
 
 # %% ../nbs/00_config.ipynb #ef180639
+def _objects(node, defs, tag=None):
+    "The object schemas behind `node` (through $ref, unions and list items); with `tag`, only those of that `type`."
+    if '$ref' in node: node = defs[node['$ref'].split('/')[-1]]
+    for sub in node.get('anyOf', []) + node.get('oneOf', []) + ([node['items']] if 'items' in node else []):
+        yield from _objects(sub, defs, tag)
+    t = node.get('properties', {}).get('type', {})
+    if 'properties' in node and (tag is None or t.get('const', t.get('default')) == tag): yield node
+
+def _mark_compat(schema: dict) -> dict:
+    "Mark every `COMPAT` key `deprecated` in a JSON schema, with the reason in its description."
+    defs = schema.get('$defs', {})
+    for path, why in COMPAT.items():
+        *parents, last = path.split('.')
+        nodes = [schema]
+        for part in parents:
+            name, _, tag = part.rstrip(']').partition('[')
+            nodes = [o for n in nodes if name in n['properties'] for o in _objects(n['properties'][name], defs, tag or None)]
+        for p in (n['properties'][last] for n in nodes if last in n['properties']):
+            p['deprecated'] = True
+            p['description'] = f"{p.get('description', '')} Accepted for compatibility but {why}.".strip()
+    return schema
+
 def config_json_schema() -> dict:
-    "JSON schema of an llmnb / Ludwig LLM config."
-    return LLMConfig.model_json_schema()
+    "JSON schema of an llmnb / Ludwig LLM config; keys in `COMPAT` are marked `deprecated`."
+    return _mark_compat(LLMConfig.model_json_schema())
 
 def save_config_json_schema(path:Union[str, Path] # where to write the schema (JSON)
                            ) -> Path:

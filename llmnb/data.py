@@ -16,6 +16,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 from datasets import Dataset, DatasetDict, Features, Value, load_dataset, load_from_disk
+from .errors import LlmnbError
 
 # %% auto #0
 __all__ = ['PROMPT', 'CONTEXT', 'SPLIT_NAMES', 'DataError', 'read_dataset', 'LoadReport', 'load_splits']
@@ -25,7 +26,7 @@ PROMPT = "__prompt__"  # column holding the rendered prompt of each row
 CONTEXT = "__context__"  # column retrieval fills with the few-shot context text
 SPLIT_NAMES = ("train", "validation", "test")
 
-class DataError(ValueError):
+class DataError(LlmnbError):
     "A dataset or column problem: the message names the file or column, what was wrong, and what is allowed."
 
 # %% ../nbs/01_data.ipynb #34e053c0

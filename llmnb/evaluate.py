@@ -12,6 +12,7 @@ import torch
 from transformers import LogitsProcessor
 from .generate import generate_batch, length_batches
 from .train import answer_separator, answer_ids
+from .errors import LlmnbError
 
 # %% auto #0
 __all__ = ['category_vocab', 'match_rules', 'extract_category', 'label_token_ids', 'LabelConstraint', 'label_probabilities',
@@ -53,7 +54,7 @@ def _find(rule, text):
     if t == "json_schema":
         got = _json_label(text)
         return (0, len(v)) if got is not None and got.strip().lower() == v.strip().lower() else None
-    raise ValueError(f"decoder.match: unknown rule type {t!r}; allowed: contains, regex, json_schema")
+    raise LlmnbError(f"decoder.match: unknown rule type {t!r}; allowed: contains, regex, json_schema")
 
 # %% ../nbs/11_evaluate.ipynb #5b4fc7a5
 def extract_category(text: str, rules: dict, fallback: str) -> str:

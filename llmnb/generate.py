@@ -10,6 +10,7 @@ import copy, math, time
 import numpy as np
 import torch
 from .train import format_prompts, truncate_row, Limits, TruncationReport, use_chat_template, _prompt_learning
+from .errors import LlmnbError
 
 # %% auto #0
 __all__ = ['STRATEGIES', 'merged_generation', 'generation_config', 'encode_prompts', 'length_batches', 'decoding_strategy',
@@ -365,8 +366,8 @@ def _parse_setting(text: str) -> dict:
     "Generation overrides from the widget's text box (a JSON object); a clear error otherwise."
     import json
     try: d = json.loads(text or "{}")
-    except json.JSONDecodeError as e: raise ValueError(f"generation settings must be a JSON object (got {text!r}): {e.msg}") from None
-    if not isinstance(d, dict): raise ValueError(f"generation settings must be a JSON object (got {text!r})")
+    except json.JSONDecodeError as e: raise LlmnbError(f"generation settings must be a JSON object (got {text!r}): {e.msg}") from None
+    if not isinstance(d, dict): raise LlmnbError(f"generation settings must be a JSON object (got {text!r})")
     return d
 
 def decoding_widget(llm, # an `llmnb.api.LLM`
@@ -375,7 +376,7 @@ def decoding_widget(llm, # an `llmnb.api.LLM`
                    ):
     "An ipywidgets panel: pick rows and 2-4 decoding settings, run them, and see outputs, token counts and time."
     import json, ipywidgets as W, pandas as pd
-    if not 2 <= n_settings <= 4: raise ValueError(f"n_settings must be 2, 3 or 4 (got {n_settings})")
+    if not 2 <= n_settings <= 4: raise LlmnbError(f"n_settings must be 2, 3 or 4 (got {n_settings})")
     rows = data.to_dict("records") if isinstance(data, pd.DataFrame) else list(data)
     pick = W.SelectMultiple(options=[(str(r)[:80], i) for i, r in enumerate(rows)], value=tuple(range(min(3, len(rows)))), rows=6, description="rows")
     names = list(STRATEGIES)

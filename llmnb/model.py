@@ -9,6 +9,7 @@ from __future__ import annotations
 import os, json, shutil, socket, hashlib, tempfile, warnings, importlib.util
 from pathlib import Path
 from urllib.parse import urlparse
+from .errors import LlmnbError
 
 # %% auto #0
 __all__ = ['EMBEDDED_MODEL', 'EMBEDDED_PACKAGE', 'EMBEDDED_GGUF', 'cache_dir', 'write_dir_atomically', 'ModelLoadError',
@@ -44,7 +45,7 @@ def write_dir_atomically(dest, write):
     return dest
 
 # %% ../nbs/03_model.ipynb #96812b61
-class ModelLoadError(ValueError):
+class ModelLoadError(LlmnbError):
     "The base model could not be found or loaded; the message says what to do."
 
 # %% ../nbs/03_model.ipynb #7b5b2720

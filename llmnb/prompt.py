@@ -11,13 +11,14 @@ import string
 from datasets import Dataset, DatasetDict
 
 from .data import CONTEXT, PROMPT, DataError, _did_you_mean, _is_missing
+from .errors import LlmnbError
 
 # %% auto #0
 __all__ = ['SPECIAL_FIELDS', 'DEFAULT_ZERO_SHOT_TEMPLATE', 'DEFAULT_FEW_SHOT_TEMPLATE', 'TemplateError', 'template_fields',
            'prompt_template', 'check_prompt_columns', 'render_prompts', 'render_prompt']
 
 # %% ../nbs/02_prompt.ipynb #4d573c79
-class TemplateError(ValueError):
+class TemplateError(LlmnbError):
     "A problem with `prompt.template` or `prompt.task`: names the field, what is wrong, and what is allowed."
 
 SPECIAL_FIELDS = ("__sample__", "__task__", "__context__")

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 from .model import write_dir_atomically
+from .errors import LlmnbError
 
 # %% auto #0
 __all__ = ['use_chat_template', 'format_prompts', 'Limits', 'sequence_limits', 'TruncationReport', 'truncate_row',
@@ -27,7 +28,7 @@ def use_chat_template(cfg, tok) -> bool:
     want = getattr(cfg.prompt, "chat_template", False)
     if want == "auto": return bool(getattr(tok, "chat_template", None))
     if want and not getattr(tok, "chat_template", None):
-        raise ValueError("prompt.chat_template: true, but this tokenizer has no chat template; set it to false or 'auto'.")
+        raise LlmnbError("prompt.chat_template: true, but this tokenizer has no chat template; set it to false or 'auto'.")
     return bool(want)
 
 def format_prompts(prompts: list[str], tok, cfg) -> list[str]:

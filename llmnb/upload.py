@@ -15,9 +15,10 @@ import yaml
 from huggingface_hub import HfApi, ModelCard, ModelCardData, constants as hub_constants, get_token
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
+from .errors import LlmnbError
 
 # %% ../nbs/12_upload.ipynb #95b46e36
-class UploadError(ValueError):
+class UploadError(LlmnbError):
     "An upload that cannot start or did not finish; the message says what to do."
 
 # %% ../nbs/12_upload.ipynb #19805a94

@@ -1,3 +1,4 @@
+import json
 "Dense checks of llmnb.config: spec §3 cases, the reference examples, a corpus of bad configs."
 import copy, json, warnings
 
@@ -293,18 +294,25 @@ def test_local_model_paths(tmp_path):
     assert 'gguf' in problems(cfg(base_model=str(tmp_path / 'missing.gguf')))[0]
 
 
-def test_unused_keys_warn_once_per_section():
+def test_compat_keys_warn_once_each_and_are_deprecated_in_the_schema():
+    from llmnb import errors
+    errors._warned.clear()
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter('always')
         load_config(cfg(trainer={'type': 'finetune', 'regularization_lambda': 0.1, 'bucketing_field': 'x'}, hyperopt={'goal': 'minimize'}))
+        load_config(cfg(trainer={'type': 'finetune', 'regularization_lambda': 0.2}))  # the same key again: no second warning
     msgs = [str(x.message) for x in w]
-    assert 'trainer: accepted but not used by llmnb: regularization_lambda, bucketing_field' in msgs
-    assert any(m.startswith('hyperopt:') for m in msgs)
+    assert sorted(m.split(':')[0] for m in msgs) == ['hyperopt', 'trainer.bucketing_field', 'trainer.regularization_lambda']
+    assert all(issubclass(x.category, errors.LlmnbWarning) for x in w)
+    errors._warned.clear()
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter('always')
         c = load_config(cfg(trainer={'type': 'finetune'}))
         load_config(c.to_dict())  # a full dump (defaults spelled out) does not warn
     assert not w
+    from llmnb.config import COMPAT, config_json_schema
+    schema = json.dumps(config_json_schema())
+    assert schema.count('"deprecated": true') >= len(COMPAT)
 
 
 def test_hf_kwargs_make_a_quiet_generation_config(caplog):
