@@ -140,7 +140,7 @@ def train(self: LLM,
     "Fine-tune (or, with `trainer: none`, evaluate) on the data; save the run to `output_directory`; return its statistics."
     cfg = self.config
     run = _writable_dir(output_directory)
-    seed = getattr(cfg.trainer, "seed", 42) or 42
+    seed = cfg.trainer.seed
     splits, report = load_splits(cfg, dataset, training_set, validation_set, test_set, seed=seed)
     check_prompt_columns(cfg, splits["train"].column_names)
     if cfg.output_feature.type == "category": self.vocab = category_vocab(cfg.output_feature, splits["train"][self._target_column()])
@@ -156,15 +156,12 @@ def train(self: LLM,
         tr, rep = tokenize_dataset(splits["train"], self.tokenizer, cfg, lim, PROMPT, tgt)
         va, _ = tokenize_dataset(splits["validation"], self.tokenizer, cfg, lim, PROMPT, tgt)
         rows, vrows = tr.to_list(), va.to_list()
-        from llmnb.train import resolve_batch_size
-        t = cfg.trainer
-        bs = resolve_batch_size(t, rows)
-        gas = t.gradient_accumulation_steps if isinstance(t.gradient_accumulation_steps, int) else 1
-        total = t.train_steps or max(-(-len(rows) // (bs * gas)), 1) * t.epochs
-        from llmnb.train import _set_seed
+        from llmnb.train import plan_steps, _set_seed
+        t, plan = cfg.trainer, plan_steps(cfg.trainer, rows)
+        bs = plan.batch_size
         _set_seed(seed)  # the adapter's initial weights are part of what the seed reproduces
-        self._prepare_for_finetune(total)
-        stats.update(fit(self.model, self.tokenizer, rows, vrows, cfg, run, resume=resume, progress=progress))
+        self._prepare_for_finetune(plan.total_steps)
+        stats.update(fit(self.model, self.tokenizer, rows, vrows, cfg, run, resume=resume, progress=progress, plan=plan))
         stats["truncation"] = asdict(rep)
         if len(splits["test"]):
             te, _ = tokenize_dataset(splits["test"], self.tokenizer, cfg, lim, PROMPT, tgt)

@@ -115,7 +115,7 @@ def _predict(a, evaluate=False):
     data = a.dataset
     if a.split != "full":
         from llmnb.data import load_splits
-        splits, _ = load_splits(llm.config, dataset=a.dataset, seed=getattr(llm.config.trainer, "seed", 42) or 42)
+        splits, _ = load_splits(llm.config, dataset=a.dataset, seed=llm.config.trainer.seed)
         data = splits[{"training": "train"}.get(a.split, a.split)]
     if evaluate:
         metrics, _ = llm.evaluate(data, generation_config=_gen_config(a.generation_config), batch_size=a.batch_size, output_directory=a.output_directory)

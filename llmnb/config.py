@@ -6,16 +6,17 @@ Docs: https://llmnb.github.io/llmnb/config.html.md"""
 
 # %% auto #0
 __all__ = ['PRESETS', 'BaseModelName', 'MissingStrategy', 'OutputFeature', 'InputFeatures', 'OutputFeatures',
-           'DEFAULT_EMBEDDING_MODEL', 'Probabilities', 'Split', 'TargetModules', 'Adapter', 'PositiveOrAuto', 'Trainer',
-           'COMPAT', 'ConfigError', 'template_fields', 'TextPreprocessing', 'TextOutputPreprocessing',
-           'PassthroughEncoder', 'TextExtractorDecoder', 'NextTokenLoss', 'TextInputFeature', 'TextOutputFeature',
-           'MatchRule', 'CategoryPreprocessing', 'CategoryExtractorDecoder', 'CategoryOutputFeature', 'RetrievalConfig',
+           'DEFAULT_EMBEDDING_MODEL', 'Probabilities', 'Split', 'TargetModules', 'Adapter', 'PositiveOrAuto',
+           'OptimizerName', 'DecayName', 'ValidationMetric', 'Trainer', 'Strategy', 'COMPAT', 'ConfigError',
+           'template_fields', 'TextPreprocessing', 'TextOutputPreprocessing', 'PassthroughEncoder',
+           'TextExtractorDecoder', 'NextTokenLoss', 'TextInputFeature', 'TextOutputFeature', 'MatchRule',
+           'CategoryPreprocessing', 'CategoryExtractorDecoder', 'CategoryOutputFeature', 'RetrievalConfig',
            'PromptConfig', 'RandomSplit', 'FixedSplit', 'StratifySplit', 'TruncationConfig', 'PreprocessingConfig',
            'TextDefaults', 'DefaultsConfig', 'Postprocessor', 'LoraAdapter', 'AdaloraAdapter', 'IA3Adapter',
            'PromptTuningAdapter', 'QuantizationConfig', 'RopeScaling', 'ModelParameters', 'OptimizerConfig',
            'LRSchedulerConfig', 'GradientClipping', 'NoneTrainer', 'FinetuneTrainer', 'GenerationSettings',
-           'BackendConfig', 'LLMConfig', 'compat_notes', 'load_config', 'render_config', 'resolve_max_new_tokens',
-           'config_json_schema', 'save_config_json_schema', 'config_fields_table']
+           'BackendTrainer', 'BackendConfig', 'LLMConfig', 'compat_notes', 'load_config', 'render_config',
+           'resolve_max_new_tokens', 'config_json_schema', 'save_config_json_schema', 'config_fields_table']
 
 # %% ../nbs/00_config.ipynb #a092f635
 import difflib, json, re, string, types, warnings
@@ -542,77 +543,120 @@ class ModelParameters(_Section):
 # %% ../nbs/00_config.ipynb #cab47470
 PositiveOrAuto = Union[Annotated[int, Field(ge=1)], Literal['auto']]
 
+OptimizerName = Literal['adamw', 'adam', 'sgd', 'adagrad', 'adadelta', 'adamax', 'rmsprop', 'nadam', 'radam',
+                        'adamw_8bit', 'paged_adamw', 'paged_adamw_8bit', 'adam_8bit', 'paged_adam', 'paged_adam_8bit',
+                        'lion', 'lion_8bit', 'paged_lion', 'paged_lion_8bit', 'sgd_8bit', 'adagrad_8bit',
+                        'rmsprop_8bit', 'lamb', 'lamb_8bit', 'lars', 'lars_8bit', 'adafactor']
+
 class OptimizerConfig(_Section):
-    "Optimizer and its parameters."
-    type: Literal['adamw', 'adam', 'sgd', 'adagrad', 'adadelta', 'adamax', 'rmsprop', 'adamw_8bit', 'paged_adamw', 'paged_adamw_8bit'] = Field('adamw', description="Torch (or bitsandbytes 8-bit / paged) optimizer.")
+    "Optimizer and its parameters; each is passed to the optimizer when it takes it (else warned about)."
+    type: OptimizerName = Field('adamw', description="A torch.optim, bitsandbytes (8-bit, paged, Lion, LAMB, LARS) or transformers (Adafactor) optimizer.")
     betas: tuple[float, float] = Field((0.9, 0.999), description="Adam-family momentum coefficients.")
     eps: float = Field(1e-8, gt=0, description="Adam-family numerical epsilon.")
     weight_decay: float = Field(0.0, ge=0, description="Decoupled weight decay.")
     momentum: float = Field(0.0, ge=0, description="SGD / RMSprop momentum.")
     nesterov: bool = Field(False, description="SGD Nesterov momentum.")
     amsgrad: bool = Field(False, description="Adam-family AMSGrad variant.")
+    dampening: float = Field(0.0, ge=0, description="SGD momentum dampening.")
+    rho: float = Field(0.9, ge=0, le=1, description="Adadelta running-average coefficient.")
+    lr_decay: float = Field(0.0, ge=0, description="Adagrad learning-rate decay.")
+    initial_accumulator_value: float = Field(0.0, ge=0, description="Adagrad initial accumulator.")
+    alpha: float = Field(0.99, ge=0, description="RMSprop smoothing constant.")
+    centered: bool = Field(False, description="RMSprop: normalise by the centred second moment.")
+    momentum_decay: float = Field(0.004, ge=0, description="NAdam momentum decay.")
+    percentile_clipping: int = Field(100, ge=1, le=100, description="bitsandbytes: adaptive clipping percentile; 100: off.")
+    block_wise: bool = Field(True, description="bitsandbytes: quantize optimizer state block-wise.")
+    max_unorm: Optional[float] = Field(None, ge=0, description="bitsandbytes LAMB/LARS: most update norm relative to the weight norm; null: the optimizer's default.")
+    scale_parameter: bool = Field(False, description="Adafactor: scale the rate by the parameter's RMS.")
+    relative_step: bool = Field(False, description="Adafactor: time-dependent rate instead of `learning_rate`.")
+    warmup_init: bool = Field(False, description="Adafactor: warmup in relative-step mode.")
+
+DecayName = Literal['cosine', 'linear', 'constant', 'exponential', 'one_cycle', 'inverse_sqrt', 'polynomial', 'wsd']
 
 class LRSchedulerConfig(_Section):
     "Learning-rate warmup and decay."
-    decay: Optional[Literal['cosine', 'linear', 'constant', 'exponential']] = Field('cosine', description="Decay after warmup; null: constant.")
+    decay: Optional[DecayName] = Field('cosine', description="Decay after warmup; null or constant: none.")
     warmup_fraction: float = Field(0.03, ge=0, lt=1, description="Fraction of training steps spent warming up.")
-    warmup_evaluations: Optional[float] = Field(None, ge=0, description="Warmup length in evaluations; overrides warmup_fraction.")
-    decay_steps: int = Field(10000, ge=1, description="Steps of the exponential decay.")
-    decay_rate: float = Field(0.96, gt=0, le=1, description="Factor of the exponential decay.")
-    staircase: bool = Field(False, description="Exponential decay at discrete intervals.")
-    reduce_on_plateau: int = Field(0, ge=0, description="How many times to reduce the rate on a plateau.")
+    warmup_evaluations: Optional[float] = Field(None, ge=0, description="Warmup length in evaluation intervals; overrides warmup_fraction.")
+    decay_steps: int = Field(10000, ge=1, description="Exponential decay: steps for one factor of decay_rate.")
+    decay_rate: float = Field(0.96, gt=0, le=1, description="Exponential decay factor.")
+    staircase: bool = Field(False, description="Exponential decay in whole decay_steps intervals.")
+    reduce_on_plateau: int = Field(0, ge=0, description="Most times to reduce the rate on a plateau; 0: off.")
     reduce_on_plateau_patience: int = Field(10, ge=0, description="Evaluations without improvement before a reduction.")
     reduce_on_plateau_rate: float = Field(0.1, gt=0, le=1, description="Factor of each reduction.")
-    reduce_eval_metric: str = Field('loss', description="Metric watched for plateaus.")
-    reduce_eval_split: str = Field('training', description="Split watched for plateaus.")
+    reduce_eval_metric: Literal['loss', 'perplexity'] = Field('loss', description="Metric watched for plateaus.")
+    reduce_eval_split: Literal['training', 'validation', 'training_set'] = Field('training', description="Split watched for plateaus (training: the steps' loss).")
     t_0: Optional[int] = Field(None, ge=1, description="Cosine restarts: steps of the first cycle; null: no restarts.")
     t_mult: int = Field(1, ge=1, description="Cosine restarts: cycle length multiplier.")
-    eta_min: float = Field(0.0, ge=0, description="Cosine: minimum learning rate.")
+    eta_min: float = Field(0.0, ge=0, description="Cosine: lowest learning rate.")
+    max_lr: Optional[float] = Field(None, gt=0, description="one_cycle: peak rate; null: learning_rate.")
+    pct_start: float = Field(0.3, gt=0, lt=1, description="one_cycle: fraction of steps rising.")
+    div_factor: float = Field(25.0, gt=0, description="one_cycle: initial rate = max_lr / div_factor.")
+    final_div_factor: float = Field(1e4, gt=0, description="one_cycle: final rate = initial / final_div_factor.")
+    inverse_sqrt_warmup_steps: int = Field(4000, ge=0, description="inverse_sqrt: warmup steps.")
+    polynomial_power: float = Field(1.0, gt=0, description="polynomial: power of the decay.")
+    polynomial_end_lr: float = Field(0.0, ge=0, description="polynomial: final rate.")
+    wsd_warmup_fraction: float = Field(0.1, ge=0, le=1, description="wsd: fraction of steps warming up.")
+    wsd_stable_fraction: float = Field(0.8, ge=0, le=1, description="wsd: fraction of steps at the peak rate.")
+    wsd_decay_fraction: float = Field(0.1, ge=0, le=1, description="wsd: fraction of steps decaying.")
 
 class GradientClipping(_Section):
     "Gradient clipping."
     clipglobalnorm: Optional[float] = Field(1.0, gt=0, description="Clip the global gradient norm; null: off.")
-    clipnorm: Optional[float] = Field(None, gt=0, description="Clip each gradient's norm; null: off.")
-    clipvalue: Optional[float] = Field(None, gt=0, description="Clip gradient values; null: off.")
+    clipnorm: Optional[float] = Field(None, gt=0, description="Clip each parameter's gradient norm; null: off.")
+    clipvalue: Optional[float] = Field(None, gt=0, description="Clip gradient values to ±clipvalue; null: off.")
+
 
 # %% ../nbs/00_config.ipynb #312ef061
+ValidationMetric = Literal['loss', 'perplexity', 'next_token_perplexity']
+
 class _TrainerBase(_Section):
     validation_field: Optional[str] = Field(None, description="Output feature watched for early stopping and best checkpoint; null: the output feature.")
-    validation_metric: str = Field('loss', description="Metric of `validation_field` used to pick the best checkpoint.")
-    evaluate_training_set: bool = Field(False, description="Also evaluate on the whole training set.")
-    skip_all_evaluation: bool = Field(False, description="Skip evaluation entirely.")
-    seed: int = Field(42, description="Random seed (ours) for shuffling, splitting and random retrieval.")
-    base_learning_rate: float = Field(0.0, ge=0, description="Accepted for compatibility; unused.")
-    enable_profiling: bool = Field(False, description="Accepted for compatibility; unused.")
-    profiler: Optional[dict[str, Any]] = Field(None, description="Accepted for compatibility; unused.")
+    validation_metric: ValidationMetric = Field('loss', description="Metric that picks the best checkpoint and drives early stopping (lower is better).")
+    evaluate_training_set: bool = Field(False, description="Also evaluate on the whole training set at each evaluation.")
+    skip_all_evaluation: bool = Field(False, description="Skip evaluation entirely (no best checkpoint, no early stopping).")
+    seed: int = Field(42, description="Random seed for shuffling, splitting, adapter initialisation and random retrieval.")
+    base_learning_rate: float = Field(0.0, ge=0, description="Ludwig ECD option.")
+    enable_profiling: bool = Field(False, description="Ludwig profiler option.")
+    profiler: Optional[dict[str, Any]] = Field(None, description="Ludwig profiler options.")
 
 
 
 class NoneTrainer(_TrainerBase):
     "No training: zero-shot / few-shot prediction and evaluation."
     type: Literal['none'] = Field('none', description="No weights change.")
-    learning_rate: float = Field(2e-4, gt=0, description="Unused (no training).")
+    learning_rate: Union[float, Literal['auto']] = Field(2e-4, description="No training.")
     batch_size: PositiveOrAuto = Field(1, description="Rows per generation batch; 'auto': tuned.")
     eval_batch_size: Optional[PositiveOrAuto] = Field(2, description="Rows per evaluation batch.")
-    epochs: int = Field(3, ge=1, description="Unused (no training).")
-    train_steps: Optional[int] = Field(None, ge=1, description="Unused (no training).")
-    early_stop: int = Field(-1, ge=-1, description="Unused (no training).")
-    steps_per_checkpoint: int = Field(0, ge=0, description="Unused (no training).")
-    checkpoints_per_epoch: int = Field(0, ge=0, description="Unused (no training).")
-    should_shuffle: bool = Field(True, description="Unused (no training).")
-    packing: bool = Field(False, description="Unused (no training).")
+    epochs: int = Field(3, ge=1, description="No training.")
+    train_steps: Optional[int] = Field(None, ge=1, description="No training.")
+    eval_steps: Optional[int] = Field(None, ge=0, description="No training.")
+    early_stop: int = Field(-1, ge=-1, description="No training.")
+    steps_per_checkpoint: int = Field(0, ge=0, description="No training.")
+    checkpoints_per_epoch: int = Field(0, ge=0, description="No training.")
+    should_shuffle: bool = Field(True, description="No training.")
+    packing: bool = Field(False, description="No training.")
+    packing_max_sequences_per_pack: int = Field(8, ge=1, description="No training.")
+
 
 # %% ../nbs/00_config.ipynb #ed7ea3db
+def _auto_learning_rate(v):
+    "Ludwig's `learning_rate: auto` runs a learning-rate finder; llmnb has none: the default rate, said once."
+    if v != 'auto': return v
+    warn_once('trainer.learning_rate', "trainer.learning_rate: 'auto' (a learning-rate search) is not implemented; using 2e-4")
+    return 2e-4
+
 class FinetuneTrainer(_TrainerBase):
     "Supervised fine-tuning of the base model or an adapter."
     type: Literal['finetune'] = Field(description="Fine-tune.")
-    learning_rate: float = Field(2e-4, gt=0, le=1, description="Peak learning rate.")
+    learning_rate: Annotated[float, Field(gt=0, le=1), BeforeValidator(_auto_learning_rate)] = Field(2e-4, description="Peak learning rate; 'auto' (Ludwig's finder): the default, with a warning.")
     epochs: int = Field(3, ge=1, description="Passes over the training set; overridden by train_steps.")
     train_steps: Optional[int] = Field(None, ge=1, description="Total optimizer steps; null: from epochs.")
     batch_size: PositiveOrAuto = Field(8, description="Rows per training step; 'auto': the largest that fits.")
     eval_batch_size: Optional[PositiveOrAuto] = Field(None, description="Rows per evaluation batch; null: batch_size.")
     gradient_accumulation_steps: PositiveOrAuto = Field(1, description="Steps to accumulate gradients over per update.")
     max_batch_size: Optional[int] = Field(None, ge=1, description="Cap for 'auto' batch size; null: no cap.")
+    eval_steps: Optional[int] = Field(None, ge=0, description="Batches of the validation set used per evaluation; null or 0: all of it.")
     early_stop: int = Field(3, ge=-1, description="Evaluations without improvement before stopping; -1: off.")
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig, description="Optimizer.")
     learning_rate_scheduler: LRSchedulerConfig = Field(default_factory=LRSchedulerConfig, description="Warmup and decay.")
@@ -625,17 +669,29 @@ class FinetuneTrainer(_TrainerBase):
     layers_to_freeze_regex: Optional[str] = Field(None, description="Regex of parameter names to freeze.")
     compile: bool = Field(False, description="torch.compile the model.")
     packing: bool = Field(True, description="Pack several short examples into one sequence (ours: on by default).")
-    packing_max_sequences_per_pack: int = Field(8, ge=1, description="Most examples in one pack.")
-    effective_batch_size: PositiveOrAuto = Field('auto', description="Accepted for compatibility; unused (batch_size × gradient_accumulation_steps).")
-    regularization_type: Optional[str] = Field('l2', description="Accepted for compatibility; unused (use optimizer.weight_decay).")
-    regularization_lambda: float = Field(0.0, ge=0, description="Accepted for compatibility; unused.")
-    learning_rate_scaling: Literal['constant', 'sqrt', 'linear'] = Field('linear', description="Accepted for compatibility; unused.")
-    bucketing_field: Optional[str] = Field(None, description="Accepted for compatibility; unused.")
-    increase_batch_size_on_plateau: int = Field(0, ge=0, description="Accepted for compatibility; unused.")
-    increase_batch_size_on_plateau_patience: int = Field(5, ge=0, description="Accepted for compatibility; unused.")
-    increase_batch_size_on_plateau_rate: float = Field(2.0, ge=0, description="Accepted for compatibility; unused.")
-    increase_batch_size_eval_metric: str = Field('loss', description="Accepted for compatibility; unused.")
-    increase_batch_size_eval_split: str = Field('training', description="Accepted for compatibility; unused.")
+    packing_max_sequences_per_pack: int = Field(8, ge=1, description="Most examples in one pack (more packs per step when rows are many).")
+    effective_batch_size: PositiveOrAuto = Field('auto', description="Ludwig ECD option.")
+    regularization_type: Optional[str] = Field('l2', description="Ludwig ECD option.")
+    regularization_lambda: float = Field(0.0, ge=0, description="Ludwig ECD option.")
+    learning_rate_scaling: Literal['constant', 'sqrt', 'linear'] = Field('linear', description="Ludwig ECD option.")
+    bucketing_field: Optional[str] = Field(None, description="Ludwig ECD option.")
+    increase_batch_size_on_plateau: int = Field(0, ge=0, description="Ludwig ECD option.")
+    increase_batch_size_on_plateau_patience: int = Field(5, ge=0, description="Ludwig ECD option.")
+    increase_batch_size_on_plateau_rate: float = Field(2.0, ge=0, description="Ludwig ECD option.")
+    increase_batch_size_eval_metric: str = Field('loss', description="Ludwig ECD option.")
+    increase_batch_size_eval_split: str = Field('training', description="Ludwig ECD option.")
+    loss_balancing: Literal['none', 'log_transform', 'uncertainty', 'famo', 'gradnorm', 'nash_mtl', 'pareto_mtl'] = Field('none', description="Ludwig multi-task loss balancing.")
+    loss_balancing_alpha: float = Field(1.5, description="Ludwig multi-task loss balancing.")
+    loss_balancing_lr: float = Field(0.01, description="Ludwig multi-task loss balancing.")
+    loss_balancing_preference_vector: Optional[list[float]] = Field(None, description="Ludwig multi-task loss balancing.")
+    loss_balancing_tchebycheff_weight: float = Field(0.5, ge=0, le=1, description="Ludwig multi-task loss balancing.")
+    contrastive_pretrain_epochs: int = Field(0, ge=0, description="Ludwig multimodal pre-alignment.")
+    contrastive_pretrain_temperature: float = Field(0.07, ge=0, description="Ludwig multimodal pre-alignment.")
+    contrastive_pretrain_projection_dim: int = Field(128, ge=1, description="Ludwig multimodal pre-alignment.")
+    contrastive_pretrain_learnable_temperature: bool = Field(True, description="Ludwig multimodal pre-alignment.")
+    modality_dropout: float = Field(0.0, ge=0, le=1, description="Ludwig multimodal feature dropout.")
+    model_soup: Optional[Literal['uniform', 'greedy']] = Field(None, description="Ludwig: average the top checkpoints' weights.")
+    model_soup_top_k: int = Field(5, ge=1, description="Ludwig: checkpoints in the soup.")
 
     @model_validator(mode='after')
     def _rules(self):
@@ -743,14 +799,28 @@ def _hf_kwargs(self: GenerationSettings) -> dict:
 GenerationSettings.hf_kwargs = _hf_kwargs
 
 # %% ../nbs/00_config.ipynb #3c52126f
+Strategy = Literal['ddp', 'fsdp', 'deepspeed', 'horovod', 'auto']
+
+class BackendTrainer(_Section):
+    "How the processes share the work; the processes are started by `accelerate launch` or `torchrun`."
+    strategy: Strategy = Field('auto', description="ddp / fsdp / deepspeed; auto: what `accelerate launch` was configured with (DDP on several processes).")
+    use_gpu: Optional[bool] = Field(None, description="Ray: workers on GPUs.")
+    num_workers: Optional[int] = Field(None, ge=1, description="Ray: workers.")
+    resources_per_worker: Optional[dict[str, Any]] = Field(None, description="Ray: resources of each worker.")
+
+def _backend(v):
+    "Ludwig's shorthand: `backend: local` is `{type: local}`; `backend: null` is the default."
+    return {'type': v} if isinstance(v, str) else ({} if v is None else v)
+
 class BackendConfig(_Section):
-    "Where training runs (llmnb: locally)."
-    type: Literal['local', 'ray'] = Field('local', description="`ray` is accepted and ignored: llmnb runs locally.")
-    cache_dir: Optional[str] = Field(None, description="Accepted for compatibility; unused.")
-    cache_credentials: Optional[dict[str, Any]] = Field(None, description="Accepted for compatibility; unused.")
-    trainer: Optional[dict[str, Any]] = Field(None, description="Ray trainer options; ignored.")
-    processor: Optional[dict[str, Any]] = Field(None, description="Ray processor options; ignored.")
-    loader: Optional[dict[str, Any]] = Field(None, description="Ray loader options; ignored.")
+    "Where training runs: this machine's processes (`local`), or Ray (`ray`, needs the `ray` extra)."
+    type: Literal['local', 'ray'] = Field('local', description="local: the processes accelerate or torchrun started; ray: Ray Train (extra `ray`).")
+    cache_dir: Optional[str] = Field(None, description="Ludwig dataset cache.")
+    cache_credentials: Optional[dict[str, Any]] = Field(None, description="Ludwig dataset cache.")
+    trainer: BackendTrainer = Field(default_factory=BackendTrainer, description="Distribution strategy.")
+    processor: Optional[dict[str, Any]] = Field(None, description="Ray processor options.")
+    loader: Optional[dict[str, Any]] = Field(None, description="Ray loader options.")
+
 
 # %% ../nbs/00_config.ipynb #fe6aa39a
 def _not_supported(msg):
@@ -773,7 +843,7 @@ class LLMConfig(_Section):
     model_parameters: Optional[ModelParameters] = Field(None, description="RoPE scaling and NEFTune; null: off.")
     trainer: Trainer = Field(default_factory=NoneTrainer, description="`finetune` or `none` (default).")
     generation: GenerationSettings = Field(default_factory=GenerationSettings, description="Decoding settings.")
-    backend: BackendConfig = Field(default_factory=BackendConfig, description="Accepted for compatibility.")
+    backend: Annotated[BackendConfig, BeforeValidator(_backend)] = Field(default_factory=BackendConfig, description="Where training runs.")
     trust_remote_code: bool = Field(False, description="Allow models whose code lives on the Hub.")
     is_multimodal: Annotated[bool, _not_supported("multimodal models are not supported yet (got true); allowed: false")] = Field(False, description="Not supported yet.")
     hyperopt: Optional[dict[str, Any]] = Field(None, description="Accepted and ignored (with a warning).")
@@ -950,9 +1020,20 @@ COMPAT: dict[str, str] = {
         'regularization_lambda', 'learning_rate_scaling', 'bucketing_field', 'increase_batch_size_on_plateau',
         'increase_batch_size_on_plateau_patience', 'increase_batch_size_on_plateau_rate',
         'increase_batch_size_eval_metric', 'increase_batch_size_eval_split')},
+    **{f'trainer.{k}': "an option of Ludwig's multi-task / multimodal ECD trainer; an LLM has one output and one loss"
+       for k in ('loss_balancing', 'loss_balancing_alpha', 'loss_balancing_lr', 'loss_balancing_preference_vector',
+                 'loss_balancing_tchebycheff_weight', 'contrastive_pretrain_epochs', 'contrastive_pretrain_temperature',
+                 'contrastive_pretrain_projection_dim', 'contrastive_pretrain_learnable_temperature', 'modality_dropout')},
+    **{f'trainer.optimizer.{k}': "has no effect: bitsandbytes 0.50's optimizers dropped this setting"
+       for k in ('percentile_clipping', 'block_wise')},
+    'trainer.model_soup': "is not implemented: llmnb keeps the best checkpoint by validation_metric",
+    'trainer.model_soup_top_k': "is not implemented: llmnb keeps the best checkpoint by validation_metric",
     **{f'trainer[none].{k}': _NO_TRAINING for k in
        ('learning_rate', 'epochs', 'train_steps', 'early_stop', 'packing', 'steps_per_checkpoint',
-        'checkpoints_per_epoch', 'should_shuffle')},
+        'checkpoints_per_epoch', 'should_shuffle', 'eval_steps', 'packing_max_sequences_per_pack',
+        'validation_metric', 'evaluate_training_set', 'skip_all_evaluation')},
+    **{f'backend.trainer.{k}': "a Ray Train option; llmnb's processes come from accelerate launch or torchrun"
+       for k in ('use_gpu', 'num_workers', 'resources_per_worker')},
     'backend.cache_dir': "has no effect: llmnb caches in the Hugging Face cache",
     'backend.cache_credentials': "has no effect: llmnb caches in the Hugging Face cache",
     'backend.processor': "Ray data-processing options have no effect: llmnb preprocesses in-process",
@@ -1027,7 +1108,6 @@ def _validate(raw: dict) -> LLMConfig:
 def _notes(cfg: LLMConfig) -> list[str]:
     "One-line notes about keys that are accepted but not used."
     n = compat_notes(cfg)
-    if cfg.backend.type == 'ray': n.append("backend.type: ray is ignored; llmnb runs locally")
     return n
 
 def load_config(config:Union[LLMConfig, dict, str, Path], # an LLMConfig, a dict, a YAML string, or a YAML/JSON file path

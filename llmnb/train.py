@@ -6,21 +6,24 @@ Docs: https://llmnb.github.io/llmnb/train.html.md"""
 
 # %% ../nbs/04_train.ipynb #6364f09d
 from __future__ import annotations
-import os, json, math, time, random, shutil, warnings
+import os, re, json, math, time, random, shutil, warnings
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
 from .model import write_dir_atomically
 from .errors import LlmnbError
 
 # %% auto #0
 __all__ = ['use_chat_template', 'format_prompts', 'Limits', 'sequence_limits', 'TruncationReport', 'truncate_row',
            'answer_separator', 'answer_ids', 'tokenize_rows', 'tokenize_dataset', 'plan_batches', 'balanced_packs',
-           'pack_batch', 'pad_batch', 'loss_sum', 'plain_loss_sum', 'add_neftune', 'trainable_state',
-           'load_trainable_state', 'evaluate_loss', 'mixed_precision', 'fit', 'resolve_batch_size']
+           'pack_batch', 'pad_batch', 'loss_sum', 'plain_loss_sum', 'add_neftune', 'resolve_batch_size', 'TrainPlan',
+           'plan_steps', 'optimizer_class', 'make_optimizer', 'make_scheduler', 'reduce_lr_on_plateau',
+           'trainable_state', 'load_trainable_state', 'evaluate_loss', 'mixed_precision', 'freeze_layers',
+           'training_layout', 'run_fingerprint', 'train_step', 'evaluate', 'save_checkpoint', 'checkpoints',
+           'resume_from_checkpoint', 'log_values', 'fit']
 
 # %% ../nbs/04_train.ipynb #fecbca6c
 def use_chat_template(cfg, tok) -> bool:
@@ -188,45 +191,30 @@ def pad_batch(rows: list[dict], pad_id: int) -> dict:
 
 # %% ../nbs/04_train.ipynb #c252f667
 def _base(model):
-    "The `PreTrainedModel` inside a PEFT or DDP wrapper."
-    m = getattr(model, "module", model)
+    "The `PreTrainedModel` inside a PEFT, DDP or compiled wrapper."
+    m = getattr(model, "_orig_mod", model)
+    m = getattr(m, "module", m)
     return m.get_base_model() if hasattr(m, "get_base_model") else m
+
+def _peft_config(model):
+    m = getattr(getattr(model, "_orig_mod", model), "module", getattr(model, "_orig_mod", model))
+    return getattr(m, "peft_config", {}).get("default") if hasattr(m, "peft_config") else None
 
 def _prompt_learning(model) -> bool:
     "Prompt tuning (and kin) prepend virtual tokens to each row: such rows cannot be packed into one sequence."
-    m = getattr(model, "module", model)
-    pc = getattr(m, "peft_config", {}).get("default") if hasattr(m, "peft_config") else None
-    return bool(getattr(pc, "is_prompt_learning", False))
-
-def _needs_plain_loss(model) -> bool:
-    m = getattr(model, "module", model)
-    pc = getattr(m, "peft_config", {}).get("default") if hasattr(m, "peft_config") else None
-    ptype = str(getattr(pc, "peft_type", "")).split(".")[-1].lower()
-    return ptype in ("prompt_tuning", "adalora", "p_tuning", "prefix_tuning") or bool(getattr(_base(model).config, "final_logit_softcapping", None))
-
-def _chunk_ce(head, h, y):
-    return F.cross_entropy(head(h).float(), y, reduction="sum")
+    return bool(getattr(_peft_config(model), "is_prompt_learning", False))
 
 # %% ../nbs/04_train.ipynb #1e95dbb6
-def loss_sum(model, batch: dict, chunk: int = 1024) -> tuple[torch.Tensor, int]:
-    "Summed next-token cross-entropy over answer tokens of `batch`, and their count; logits only at answer positions, `chunk` at a time."
+def loss_sum(model, batch: dict) -> tuple[torch.Tensor, int]:
+    "Summed next-token cross-entropy over the answer tokens of `batch` and their count, through `model`'s forward."
     labels = batch["labels"]
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     y = labels[:, 1:]
     sel = y != -100
-    n = int(sel.sum())
-    if _needs_plain_loss(model):
-        logits = model(**inputs).logits[:, -labels.shape[1]:][:, :-1]  # virtual tokens (prompt tuning) come first: drop them
-        return F.cross_entropy(logits[sel].float(), y[sel], reduction="sum"), n
-    base = _base(model)
-    h = base.base_model(**inputs, use_cache=False).last_hidden_state[:, :-1]
-    hs, ys = h[sel], y[sel]
-    head = base.get_output_embeddings()
-    total = h.new_zeros((), dtype=torch.float32)
-    for i in range(0, hs.shape[0], chunk):
-        hc, yc = hs[i:i + chunk], ys[i:i + chunk]
-        total = total + (checkpoint(_chunk_ce, head, hc, yc, use_reentrant=False) if torch.is_grad_enabled() else _chunk_ce(head, hc, yc))
-    return total, n
+    if _prompt_learning(model):  # virtual tokens come first: drop their logits
+        logits = model(**inputs).logits[:, -labels.shape[1]:][:, :-1][sel]
+    else: logits = model(**inputs, use_cache=False, logits_to_keep=F.pad(sel, (0, 1))).logits
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y[sel], reduction="sum"), int(sel.sum())
 
 # %% ../nbs/04_train.ipynb #81661444
 def plain_loss_sum(model, batch: dict) -> tuple[torch.Tensor, int]:
@@ -236,36 +224,169 @@ def plain_loss_sum(model, batch: dict) -> tuple[torch.Tensor, int]:
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1), ignore_index=-100, reduction="sum"), int((y != -100).sum())
 
 # %% ../nbs/04_train.ipynb #8d8ef775
+def _row_lengths(batch: dict) -> torch.Tensor:
+    "Each token's row length, `(batch, length)`: packed rows restart their position ids; padded rows count their mask."
+    if "position_ids" in batch:
+        pos = batch["position_ids"][0]
+        starts = (pos == 0).nonzero().flatten().tolist() + [len(pos)]
+        return torch.cat([torch.full((b - a,), b - a) for a, b in zip(starts, starts[1:])])[None]
+    m = batch["attention_mask"]
+    return m.sum(1, keepdim=True).expand_as(m)
+
 def add_neftune(model, alpha: float):
-    "Register NEFTune noise on the input embeddings of `model`, active in training mode only; returns the hook handle."
+    "NEFTune noise on the input embeddings of `model`, in training mode only; the hook handle (`.lengths`: row lengths)."
     emb = _base(model).get_input_embeddings()
     def hook(module, args, out):
         if not module.training or not alpha: return out
-        mag = alpha / math.sqrt(out.shape[-2] * out.shape[-1])
-        return out + torch.zeros_like(out).uniform_(-mag, mag)
-    return emb.register_forward_hook(hook)
+        L = handle.lengths
+        L = L.to(out.device)[..., None].float() if L is not None and tuple(L.shape) == tuple(out.shape[:2]) else float(out.shape[-2])
+        mag = alpha / (L * out.shape[-1]) ** 0.5
+        return out + torch.zeros_like(out).uniform_(-1, 1) * mag
+    handle = emb.register_forward_hook(hook)
+    handle.lengths = None
+    return handle
+
+# %% ../nbs/04_train.ipynb #38e23918
+def resolve_batch_size(t, rows) -> int:
+    "`trainer.batch_size`, resolving 'auto' from the device and the rows' mean length."
+    if isinstance(t.batch_size, int): return t.batch_size
+    if not torch.cuda.is_available(): return 8
+    free, _ = torch.cuda.mem_get_info()
+    mean = max(np.mean([len(r["input_ids"]) for r in rows]), 1)
+    return int(max(1, min(getattr(t, "max_batch_size", None) or 128, (free / 2**30) * 512 / mean)))
+
+# %% ../nbs/04_train.ipynb #b1a0c001
+@dataclass
+class TrainPlan:
+    "Every number the training loop needs, computed once by `plan_steps`."
+    batch_size: int       # rows per batch
+    accumulation: int     # batches per process per optimizer step
+    processes: int        # data-parallel processes
+    steps_per_epoch: int  # optimizer steps in one pass over the rows
+    total_steps: int      # optimizer steps in all (`train_steps`, else epochs × steps_per_epoch)
+    epochs: int           # passes started
+    eval_every: int       # optimizer steps between evaluations (and checkpoints)
+    seed: int             # `trainer.seed`
+
+# %% ../nbs/04_train.ipynb #b1a0c002
+def _processes() -> int:
+    "Data-parallel processes of this run, as accelerate counts them (CPU processes under torchrun included)."
+    from accelerate import PartialState
+    return PartialState(cpu=_multi_cpu()).num_processes
+
+def _multi_cpu() -> bool:
+    "Several processes on a machine without an accelerator: accelerate needs `cpu=True` to see them."
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+
+def plan_steps(t, rows, processes: int | None = None) -> TrainPlan:
+    "The `TrainPlan` of trainer section `t` on tokenised `rows` with `processes` (default: this run's)."
+    world = processes or _processes()
+    bs = resolve_batch_size(t, rows)
+    gas = t.gradient_accumulation_steps if isinstance(t.gradient_accumulation_steps, int) else 1
+    per_epoch = max(math.ceil(math.ceil(len(rows) / bs) / (gas * world)), 1)
+    total = t.train_steps or per_epoch * t.epochs
+    every = t.steps_per_checkpoint or (per_epoch // t.checkpoints_per_epoch if t.checkpoints_per_epoch else per_epoch)
+    return TrainPlan(bs, gas, world, per_epoch, total, math.ceil(total / per_epoch), max(every, 1), t.seed)
 
 # %% ../nbs/04_train.ipynb #df7854cb
-def _scheduler(opt, cfg_t, total_steps):
-    from transformers import get_scheduler
-    s = cfg_t.learning_rate_scheduler
-    warm = int(round((getattr(s, "warmup_fraction", 0) or 0) * total_steps))
-    decay = getattr(s, "decay", "cosine") or "constant"
-    if decay == "exponential":
-        gamma = getattr(s, "decay_rate", 0.96) or 0.96
-        return torch.optim.lr_scheduler.LambdaLR(opt, lambda k: min(1.0, (k + 1) / max(warm, 1)) * gamma ** (k / max(total_steps, 1)))
-    name = {"constant": "constant_with_warmup", "none": "constant_with_warmup"}.get(decay, decay)
-    return get_scheduler(name, opt, num_warmup_steps=warm, num_training_steps=total_steps)
+_TORCH_OPTIMIZERS = dict(adamw="AdamW", adam="Adam", sgd="SGD", adagrad="Adagrad", adadelta="Adadelta",
+                         adamax="Adamax", rmsprop="RMSprop", nadam="NAdam", radam="RAdam")
+_BNB_OPTIMIZERS = dict(adamw_8bit="AdamW8bit", paged_adamw="PagedAdamW", paged_adamw_8bit="PagedAdamW8bit",
+                       adam_8bit="Adam8bit", paged_adam="PagedAdam", paged_adam_8bit="PagedAdam8bit", lion="Lion",
+                       lion_8bit="Lion8bit", paged_lion="PagedLion", paged_lion_8bit="PagedLion8bit", sgd_8bit="SGD8bit",
+                       adagrad_8bit="Adagrad8bit", rmsprop_8bit="RMSprop8bit", lamb="LAMB", lamb_8bit="LAMB8bit",
+                       lars="LARS", lars_8bit="LARS8bit")
 
-def _optimizer(model, cfg_t, loraplus_lr_ratio=None):
-    "AdamW over the trainable weights; with `loraplus_lr_ratio`, PEFT's LoRA+ groups (B matrices at lr × ratio)."
-    o = cfg_t.optimizer
-    kw = dict(lr=cfg_t.learning_rate, betas=tuple(getattr(o, "betas", (0.9, 0.999))), eps=getattr(o, "eps", 1e-8))
-    wd = getattr(o, "weight_decay", 0.0) or 0.0
+def optimizer_class(name: str):
+    "The optimizer class for `trainer.optimizer.type`: from `torch.optim`, or from `bitsandbytes.optim`."
+    if name in _TORCH_OPTIMIZERS: return getattr(torch.optim, _TORCH_OPTIMIZERS[name])
+    if name == "adafactor":
+        from transformers.optimization import Adafactor
+        return Adafactor
+    import bitsandbytes as bnb
+    return getattr(bnb.optim, _BNB_OPTIMIZERS[name])
+
+# %% ../nbs/04_train.ipynb #b1a0c006
+def _optimizer_kwargs(cls, o, lr) -> dict:
+    "The `optimizer` section's settings that `cls` takes; a set one it ignores is warned about, by name."
+    import inspect
+    from llmnb.errors import warn_once
+    from llmnb.config import COMPAT
+    params = set(inspect.signature(cls.__init__).parameters) - ({"eps"} if o.type == "adafactor" else set())
+    out = dict(lr=lr)
+    for k in type(o).model_fields:
+        v = getattr(o, k)
+        if k in params and v is not None: out[k] = tuple(v) if k == "betas" else v
+        elif k != "type" and k in o.model_fields_set and v != type(o).model_fields[k].default and f"trainer.optimizer.{k}" not in COMPAT:
+            warn_once(f"trainer.optimizer.{k}", f"trainer.optimizer.{k}: {o.type} has no such setting; ignored")
+    if out.get("nesterov") and not out.get("momentum"): out["nesterov"] = False
+    return out
+
+def make_optimizer(model, t, loraplus_lr_ratio: float | None = None):
+    "The optimizer of trainer section `t` over the trainable weights; LoRA+ parameter groups with `loraplus_lr_ratio`."
+    cls = optimizer_class(t.optimizer.type)
+    kw = _optimizer_kwargs(cls, t.optimizer, t.learning_rate)
     if loraplus_lr_ratio:
         from peft.optimizers import create_loraplus_optimizer
-        return create_loraplus_optimizer(model, torch.optim.AdamW, loraplus_lr_ratio=loraplus_lr_ratio, loraplus_weight_decay=wd, **kw)
-    return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], weight_decay=wd, **kw)
+        wd = kw.pop("weight_decay", 0.0)
+        return create_loraplus_optimizer(model, cls, loraplus_lr_ratio=loraplus_lr_ratio, loraplus_weight_decay=wd, **kw)
+    try: return cls([p for p in model.parameters() if p.requires_grad], **kw)
+    except (NotImplementedError, ValueError) as e:
+        raise LlmnbError(f"trainer.optimizer: {t.optimizer.type} cannot run with these settings ({e})") from None
+
+# %% ../nbs/04_train.ipynb #b1a0c010
+def _warmup_steps(s, plan) -> int:
+    if s.decay == "wsd": return int(round(s.wsd_warmup_fraction * plan.total_steps))
+    if s.decay == "inverse_sqrt": return s.inverse_sqrt_warmup_steps
+    if s.warmup_evaluations is not None: return int(round(s.warmup_evaluations * plan.eval_every))
+    return int(round(s.warmup_fraction * plan.total_steps))
+
+def _lr_factor(s, warm: int, floor: float = 0.0):
+    "Multiplier of the peak rate at step k for Ludwig's schedules transformers lacks (`floor`: eta_min / peak)."
+    def exponential(k):
+        e = k / s.decay_steps
+        return min(1.0, (k + 1) / max(warm, 1)) * s.decay_rate ** (math.floor(e) if s.staircase else e)
+    def restarts(k):
+        if k < warm: return (k + 1) / max(warm, 1)
+        k, T = k - warm, s.t_0
+        while k >= T: k, T = k - T, T * s.t_mult
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * k / T))
+    return exponential if s.decay == "exponential" else restarts
+
+# %% ../nbs/04_train.ipynb #b1a0c011
+_HF_SCHEDULES = {None: "constant_with_warmup", "constant": "constant_with_warmup", "cosine": "cosine_with_min_lr",
+                 "wsd": "warmup_stable_decay", "linear": "linear", "polynomial": "polynomial", "inverse_sqrt": "inverse_sqrt"}
+
+def _hf_schedule_kwargs(s, total: int) -> dict:
+    if s.decay == "cosine": return dict(min_lr=s.eta_min)
+    if s.decay == "wsd": return dict(num_decay_steps=int(round(s.wsd_decay_fraction * total)))
+    if s.decay == "polynomial": return dict(power=s.polynomial_power, lr_end=s.polynomial_end_lr)
+    return {}
+
+def make_scheduler(opt, t, plan: TrainPlan):
+    "The learning-rate schedule of trainer section `t` over the plan's steps."
+    from transformers import get_scheduler
+    s, total = t.learning_rate_scheduler, plan.total_steps
+    warm = _warmup_steps(s, plan)
+    if s.decay == "exponential" or (s.decay == "cosine" and s.t_0):
+        return torch.optim.lr_scheduler.LambdaLR(opt, _lr_factor(s, warm, s.eta_min / t.learning_rate))
+    if s.decay == "one_cycle":
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=s.max_lr or t.learning_rate, total_steps=max(total, 2),
+                   pct_start=s.pct_start, div_factor=s.div_factor, final_div_factor=s.final_div_factor)
+    return get_scheduler(_HF_SCHEDULES[s.decay], opt, num_warmup_steps=warm, num_training_steps=total,
+                         scheduler_specific_kwargs=_hf_schedule_kwargs(s, total))
+
+# %% ../nbs/04_train.ipynb #b1a0c015
+def reduce_lr_on_plateau(sched, s, state: dict, value: float) -> bool:
+    "After an evaluation of `value` (lower is better): scale the base rates by `s.reduce_on_plateau_rate` on a plateau."
+    if not s.reduce_on_plateau: return False
+    if state.get("plateau_best") is None or value < state["plateau_best"]:
+        state.update(plateau_best=value, plateau_bad=0); return False
+    state["plateau_bad"] = state.get("plateau_bad", 0) + 1
+    if state["plateau_bad"] <= s.reduce_on_plateau_patience or state.get("reductions", 0) >= s.reduce_on_plateau: return False
+    sched.base_lrs = [lr * s.reduce_on_plateau_rate for lr in sched.base_lrs]
+    state.update(plateau_bad=0, reductions=state.get("reductions", 0) + 1)
+    return True
 
 # %% ../nbs/04_train.ipynb #295b9986
 def trainable_state(model) -> dict:
@@ -321,24 +442,6 @@ class _LivePlot:
 def _set_seed(seed):
     random.seed(seed); np.random.seed(seed); torch.manual_seed(seed)
 
-def _save_last(run_dir, model, opt, sched, state):
-    "Resume state: trainable weights (safetensors), optimiser and scheduler (tensors only), counters (JSON), written atomically."
-    from safetensors.torch import save_file
-    def write(tmp):
-        save_file({k: v.contiguous() for k, v in trainable_state(model).items()}, str(tmp/"trainable.safetensors"))
-        torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, tmp/"optimizer.pt")
-        (tmp/"state.json").write_text(json.dumps(state))
-    write_dir_atomically(Path(run_dir)/"checkpoints"/"last", write)
-
-def _load_last(run_dir, model, opt, sched):
-    from safetensors.torch import load_file
-    d = Path(run_dir)/"checkpoints"/"last"
-    if not (d/"state.json").exists(): return None
-    load_trainable_state(model, load_file(str(d/"trainable.safetensors")))
-    o = torch.load(d/"optimizer.pt", weights_only=True)
-    opt.load_state_dict(o["optimizer"]); sched.load_state_dict(o["scheduler"])
-    return json.loads((d/"state.json").read_text())
-
 # %% ../nbs/04_train.ipynb #d1b73c48
 def _cpu_has_bf16() -> bool:
     "Whether this CPU multiplies bf16 natively (AVX-512 BF16 or AMX), read from /proc/cpuinfo; False where it cannot tell."
@@ -352,121 +455,323 @@ def mixed_precision(use_mixed_precision) -> str:
     if torch.cuda.is_available(): return "bf16" if torch.cuda.is_bf16_supported() else "no"
     return "bf16" if _cpu_has_bf16() else "no"
 
-# %% ../nbs/04_train.ipynb #17bc317a
-def fit(model, tok, train_rows, val_rows, cfg, run_dir, resume: bool = False, progress: bool = True, plot: bool = True) -> dict:
-    "Train `model` on tokenised `train_rows` per `cfg.trainer`; evaluate on `val_rows`; return the training statistics."
+# %% ../nbs/04_train.ipynb #b1a0c017
+def freeze_layers(model, regex: str | None) -> list[str]:
+    "Freeze the parameters of `model` whose names match `regex` (`trainer.layers_to_freeze_regex`); their names."
+    if not regex: return []
+    hit = [n for n, p in model.named_parameters() if re.search(regex, n)]
+    if not hit: raise LlmnbError(f"trainer.layers_to_freeze_regex: {regex!r} matches no parameter of the model; "
+                                 f"parameter names look like {next(n for n, _ in model.named_parameters())!r}")
+    params = dict(model.named_parameters())
+    for n in hit: params[n].requires_grad_(False)
+    return hit
+
+# %% ../nbs/04_train.ipynb #b1a0c018
+@contextmanager
+def training_layout(model):
+    "Keep bitsandbytes 4-bit weights in their trainable layout (no CPU inference repack) while the block runs."
+    mods = [m for m in model.modules() if hasattr(m, "support_avx512bf16_for_cpu")]
+    was = [m.support_avx512bf16_for_cpu for m in mods]
+    for m in mods:
+        m.support_avx512bf16_for_cpu = False
+        if getattr(m.weight.quant_state, "packing_format_for_cpu", False):
+            from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse
+            m.weight.data, m.weight.quant_state = _convert_weight_packed_for_cpu_inverse(m.weight.data, m.weight.quant_state)
+    try: yield model
+    finally:
+        for m, w in zip(mods, was): m.support_avx512bf16_for_cpu = w
+
+# %% ../nbs/04_train.ipynb #b1a0c020
+@dataclass
+class _Run:
+    "What `fit` holds while it trains."
+    acc: object; model: object; opt: object; sched: object; plan: TrainPlan; cfg: object
+    rows: list; val: list; pad: int; run_dir: Path; packing: bool; fingerprint: str
+    state: dict = field(default_factory=dict); best: dict | None = None; neftune: object = None; live: object = None
+    @property
+    def t(self): return self.cfg.trainer
+
+def _accelerator(cfg, run_dir):
+    "This run's `Accelerator`; in a single process, a fresh one each time (accelerate keeps the first one's settings)."
     from accelerate import Accelerator
-    from tqdm.auto import tqdm
-    t = cfg.trainer
-    seed = getattr(t, "seed", 42) or 42
-    _set_seed(seed)
-    bs = resolve_batch_size(t, train_rows)
-    gas = t.gradient_accumulation_steps if isinstance(t.gradient_accumulation_steps, int) else 1
-    acc = Accelerator(mixed_precision=mixed_precision(t.use_mixed_precision))
-    device, world, rank = acc.device, acc.num_processes, acc.process_index
-    pad = tok.pad_token_id
-    packing = getattr(t, "packing", True) and not _prompt_learning(model)
-    lengths = [len(r["input_ids"]) for r in train_rows]
-    per_epoch = math.ceil(len(train_rows) / bs)
-    steps_per_epoch = max(math.ceil(per_epoch / (gas * world)), 1)
-    total = t.train_steps or steps_per_epoch * t.epochs
-    epochs = math.ceil(total / steps_per_epoch)
-    if getattr(t, "enable_gradient_checkpointing", False):
+    from accelerate.state import AcceleratorState
+    import importlib.util
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1: AcceleratorState._reset_state()
+    t, logs = cfg.trainer, "tensorboard" if importlib.util.find_spec("tensorboard") else None
+    return Accelerator(cpu=_multi_cpu(), mixed_precision=mixed_precision(t.use_mixed_precision), log_with=logs,
+                       project_dir=str(run_dir), dynamo_backend="inductor" if t.compile else "no", **_strategy_plugins(cfg))
+
+# %% ../nbs/04_train.ipynb #b1a0c021
+def _setup(model, tok, rows, val, cfg, plan, run_dir) -> _Run:
+    t, run_dir = cfg.trainer, Path(run_dir)
+    acc = _accelerator(cfg, run_dir)
+    freeze_layers(model, t.layers_to_freeze_regex)
+    if t.enable_gradient_checkpointing:
         _base(model).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if hasattr(_base(model), "enable_input_require_grads"): _base(model).enable_input_require_grads()
     model.train()
-    opt = _optimizer(model, t, getattr(getattr(cfg, "adapter", None), "loraplus_lr_ratio", None))
-    sched = _scheduler(opt, t, total)
-    model = model.to(device)  # not wrapped in DDP: the loss calls the backbone directly; gradients are averaged below
-    opt = acc.prepare(opt)
-    alpha = getattr(getattr(cfg, "model_parameters", None), "neftune_noise_alpha", 0) or 0
-    hook = add_neftune(model, alpha) if alpha else None
-    run_dir = Path(run_dir)
-    writer = _tensorboard(run_dir) if acc.is_main_process else None
-    every = t.steps_per_checkpoint or (steps_per_epoch // t.checkpoints_per_epoch if t.checkpoints_per_epoch else steps_per_epoch)
-    every = max(every, 1)
-    stats = dict(train=dict(loss=[]), validation=dict(loss=[], perplexity=[]), steps=[], epochs=[],
-                 batch_size=bs, gradient_accumulation_steps=gas, processes=world, train_rows=len(train_rows),
-                 validation_rows=len(val_rows), supervised_tokens=0, total_tokens=0)
-    st = dict(step=0, best_loss=None, best_step=None, bad_evals=0, stats=stats)
-    if resume:
-        got = _load_last(run_dir, model, opt, sched)
-        if got: st = got; stats = st["stats"]
-    best = trainable_state(model) if st["best_loss"] is None else _load_best(run_dir)
-    live, bar = _LivePlot(plot and acc.is_main_process), tqdm(total=total, initial=st["step"], disable=not (progress and acc.is_main_process), desc="fine-tuning")
-    window, t0, stop = [], time.time(), False
-    for epoch in range(epochs):
-        plan = plan_batches(lengths, bs, seed=seed + epoch)
-        steps = [plan[i:i + gas * world] for i in range(0, len(plan), gas * world)]
-        for k, group in enumerate(steps):
-            step = epoch * steps_per_epoch + k
-            if step < st["step"]: continue
-            if step >= total: break
-            if packing: group = balanced_packs([i for b in group for i in b], lengths, len(group))
-            mine = group[rank::world] or group[:1]
-            n_step = sum(len(train_rows[i]["input_ids"]) - train_rows[i]["n_prompt"] for b in group for i in b)
-            lsum = 0.0
-            for j, b in enumerate(mine):
-                rb = [train_rows[i] for i in b]
-                batch = {kk: v.to(device) for kk, v in (pack_batch(rb) if packing else pad_batch(rb, pad)).items()}
-                with acc.autocast():
-                    s, n = loss_sum(model, batch)
-                    acc.backward(s * world / max(n_step, 1) + (_adapter_penalty(model) if j == len(mine) - 1 else 0))
-                lsum += float(s.detach())
-                stats["total_tokens"] += sum(len(r["input_ids"]) for r in rb)
-            if world > 1: _average_gradients(model, world)
-            if getattr(t, "gradient_clipping", None) is not None and t.gradient_clipping.clipglobalnorm:
-                acc.clip_grad_norm_(model.parameters(), t.gradient_clipping.clipglobalnorm)
-            opt.step(); sched.step()
-            _adapter_step(model, step)  # AdaLoRA reads the gradients: before zero_grad
-            opt.zero_grad(set_to_none=True)
-            st["step"] = step + 1
-            stats["supervised_tokens"] += n_step
-            loss = lsum / max(n_step, 1) * world
-            window.append(loss)
-            bar.update(1); bar.set_postfix(loss=f"{loss:.4f}", lr=f"{sched.get_last_lr()[0]:.2e}")
-            live.update(st["step"], train=loss)
-            if writer: writer.add_scalar("train/loss", loss, st["step"]); writer.add_scalar("train/learning_rate", sched.get_last_lr()[0], st["step"])
-            if st["step"] % every == 0 or st["step"] == total:
-                ev = evaluate_loss(model, val_rows, t.eval_batch_size or bs, pad, device, packing) if val_rows else None
-                stats["train"]["loss"].append(float(np.mean(window))); window = []
-                stats["steps"].append(st["step"]); stats["epochs"].append(epoch + 1)
-                if ev:
-                    stats["validation"]["loss"].append(ev["loss"]); stats["validation"]["perplexity"].append(ev["perplexity"])
-                    live.update(st["step"], val=ev["loss"], force=True)
-                    if writer: writer.add_scalar("validation/loss", ev["loss"], st["step"]); writer.add_scalar("validation/perplexity", ev["perplexity"], st["step"])
-                    if st["best_loss"] is None or ev["loss"] < st["best_loss"]:
-                        st.update(best_loss=ev["loss"], best_step=st["step"], bad_evals=0); best = trainable_state(model)
-                        if acc.is_main_process: _save_best(run_dir, best)
-                    else: st["bad_evals"] += 1
-                if acc.is_main_process: _save_last(run_dir, model, opt, sched, st)
-                if t.early_stop is not None and t.early_stop >= 0 and st["bad_evals"] > t.early_stop: stop = True; break
-        if stop or st["step"] >= total: break
+    opt = make_optimizer(model, t, getattr(cfg.adapter, "loraplus_lr_ratio", None))
+    sched = make_scheduler(opt, t, plan)
+    model, opt = acc.prepare(model, opt)
+    acc.register_for_checkpointing(sched)
+    acc.register_save_state_pre_hook(lambda models, weights, d: weights.clear())  # weights: save_pretrained
+    acc.register_load_state_pre_hook(lambda models, d: models.clear())
+    if acc.is_main_process and acc.log_with: acc.init_trackers("logs")
+    alpha = getattr(cfg.model_parameters, "neftune_noise_alpha", 0)
+    r = _Run(acc, model, opt, sched, plan, cfg, rows, val, tok.pad_token_id, run_dir,
+             t.packing and not _prompt_learning(model), run_fingerprint(cfg, rows),
+             neftune=add_neftune(model, alpha) if alpha else None)
+    r.state = dict(step=0, best=None, best_step=None, bad_evals=0, window=[], stats=_new_stats(r))
+    return r
+
+# %% ../nbs/04_train.ipynb #b1a0c022
+def _new_stats(r) -> dict:
+    return dict(train=dict(loss=[]), validation=dict(loss=[], perplexity=[]), training_set=dict(loss=[], perplexity=[]),
+                steps=[], epochs=[], batch_size=r.plan.batch_size, gradient_accumulation_steps=r.plan.accumulation,
+                processes=r.plan.processes, train_rows=len(r.rows), validation_rows=len(r.val),
+                supervised_tokens=0, total_tokens=0, learning_rate=[])
+
+def run_fingerprint(cfg, rows) -> str:
+    "A hash of the config (minus generation) and the tokenised training rows: what a resumed run must match."
+    import hashlib
+    c = cfg.model_dump(mode="json", exclude={"generation"}) if hasattr(cfg, "model_dump") else repr(cfg)
+    h = hashlib.sha256(json.dumps(c, sort_keys=True, default=str).encode())
+    for row in rows: h.update(np.asarray(row["input_ids"] + [-1, row["n_prompt"], -1], dtype=np.int64).tobytes())
+    return h.hexdigest()[:16]
+
+# %% ../nbs/04_train.ipynb #b1a0c024
+def _packs(r, group: list[list[int]]) -> list[list[int]]:
+    if not r.packing: return group
+    idx = [i for b in group for i in b]
+    n = max(len(group), math.ceil(len(idx) / r.t.packing_max_sequences_per_pack))
+    return balanced_packs(idx, [len(x["input_ids"]) for x in r.rows], n)
+
+def _batch(r, idx: list[int]) -> dict:
+    rb = [r.rows[i] for i in idx]
+    b = pack_batch(rb) if r.packing else pad_batch(rb, r.pad)
+    if r.neftune is not None: r.neftune.lengths = _row_lengths(b)
+    return {k: v.to(r.acc.device) for k, v in b.items()}
+
+def _my_share(r, packs):
+    "This process's batches of the step, and the weight of its loss (0 for a stand-in when it has none)."
+    mine = packs[r.acc.process_index::r.plan.processes]
+    return (mine, 1.0) if mine else (packs[:1], 0.0)
+
+# %% ../nbs/04_train.ipynb #b1a0c025
+def train_step(r, group: list[list[int]]) -> float:
+    "One optimizer step over `group` (row indices per batch); the mean loss per answer token, over all processes."
+    mine, weight = _my_share(r, _packs(r, group))
+    n_step = sum(len(r.rows[i]["input_ids"]) - r.rows[i]["n_prompt"] for b in group for i in b)
+    scale, lsum = weight * r.plan.processes / max(n_step, 1), 0.0
+    for j, b in enumerate(mine):
+        last = j == len(mine) - 1
+        with (nullcontext() if last else r.acc.no_sync(r.model)), r.acc.autocast():
+            s, _ = loss_sum(r.model, _batch(r, b))
+            r.acc.backward(s * scale + (_adapter_penalty(r.model) if last else 0))
+        lsum += float(s.detach()) * weight
+        r.state["stats"]["total_tokens"] += int(weight * sum(len(r.rows[i]["input_ids"]) for i in b))
+    _clip_gradients(r)
+    r.opt.step(); r.sched.step()
+    _adapter_step(r.model, r.state["step"])  # AdaLoRA reads the gradients: before zero_grad
+    r.opt.zero_grad(set_to_none=True)
+    r.state["stats"]["supervised_tokens"] += n_step
+    return float(r.acc.reduce(torch.tensor(lsum, device=r.acc.device), "sum")) / max(n_step, 1)
+
+# %% ../nbs/04_train.ipynb #b1a0c026
+def _clip_gradients(r):
+    "`gradient_clipping`: the global norm, each parameter's norm, and each value; every one that is set."
+    g, params = r.t.gradient_clipping, [p for p in r.model.parameters() if p.requires_grad]
+    if g.clipvalue is not None: r.acc.clip_grad_value_(params, g.clipvalue)
+    if g.clipnorm is not None:
+        for p in params: torch.nn.utils.clip_grad_norm_([p], g.clipnorm)
+    if g.clipglobalnorm is not None: r.acc.clip_grad_norm_(params, g.clipglobalnorm)
+
+# %% ../nbs/04_train.ipynb #b1a0c028
+def _evaluate_rows(r, rows) -> dict:
+    k, w = r.acc.process_index, r.plan.processes
+    bs = r.t.eval_batch_size if isinstance(r.t.eval_batch_size, int) else r.plan.batch_size
+    if r.t.eval_steps: rows = rows[:r.t.eval_steps * bs]
+    ev = evaluate_loss(r.model, rows[k::w], bs, r.pad, r.acc.device, r.packing) if rows[k::w] else dict(loss=0, tokens=0)
+    s = r.acc.reduce(torch.tensor([ev["loss"] * ev["tokens"], ev["tokens"]], dtype=torch.float64, device=r.acc.device), "sum")
+    loss = float(s[0] / max(float(s[1]), 1))
+    return dict(loss=loss, perplexity=math.exp(min(loss, 50)))
+
+def evaluate(r) -> dict:
+    "Validation (and, with `evaluate_training_set`, training-set) loss and perplexity; {} with `skip_all_evaluation`."
+    if r.t.skip_all_evaluation: return {}
+    out = dict(validation=_evaluate_rows(r, r.val)) if r.val else {}
+    if r.t.evaluate_training_set: out["training_set"] = _evaluate_rows(r, r.rows)
+    return out
+
+# %% ../nbs/04_train.ipynb #b1a0c029
+def _watched(r, ev: dict) -> float | None:
+    "The value of `validation_metric` that picks the best weights: validation split, else training set."
+    split = ev.get("validation") or ev.get("training_set")
+    return None if split is None else split[r.t.validation_metric if r.t.validation_metric != "next_token_perplexity" else "perplexity"]
+
+def _after_evaluation(r, ev: dict, train_loss: float):
+    "Record `ev`; keep the best weights; count evaluations without improvement; reduce the rate on a plateau."
+    st, stats = r.state, r.state["stats"]
+    for split, m in ev.items():
+        for k in ("loss", "perplexity"): stats[split][k].append(m[k])
+    value = _watched(r, ev)
+    if value is not None and (st["best"] is None or value < st["best"]):
+        st.update(best=value, best_step=st["step"], bad_evals=0); r.best = trainable_state(r.model)
+        if r.acc.is_main_process: _save_best(r.run_dir, r.best)
+    elif value is not None: st["bad_evals"] += 1
+    s = r.t.learning_rate_scheduler
+    plateau = ev.get(s.reduce_eval_split, {}).get(s.reduce_eval_metric) if s.reduce_eval_split != "training" else train_loss
+    if plateau is not None: reduce_lr_on_plateau(r.sched, s, st, plateau)
+
+# %% ../nbs/04_train.ipynb #b1a0c031
+def save_checkpoint(r) -> Path:
+    "Write `checkpoints/step-N/` for the current step (every process takes part); keep the newest two."
+    d = r.run_dir/"checkpoints"/f"step-{r.state['step']}"
+    tmp = d.with_name(f".{d.name}.tmp")
+    if r.acc.is_main_process: shutil.rmtree(tmp, ignore_errors=True)
+    r.acc.wait_for_everyone()
+    r.acc.save_state(str(tmp/"accelerate"))
+    if r.acc.is_main_process:
+        r.acc.unwrap_model(r.model).save_pretrained(str(tmp), safe_serialization=True)
+        state = {k: v for k, v in r.state.items() if k != "window"}
+        (tmp/"trainer_state.json").write_text(json.dumps(dict(fingerprint=r.fingerprint, state=state)))
+        if d.exists(): shutil.rmtree(d)
+        tmp.rename(d)
+        for old in checkpoints(r.run_dir)[:-2]: shutil.rmtree(old, ignore_errors=True)
+    r.acc.wait_for_everyone()
+    return d
+
+def checkpoints(run_dir) -> list[Path]:
+    "The complete `checkpoints/step-N/` folders of `run_dir`, oldest first."
+    found = [p for p in (Path(run_dir)/"checkpoints").glob("step-*") if (p/"trainer_state.json").exists()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+# %% ../nbs/04_train.ipynb #b1a0c032
+def _load_weights(model, d: Path):
+    "Load the `save_pretrained` weights in `d` into `model` (a PEFT model or a full one)."
+    from safetensors.torch import load_file
+    m = getattr(model, "module", model)
+    if (d/"adapter_model.safetensors").exists():
+        from peft import set_peft_model_state_dict
+        set_peft_model_state_dict(m, load_file(str(d/"adapter_model.safetensors")))
+    else:
+        for f in sorted(d.glob("model*.safetensors")): m.load_state_dict(load_file(str(f)), strict=False)
+
+def resume_from_checkpoint(r) -> bool:
+    "Continue from the newest checkpoint of the run: weights, optimizer, scheduler, RNG and counters; False if none."
+    found = checkpoints(r.run_dir)
+    if not found:
+        warnings.warn(f"--resume: no checkpoint in {r.run_dir/'checkpoints'}; starting from scratch"); return False
+    d = found[-1]
+    saved = json.loads((d/"trainer_state.json").read_text())
+    if saved["fingerprint"] != r.fingerprint: raise LlmnbError(
+        f"--resume: {d} was written for a different config or training data (fingerprint {saved['fingerprint']}, "
+        f"this run {r.fingerprint}); resume with the same config and dataset, or train into a new output directory")
+    _load_weights(r.model, d)
+    r.acc.load_state(str(d/"accelerate"))
+    r.state = {**saved["state"], "window": []}
+    if r.state["best"] is not None: r.best = _load_best(r.run_dir)
+    return True
+
+# %% ../nbs/04_train.ipynb #b1a0c034
+def log_values(r, values: dict, bar=None):
+    "Send `values` (name → number) for the current step to the trackers, the progress bar and the live plot."
+    step = r.state["step"]
+    if r.acc.is_main_process and r.acc.log_with: r.acc.log(values, step=step)
+    if bar is not None and "train/loss" in values:
+        bar.update(1); bar.set_postfix(loss=f"{values['train/loss']:.4f}", lr=f"{values['train/learning_rate']:.2e}")
+    if r.live is not None:
+        r.live.update(step, train=values.get("train/loss"), val=values.get("validation/loss"), force="validation/loss" in values)
+
+# %% ../nbs/04_train.ipynb #b1a0c036
+def _steps(r):
+    "(epoch, group of batches) for every optimizer step of the plan not yet done."
+    p = r.plan
+    for epoch in range(p.epochs):
+        plan = plan_batches([len(x["input_ids"]) for x in r.rows], p.batch_size, seed=p.seed + epoch, shuffle=r.t.should_shuffle)
+        per_step = p.accumulation * p.processes
+        for k in range(p.steps_per_epoch):
+            step = epoch * p.steps_per_epoch + k
+            if step >= p.total_steps: return
+            if step >= r.state["step"]: yield epoch, plan[k * per_step:(k + 1) * per_step] or plan[-per_step:]
+
+def _due(r) -> tuple[bool, bool]:
+    "Whether the step just done is due an evaluation, and a checkpoint."
+    s, p = r.state["step"], r.plan
+    ev = s % p.eval_every == 0 or s == p.total_steps
+    quarter = p.steps_per_epoch // 4
+    early = quarter >= 2 and s < p.steps_per_epoch and s % quarter == 0
+    return ev, ev or early
+
+# %% ../nbs/04_train.ipynb #b1a0c037
+def _train_steps(r, bar) -> bool:
+    "Run the plan's remaining steps; True if early stopping ended them."
+    for epoch, group in _steps(r):
+        loss = train_step(r, group)
+        r.state["step"] += 1; r.state["window"].append(loss)
+        log_values(r, {"train/loss": loss, "train/learning_rate": r.sched.get_last_lr()[0]}, bar)
+        ev_due, ckpt_due = _due(r)
+        if ev_due:
+            stats = r.state["stats"]
+            stats["train"]["loss"].append(float(np.mean(r.state["window"]))); r.state["window"] = []
+            stats["steps"].append(r.state["step"]); stats["epochs"].append(epoch + 1)
+            ev = evaluate(r)
+            _after_evaluation(r, ev, stats["train"]["loss"][-1])
+            log_values(r, {f"{s}/{k}": v for s, m in ev.items() for k, v in m.items()})
+        if ckpt_due: save_checkpoint(r)
+        if ev_due and 0 <= r.t.early_stop < r.state["bad_evals"]: return True
+    return False
+
+# %% ../nbs/04_train.ipynb #17bc317a
+def fit(model, tok, train_rows, val_rows, cfg, run_dir, resume: bool = False, progress: bool = True, plot: bool = True,
+        plan: TrainPlan | None = None) -> dict:
+    "Train `model` on tokenised `train_rows` per `cfg.trainer` (and `plan`); evaluate on `val_rows`; the statistics."
+    from tqdm.auto import tqdm
+    plan = plan or plan_steps(cfg.trainer, train_rows)
+    _set_seed(plan.seed)
+    r = _setup(model, tok, train_rows, val_rows, cfg, plan, run_dir)
+    if resume: resume_from_checkpoint(r)
+    r.live = _LivePlot(plot and r.acc.is_main_process)
+    bar = tqdm(total=plan.total_steps, initial=r.state["step"], disable=not (progress and r.acc.is_main_process), desc="fine-tuning")
+    t0 = time.time()
+    with training_layout(r.model): stopped = _train_steps(r, bar)
     bar.close()
-    if hook: hook.remove()
-    if st["best_loss"] is not None: load_trainable_state(model, best)
-    stats.update(best=dict(validation_loss=st["best_loss"], step=st["best_step"]), time_s=time.time() - t0,
-                 steps_done=st["step"], early_stopped=stop)
-    stats["supervised_tokens_per_s"] = stats["supervised_tokens"] / max(stats["time_s"], 1e-9)
-    if writer: writer.close()
-    acc.wait_for_everyone()
+    return _finish(r, stopped, time.time() - t0)
+
+# %% ../nbs/04_train.ipynb #b1a0c038
+def _finish(r, stopped: bool, seconds: float) -> dict:
+    "Restore the best weights, release the accelerator's wrappers and hooks; the statistics."
+    if r.neftune is not None: r.neftune.remove()
+    if r.best is not None: load_trainable_state(r.model, r.best)
+    st, stats = r.state, r.state["stats"]
+    stats.update(best=dict(validation_loss=st["best"], step=st["best_step"], metric=r.t.validation_metric),
+                 time_s=seconds, steps_done=st["step"], early_stopped=stopped, learning_rate_reductions=st.get("reductions", 0))
+    stats["supervised_tokens_per_s"] = stats["supervised_tokens"] / max(seconds, 1e-9)
+    r.acc.wait_for_everyone()
+    for tracker in r.acc.trackers: tracker.finish()   # not end_training: it ends the process group the caller may use
+    r.acc.unwrap_model(r.model, keep_fp32_wrapper=False)
     return stats
 
+# %% ../nbs/04_train.ipynb #b1a0c041
+def _strategy_plugins(cfg) -> dict:
+    "Accelerator arguments for `backend.trainer.strategy`; a clear error where the machine cannot run it."
+    b = cfg.backend
+    if b.type == "ray": raise LlmnbError(
+        "backend.type: ray is not implemented in llmnb (it would need Ray Train: pip install 'ray[train]'); use backend: "
+        "local and start the processes with accelerate launch or torchrun (--nnodes/--rdzv_endpoint for several machines)")
+    s = b.trainer.strategy
+    if s == "horovod": raise LlmnbError("backend.trainer.strategy: horovod is not supported; allowed: ddp, fsdp, deepspeed")
+    if s == "deepspeed":
+        if not torch.cuda.is_available(): raise LlmnbError(
+            "backend.trainer.strategy: deepspeed needs CUDA GPUs and this machine has none; use ddp (the default) or fsdp")
+        from accelerate.utils import DeepSpeedPlugin
+        return dict(deepspeed_plugin=DeepSpeedPlugin(zero_stage=2))
+    if s == "fsdp" and os.environ.get("ACCELERATE_USE_FSDP", "false") != "true":
+        from accelerate.utils import FullyShardedDataParallelPlugin
+        return dict(fsdp_plugin=FullyShardedDataParallelPlugin(fsdp_version=2))
+    return {}
+
 # %% ../nbs/04_train.ipynb #8e2248bd
-def _average_gradients(model, world):
-    "All-reduce the gradients of the trainable parameters across processes (DDP without the wrapper)."
-    import torch.distributed as dist
-    for p in model.parameters():
-        if p.requires_grad:
-            if p.grad is None: p.grad = torch.zeros_like(p)
-            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM); p.grad /= world
-
-def _tensorboard(run_dir):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-        return SummaryWriter(str(Path(run_dir)/"logs"))
-    except Exception: return None
-
 def _save_best(run_dir, state):
     from safetensors.torch import save_file
     write_dir_atomically(Path(run_dir)/"checkpoints"/"best", lambda tmp: save_file({k: v.contiguous() for k, v in state.items()}, str(tmp/"trainable.safetensors")))
@@ -486,12 +791,3 @@ def _adapter_step(model, step):
     inner = getattr(m, "base_model", None)
     pc = getattr(inner, "peft_config", {}).get(getattr(inner, "trainable_adapter_name", "default")) if hasattr(inner, "peft_config") else None
     if hasattr(inner, "update_and_allocate") and pc.target_r < pc.init_r: inner.update_and_allocate(step)  # target_r >= init_r: nothing to prune
-
-# %% ../nbs/04_train.ipynb #38e23918
-def resolve_batch_size(t, rows) -> int:
-    "`trainer.batch_size`, resolving 'auto' from the device and the rows' mean length."
-    if isinstance(t.batch_size, int): return t.batch_size
-    if not torch.cuda.is_available(): return 8
-    free, _ = torch.cuda.mem_get_info()
-    mean = max(np.mean([len(r["input_ids"]) for r in rows]), 1)
-    return int(max(1, min(getattr(t, "max_batch_size", None) or 128, (free / 2**30) * 512 / mean)))

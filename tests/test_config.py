@@ -438,7 +438,7 @@ BAD = [
     ({'trainer': {'type': 'finetune', 'batch_size': 'big'}}, "trainer.batch_size: invalid value (got 'big'); allowed: an integer or 'auto'"),
     ({'trainer': {'type': 'finetune', 'epochs': 'three'}}, "trainer.epochs: must be an integer (got 'three')"),
     ({'trainer': {'type': 'finetune', 'early_stop': -2}}, 'trainer.early_stop: must be an integer >= -1 (got -2)'),
-    ({'trainer': {'type': 'finetune', 'optimizer': {'type': 'adafactor'}}}, "trainer.optimizer.type: invalid value (got 'adafactor'); allowed: 'adamw'"),
+    ({'trainer': {'type': 'finetune', 'optimizer': {'type': 'lbfgs'}}}, "trainer.optimizer.type: invalid value (got 'lbfgs'); allowed: 'adamw'"),
     ({'trainer': {'type': 'finetune', 'learning_rate_scheduler': {'decay': 'step'}}}, "trainer.learning_rate_scheduler.decay: invalid value (got 'step'); allowed: 'cosine'"),
     ({'trainer': {'type': 'finetune', 'steps_per_checkpoint': 10, 'checkpoints_per_epoch': 2}}, 'trainer.checkpoints_per_epoch: cannot be combined with steps_per_checkpoint'),
     ({'trainer': {'type': 'finetune', 'layers_to_freeze_regex': '[a-'}}, "trainer.layers_to_freeze_regex: invalid regular expression (got '[a-')"),

@@ -116,14 +116,14 @@ def test_resume_matches_uninterrupted(tiny_model_dir, tmp_path, monkeypatch):
     import llmnb.train as T
     cfg = config(tiny_model_dir, train_steps=6, steps_per_checkpoint=2)
     full = LLM(cfg); full.train(ROWS, output_directory=tmp_path/"a", progress=False)
-    orig = T._adapter_step
-    def crash(model, step):
-        orig(model, step)
-        if step == 3: raise KeyboardInterrupt("simulated crash")
-    monkeypatch.setattr(T, "_adapter_step", crash)
+    orig = T.train_step
+    def crash(r, group):
+        if r.state["step"] == 3: raise KeyboardInterrupt("simulated crash")
+        return orig(r, group)
+    monkeypatch.setattr(T, "train_step", crash)
     with pytest.raises(KeyboardInterrupt): LLM(cfg).train(ROWS, output_directory=tmp_path/"b", progress=False)
-    monkeypatch.setattr(T, "_adapter_step", orig)
-    assert json.loads((tmp_path/"b"/"checkpoints"/"last"/"state.json").read_text())["step"] == 2
+    monkeypatch.setattr(T, "train_step", orig)
+    assert [p.name for p in T.checkpoints(tmp_path/"b")][-1] == "step-2"
     resumed = LLM(cfg); stats = resumed.train(ROWS, output_directory=tmp_path/"b", resume=True, progress=False)
     assert stats["steps_done"] == 6
     a, b = T.trainable_state(full.model), T.trainable_state(resumed.model)
@@ -135,24 +135,39 @@ sys.path.insert(0, {tests!r})
 from test_e2e import ROWS, config
 from llmnb.api import LLM
 import llmnb.train as T
-llm = LLM(config({base!r}, train_steps=3))
+seen, share = [], T._my_share
+def recording(r, packs):
+    mine, weight = share(r, packs)
+    if weight: seen.extend(r.rows[i]["input_ids"] for b in mine for i in b)   # a stand-in batch (weight 0) trains nothing
+    return mine, weight
+T._my_share = recording
+llm = LLM(config({base!r}, train_steps=3, use_mixed_precision=False))
 stats = llm.train(ROWS, output_directory={out!r}, progress=False)
 import torch.distributed as dist
-rank = dist.get_rank()
-w = sum(v.double().sum().item() for v in T.trainable_state(llm.model).values())
-print(json.dumps(dict(rank=rank, world=dist.get_world_size(), checksum=w, steps=stats["steps_done"])))
+w = {{k: v.tolist() for k, v in T.trainable_state(llm.model).items()}}
+print(json.dumps(dict(rank=dist.get_rank(), world=dist.get_world_size(), processes=stats["processes"], seen=seen,
+                      weights=w, loss=stats["train"]["loss"], steps=stats["steps_done"])))
 """
 
 def test_ddp_two_cpu_processes(tiny_model_dir, tmp_path):
+    "DDP on 2 CPU processes (gloo) under plain torchrun: the ranks split each step's rows, and the result equals one process accumulating the same batches."
+    import llmnb.train as T
     script = tmp_path/"ddp.py"
     script.write_text(DDP_SCRIPT.format(tests=str(Path(__file__).parent), base=str(tiny_model_dir), out=str(tmp_path/"run")))
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517", str(script)],
                        capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr[-3000:]
-    res = [json.loads(l) for l in r.stdout.splitlines() if l.startswith("{")]
-    assert sorted(x["rank"] for x in res) == [0, 1] and all(x["world"] == 2 for x in res)
-    assert abs(res[0]["checksum"] - res[1]["checksum"]) < 1e-6  # gradients were averaged: both ranks hold the same weights
-    assert (tmp_path/"run"/"model"/"adapter_model.safetensors").exists()
+    res = sorted((json.loads(l) for l in r.stdout.splitlines() if l.startswith("{")), key=lambda x: x["rank"])
+    assert [x["rank"] for x in res] == [0, 1] and all(x["world"] == 2 and x["processes"] == 2 for x in res)
+    a, b = ({tuple(i) for i in x["seen"]} for x in res)
+    assert a and b and not (a & b)   # each rank trained on its own rows
+    assert res[0]["weights"] == res[1]["weights"]   # DDP kept the replicas identical
+    one = LLM(config(tiny_model_dir, train_steps=3, use_mixed_precision=False, gradient_accumulation_steps=2))
+    stats = one.train(ROWS, output_directory=tmp_path/"one", progress=False)
+    mine = T.trainable_state(one.model)
+    assert max((mine[k] - torch.tensor(v)).abs().max().item() for k, v in res[0]["weights"].items()) < 1e-5
+    assert stats["train"]["loss"] == pytest.approx(res[0]["loss"], abs=1e-5)
+    assert (tmp_path/"run"/"model"/"adapter_model.safetensors").exists() and (tmp_path/"run"/"checkpoints"/"step-3").is_dir()
 
 # ---------------------------------------------------------------- the real embedded model
 @pytest.mark.slow
