@@ -16,7 +16,9 @@ from . import __version__
 from .config import load_config, render_config, ConfigError
 from .data import load_splits, read_dataset, DataError, PROMPT, CONTEXT
 from .prompt import render_prompts, check_prompt_columns
+import contextlib
 from .model import load_model, resolve_base_model, context_length, write_dir_atomically, ModelLoadError
+from .run import atomic_file, atomic_write, atomic_write_json, writes_run_folder, recover_folder
 from .train import tokenize_dataset, sequence_limits, fit, evaluate_loss, TruncationReport
 from .generate import generation_config, encode_prompts, generate_batch
 from .evaluate import category_vocab, match_rules, extract_category, text_metrics, category_metrics
@@ -130,6 +132,7 @@ def _check_before_work(self: LLM):
     check_template_length(cfg, self.tokenizer, sequence_limits(cfg, self.context_length))
 
 @patch
+@writes_run_folder()
 def train(self: LLM,
           dataset=None, # one dataset, split per `preprocessing.split` (path, DataFrame, Dataset, DatasetDict, ...)
           training_set=None, validation_set=None, test_set=None, # or the splits given separately
@@ -238,6 +241,7 @@ def _predictions_frame(self: LLM, results) -> pd.DataFrame:
 
 # %% ../nbs/06_api.ipynb #8dcaf537
 @patch
+@writes_run_folder()
 def predict(self: LLM,
             dataset, # rows to predict (path, DataFrame, Dataset, list of dicts, ...)
             generation_config: dict | None = None, # generation settings for this call only
@@ -249,23 +253,18 @@ def predict(self: LLM,
     "Predictions for every row of `dataset`, in input order."
     out = _writable_dir(output_directory) if output_directory else None
     ds = self._render(self._as_dataset(dataset))
-    tmp = Path(str(out/"predictions.csv") + ".tmp") if out is not None else None
     frames = []
-    try:
+    with (atomic_file(out/"predictions.csv") if out is not None else contextlib.nullcontext()) as tmp:
         for s in range(0, len(ds), chunk_rows):
             part = ds.select(range(s, min(s + chunk_rows, len(ds))))
             df = self._predictions_frame(self._generate_rendered(part, generation_config, batch_size, progress, generate=not self._labels_only()))
             if tmp is not None: df.to_csv(tmp, mode="w" if s == 0 else "a", header=s == 0, index=False)
             frames.append(df)
-        if tmp is not None: os.replace(tmp, out/"predictions.csv")
-    finally:
-        if tmp is not None and tmp.exists(): tmp.unlink()
     return pd.concat(frames, ignore_index=True)
 
 def _write_csv(df, path):
     "Write `df` to `path` atomically."
-    tmp = Path(str(path) + ".tmp")
-    df.to_csv(tmp, index=False); os.replace(tmp, path)
+    with atomic_file(path) as tmp: df.to_csv(tmp, index=False)
 
 # %% ../nbs/06_api.ipynb #ec17fa18
 @patch
@@ -290,6 +289,7 @@ def _evaluate_rendered(self: LLM, ds, generation_config=None, batch_size=None, p
     return m, df
 
 @patch
+@writes_run_folder()
 def evaluate(self: LLM,
              dataset, # rows with the output column
              generation_config: dict | None = None, # generation settings for this call only
@@ -308,9 +308,7 @@ def evaluate(self: LLM,
         _write_csv(df, out/"predictions.csv")
     return metrics, df
 
-def _write_json(path, obj):
-    tmp = Path(str(path) + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=float)); os.replace(tmp, path)
+def _write_json(path, obj): atomic_write_json(path, obj)
 
 # %% ../nbs/06_api.ipynb #928cfa3a
 @patch
@@ -344,6 +342,7 @@ def _write_model(self: LLM, tmp: Path, model, kind):
 
 # %% ../nbs/06_api.ipynb #2dcab265
 @patch
+@writes_run_folder("path")
 def save(self: LLM, path) -> Path:
     "Write the run directory `path`: config.yaml, training_statistics.json, model/ (and merged/ when configured)."
     run = _writable_dir(path)
@@ -360,21 +359,39 @@ def save(self: LLM, path) -> Path:
             self.kind = "merged"
     if self.kind == "merged": write_dir_atomically(run/"merged", lambda tmp: self._write_model(tmp, self.model, "merged"))
     for name, text in (("config.yaml", render_config(self.config)), ("training_statistics.json", json.dumps(self.stats, indent=2, default=float))):
-        tmp = run/(name + ".tmp"); tmp.write_text(text); os.replace(tmp, run/name)
+        atomic_write(run/name, text)
     return run
 
 # %% ../nbs/06_api.ipynb #0c36af86
 def _model_dir(path) -> Path:
     p = Path(path).expanduser()
     for d in (p/"merged", p/"model", p):
+        if d != p: recover_folder(d)   # a swap interrupted between its two renames (systems without renameat2)
         if (d/"llmnb.json").exists(): return d
     raise DataError(f"model_path: '{path}' is not an llmnb run: no llmnb.json in it, in model/ or in merged/.")
 
+def _read_info(d: Path) -> dict:
+    "The run's `llmnb.json`, or a `DataError` naming the file when it is not readable JSON."
+    f = d/"llmnb.json"
+    try: info = json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"model_path: cannot read '{f}': {e}; the run is damaged (copy it again).") from None
+    if not isinstance(info, dict) or not isinstance(info.get("config"), dict) or "kind" not in info:
+        raise DataError(f"model_path: '{f}' is not an llmnb run description (no 'config' and 'kind').")
+    return info
+
 @patch(cls_method=True)
-def load(cls: LLM, path, device: str | None = None, dtype=None) -> LLM:
+def load(cls: LLM,
+         path, # the run directory, or its `model/` or `merged/` folder
+         device: str | None = None, # 'cpu', 'cuda', ... (default: the machine's best)
+         dtype=None, # torch dtype of the weights
+         trust_remote_code: bool = False, # run custom model code shipped with the run or its base model (your choice, never the run's)
+        ) -> LLM:
     "Load a saved run (the run directory, or its `model/` or `merged/` folder); the merged model when there is one."
     d = _model_dir(path)
-    info = json.loads((d/"llmnb.json").read_text())
+    info = _read_info(d)
+    # a run is something people download: whether its code may run is the caller's decision, never the run's
+    info["config"] = {**info["config"], "trust_remote_code": bool(trust_remote_code)}
     llm = cls(info["config"], device=device, dtype=dtype)
     llm.vocab, llm.kind = info.get("vocab"), info["kind"]
     if info["kind"] in ("full", "merged"):

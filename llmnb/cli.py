@@ -39,6 +39,7 @@ def _predict_args(p, what):
     p.add_argument("-gc", "--generation_config", help="generation settings for this run only, as JSON or YAML, e.g. '{max_new_tokens: 8}'")
     p.add_argument("-bs", "--batch_size", type=int, help="prompts per generation batch")
     p.add_argument("-od", "--output_directory", default="results", help="where to write the output files")
+    p.add_argument("--trust_remote_code", action="store_true", help="run custom model code shipped with the run (never decided by the run itself)")
 
 # %% ../nbs/07_cli.ipynb #e4b589f1
 def parser() -> argparse.ArgumentParser:
@@ -111,7 +112,7 @@ def _gen_config(s):
 
 def _predict(a, evaluate=False):
     from llmnb.api import LLM
-    llm = LLM.load(a.model_path)
+    llm = LLM.load(a.model_path, trust_remote_code=a.trust_remote_code)
     data = a.dataset
     if a.split != "full":
         from llmnb.data import load_splits
@@ -155,4 +156,7 @@ def main(argv: list[str] | None = None):
     try: verbs[a.verb](a)
     except LlmnbError as e:
         print(f"llmnb {a.verb}: error: {e}", file=sys.stderr); sys.exit(2)
-    except KeyboardInterrupt: sys.exit(130)
+    except KeyboardInterrupt:
+        print(f"llmnb {a.verb}: interrupted (Ctrl-C); files already written are complete, nothing half-written was left",
+              file=sys.stderr)
+        sys.exit(130)

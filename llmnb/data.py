@@ -73,18 +73,25 @@ def _root_cause(e):
     while e.__cause__ is not None: e = e.__cause__
     return f"{type(e).__name__}: {e}"
 
+def _read_error(path, fmt, e) -> DataError:
+    "One sentence for a file the reader could not read: not UTF-8, not gzip, no rows, or the reader's own words."
+    cause = _root_cause(e)
+    if isinstance(e, UnicodeDecodeError) or "codec can't decode" in cause:
+        return DataError(f"{str(path)!r} is not UTF-8 text ({cause}); save it as UTF-8 and try again.")
+    if "corresponds to no data" in cause: return DataError(f"{str(path)!r} has no rows.")
+    return DataError(f"Could not read {str(path)!r} as {fmt}: {cause}")
+
 def _read_file(path, fmt):
     if path.stat().st_size == 0: raise DataError(f"{str(path)!r} is an empty file (0 bytes).")
     kw = {}
-    if fmt in ("csv", "tsv"):
-        sep = "\t" if fmt == "tsv" else ","
-        kw = dict(sep=sep, keep_default_na=False, na_values=[""],
-                  features=Features({c: Value("string") for c in _csv_header(path, sep)}))
-    try: ds = load_dataset("csv" if fmt == "tsv" else _FORMATS[fmt], data_files=str(path), split="train", **kw)
-    except Exception as e:
-        cause = _root_cause(e)
-        if "corresponds to no data" in cause: raise DataError(f"{str(path)!r} has no rows.") from e
-        raise DataError(f"Could not read {str(path)!r} as {fmt}: {cause}") from e
+    try:   # every reader error is translated here, at the one place files are read
+        if fmt in ("csv", "tsv"):
+            sep = "\t" if fmt == "tsv" else ","
+            kw = dict(sep=sep, keep_default_na=False, na_values=[""],
+                      features=Features({c: Value("string") for c in _csv_header(path, sep)}))
+        ds = load_dataset("csv" if fmt == "tsv" else _FORMATS[fmt], data_files=str(path), split="train", **kw)
+    except DataError: raise
+    except Exception as e: raise _read_error(path, fmt, e) from None
     if len(ds) == 0: raise DataError(f"{str(path)!r} has no rows.")
     return ds
 
