@@ -19,6 +19,7 @@ from .prompt import render_prompts, check_prompt_columns
 import contextlib
 from .model import load_model, resolve_base_model, context_length, write_dir_atomically, ModelLoadError
 from .run import atomic_file, atomic_write, atomic_write_json, writes_run_folder, recover_folder
+from .errors import LlmnbWarning
 from .train import tokenize_dataset, sequence_limits, fit, evaluate_loss, TruncationReport
 from .generate import generation_config, encode_prompts, generate_batch
 from .evaluate import category_vocab, match_rules, extract_category, text_metrics, category_metrics
@@ -79,10 +80,33 @@ def _render(self: LLM, ds, train_split=None):
     "Retrieval context (when configured) and rendered prompts for a Dataset or DatasetDict."
     from datasets import DatasetDict
     cfg = self.config
+    self._refuse_special_tokens(ds)
     if cfg.prompt.retrieval.type:
         from llmnb.retrieval import add_context
         ds = add_context(ds, cfg, train_split if train_split is not None else getattr(self, "_index_split", None), self)
     return render_prompts(ds, cfg)
+
+@patch
+def _refuse_special_tokens(self: LLM, ds):
+    "Data cells that become model text must not hold special-token strings (the one check, before any encoding)."
+    from datasets import DatasetDict
+    from llmnb.prompt import template_fields, prompt_template
+    from llmnb.train import check_special_tokens
+    self.load_base()
+    cfg = self.config
+    cols = [cfg.input_feature.column or cfg.input_feature.name, self._target_column()]
+    cols += template_fields(prompt_template(cfg) or "")
+    for part in (ds.values() if isinstance(ds, DatasetDict) else [ds]): check_special_tokens(part, cols, self.tokenizer)
+
+def _check_dropped(rep, kept: int, cfg):
+    "Say how many training rows were dropped because their answer does not fit; refuse when none is left."
+    if not rep.dropped_rows: return
+    g = cfg.preprocessing.global_max_sequence_length
+    budget = f"preprocessing.global_max_sequence_length: {g}" if g else "the model's context"
+    msg = (f"{rep.dropped_rows} of {rep.rows} training rows dropped: the answer leaves too little of the token budget "
+           f"({budget}) for the prompt, and answers are never cut to fit; raise the budget or shorten those answers.")
+    if not kept: raise DataError(msg.replace("dropped", "dropped, so none is left", 1))
+    warnings.warn(msg, LlmnbWarning, stacklevel=3)
 
 @patch
 def _target_column(self: LLM) -> str:
@@ -159,6 +183,7 @@ def train(self: LLM,
         tr, rep = tokenize_dataset(splits["train"], self.tokenizer, cfg, lim, PROMPT, tgt)
         va, _ = tokenize_dataset(splits["validation"], self.tokenizer, cfg, lim, PROMPT, tgt)
         rows, vrows = tr.to_list(), va.to_list()
+        _check_dropped(rep, len(rows), cfg)
         from llmnb.train import resolve_batch_size
         t = cfg.trainer
         bs = resolve_batch_size(t, rows)

@@ -980,6 +980,24 @@ def compat_notes(cfg) -> list[str]:
     hits = {p if p in COMPAT else t: COMPAT.get(p) or COMPAT.get(t) for p, t in _set_keys(cfg)}
     return [f"{k}: accepted for compatibility but {why}" for k, why in sorted(hits.items()) if why]
 
+# %% ../nbs/00_config.ipynb #18aed731
+class _UniqueKeyLoader(yaml.SafeLoader):
+    "PyYAML's safe loader, except that a key given twice in one mapping is an error (PyYAML keeps the last silently)."
+
+def _unique_mapping(loader, node, deep=False):
+    loader.flatten_mapping(node)
+    seen = {}
+    for k, _ in node.value:
+        key = loader.construct_object(k, deep=True)
+        line = k.start_mark.line + 1
+        if isinstance(key, (str, int, float, bool)) and key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r} (first at line {seen[key]}, "
+                                                    f"again at line {line}); give each key once", k.start_mark)
+        if isinstance(key, (str, int, float, bool)): seen[key] = line
+    return loader.construct_mapping(node, deep=deep)
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
 # %% ../nbs/00_config.ipynb #ba1f3a2b
 def _read(config) -> dict:
     "The raw mapping behind `config`, or ConfigError."
@@ -992,7 +1010,7 @@ def _read(config) -> dict:
         if not p.is_file(): raise ConfigError([f"config: file not found (got {_show(str(config))}); allowed: a path to a YAML or JSON file, a YAML string, or a dict"])
         text, src = p.read_text(), str(p)
     else: raise ConfigError([f"config: must be an LLMConfig, a dict, a YAML string or a path (got {type(config).__name__})"])
-    try: raw = yaml.safe_load(text)
+    try: raw = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as e:
         m = getattr(e, 'problem_mark', None)
         where = f" at line {m.line + 1}, column {m.column + 1}" if m else ''
