@@ -96,7 +96,8 @@ def _refuse_special_tokens(self: LLM, ds):
     cfg = self.config
     cols = [cfg.input_feature.column or cfg.input_feature.name, self._target_column()]
     cols += template_fields(prompt_template(cfg) or "")
-    for part in (ds.values() if isinstance(ds, DatasetDict) else [ds]): check_special_tokens(part, cols, self.tokenizer)
+    parts = ds.items() if isinstance(ds, DatasetDict) else [("", ds)]
+    for name, part in parts: check_special_tokens(part, cols, self.tokenizer, f"{name} split" if name else "")
 
 def _check_dropped(rep, kept: int, cfg):
     "Say how many training rows were dropped because their answer does not fit; refuse when none is left."

@@ -140,10 +140,18 @@ def _demo(a):
     from llmnb.demo import run_demo
     run_demo(a.output_directory, n=a.rows)
 
+# %% ../nbs/07_cli.ipynb #91d697be
+def _run_folder_lock(a):
+    "The lock on the folder a verb writes, taken before any model is loaded so a second writer is told at once."
+    import contextlib
+    folder = getattr(a, "model_resume_path", None) or getattr(a, "output_directory", None)
+    if a.verb in ("render-config", "render_config", "upload") or not folder: return contextlib.nullcontext()
+    from llmnb.run import run_lock, is_main_process
+    return run_lock(folder, a.verb) if is_main_process() else contextlib.nullcontext()
+
 # %% ../nbs/07_cli.ipynb #e20db680
-def main(argv: list[str] | None = None):
-    "Run the `llmnb` command."
-    a = parser().parse_args(argv)
+def _run(a):
+    "Set up logging and progress bars, then run verb `a.verb` holding its run folder."
     import logging, os
     logging.basicConfig(level=a.logging_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -152,8 +160,13 @@ def main(argv: list[str] | None = None):
     verbs = dict(train=_train, experiment=lambda a: _train(a, evaluate_test=True), predict=_predict,
                  evaluate=lambda a: _predict(a, evaluate=True), upload=_upload, demo=_demo)
     verbs["render-config"] = verbs["render_config"] = _render_config
+    with _run_folder_lock(a): verbs[a.verb](a)
+
+def main(argv: list[str] | None = None):
+    "Run the `llmnb` command: a user error (any `LlmnbError`) is one line and exit status 2; Ctrl-C one line and 130."
+    a = parser().parse_args(argv)
     from llmnb.errors import LlmnbError
-    try: verbs[a.verb](a)
+    try: _run(a)
     except LlmnbError as e:
         print(f"llmnb {a.verb}: error: {e}", file=sys.stderr); sys.exit(2)
     except KeyboardInterrupt:

@@ -86,6 +86,8 @@ def _is_hub_id(s: str) -> bool:
 
 def _check_base_model(v: str) -> str:
     if v in PRESETS: return PRESETS[v]
+    if not v.strip(): _fail(('', "must not be empty; allowed: a preset (e.g. 'smollm2-135m-instruct'), a Hub id "
+                                 "'org/name', or an existing local folder or .gguf file"))
     p = Path(v).expanduser()
     if p.is_dir() or (p.is_file() and p.suffix == '.gguf'): return v
     allowed = ("allowed: a preset (e.g. 'llama-2-7b', 'smollm2-135m-instruct'), a Hub id 'org/name', "
@@ -130,6 +132,8 @@ def template_fields(template: str # a `str.format`-style prompt template
         if conv: raise LlmnbError(f"field {{{name}!{conv}}} uses a conversion, which is not supported")
         if spec and ('{' in spec or 'f' not in spec):
             raise LlmnbError(f"field {{{name}:{spec}}} has an unsupported format spec; allowed: none, or a float format containing 'f' such as ':.2f'")
+        if spec and any(int(n) > 1000 for n in re.findall(r"\d+", spec)):   # format() would allocate it: MemoryError
+            raise LlmnbError(f"field {{{name}:{spec}}} asks for a width or precision over 1000; allowed: at most 1000")
         fields.append(name)
     return fields
 

@@ -6,7 +6,7 @@ Docs: https://llmnb.github.io/llmnb/data.html.md"""
 
 # %% ../nbs/01_data.ipynb #d1d74666
 from __future__ import annotations
-import csv, difflib, math, warnings
+import contextlib, csv, difflib, logging, math, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,7 +63,11 @@ def _format_of(path, data_format):
 # %% ../nbs/01_data.ipynb #f775935c
 def _csv_header(path, sep):
     with fsspec.open(str(path), mode="rt", compression="infer", encoding="utf-8-sig", newline="") as f:
-        header = next(csv.reader(f, delimiter=sep), None)
+        rows = csv.reader(f, delimiter=sep)
+        header, first = next(rows, None), next(rows, None)
+    if header and first and len(first) > len(header):   # pandas would silently take the extra fields as an index
+        raise DataError(f"{str(path)!r}: row 1 has {len(first)} fields but the header names {len(header)} columns; "
+                        "every row needs one field per column.")
     if not header: raise DataError(f"{str(path)!r} is empty: it has no header row.")
     dups = sorted({c for c in header if header.count(c) > 1})
     if dups: raise DataError(f"{str(path)!r} has repeated column names in its header: {', '.join(map(repr, dups))}; column names must be unique.")
@@ -72,6 +76,14 @@ def _csv_header(path, sep):
 def _root_cause(e):
     while e.__cause__ is not None: e = e.__cause__
     return f"{type(e).__name__}: {e}"
+
+@contextlib.contextmanager
+def _datasets_quiet():
+    "Keep `datasets` from logging its own copy of a read error: the error it raises becomes our one line."
+    log = logging.getLogger("datasets"); level = log.level
+    log.setLevel(logging.CRITICAL)
+    try: yield
+    finally: log.setLevel(level)
 
 def _read_error(path, fmt, e) -> DataError:
     "One sentence for a file the reader could not read: not UTF-8, not gzip, no rows, or the reader's own words."
@@ -89,7 +101,8 @@ def _read_file(path, fmt):
             sep = "\t" if fmt == "tsv" else ","
             kw = dict(sep=sep, keep_default_na=False, na_values=[""],
                       features=Features({c: Value("string") for c in _csv_header(path, sep)}))
-        ds = load_dataset("csv" if fmt == "tsv" else _FORMATS[fmt], data_files=str(path), split="train", **kw)
+        with _datasets_quiet():
+            ds = load_dataset("csv" if fmt == "tsv" else _FORMATS[fmt], data_files=str(path), split="train", **kw)
     except DataError: raise
     except Exception as e: raise _read_error(path, fmt, e) from None
     if len(ds) == 0: raise DataError(f"{str(path)!r} has no rows.")

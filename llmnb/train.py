@@ -157,6 +157,7 @@ def special_token_strings(tok) -> list[str]:
 def check_special_tokens(ds, # a `datasets.Dataset` of raw rows
                          columns: list[str], # the data columns that become text the model reads
                          tok, # the tokenizer
+                         where: str = "", # which rows these are, for the message (e.g. 'train split')
                         ):
     "Refuse a data cell that holds a special-token string: data is text; control tokens come only from templates."
     import pyarrow as pa, pyarrow.compute as pc
@@ -166,7 +167,8 @@ def check_special_tokens(ds, # a `datasets.Dataset` of raw rows
         for s in specials:
             hit = pc.fill_null(pc.match_substring(arr, s), False).to_numpy(zero_copy_only=False)
             if hit.any(): raise LlmnbError(
-                f"Column {col!r}, row {int(hit.argmax())}: the text holds {s!r}, a special token of this tokenizer, so a "
+                f"Column {col!r}, row {int(hit.argmax())}{f' of the {where}' if where else ''}: the text holds {s!r}, "
+                f"a special token of this tokenizer, so a "
                 f"data row could forge a chat turn or end the sequence; data is text and control tokens come only from "
                 f"templates: remove it from the data ({int(hit.sum())} row(s) of {col!r} hold it).")
 
