@@ -106,7 +106,11 @@ def _gen_config(s):
     import yaml
     from llmnb.errors import LlmnbError
     try: d = yaml.safe_load(s)
-    except yaml.YAMLError as e: raise LlmnbError(f"--generation_config: not valid JSON or YAML: {e}") from None
+    except yaml.YAMLError as e:
+        m = getattr(e, "problem_mark", None)
+        where = f" at column {m.column + 1}" if m else ""
+        raise LlmnbError(f"--generation_config: not valid JSON or YAML{where}: {getattr(e, 'problem', None) or e} "
+                         f"(got {s!r})") from None
     if not isinstance(d, dict): raise LlmnbError(f"--generation_config: expected a mapping such as '{{max_new_tokens: 8}}', got {s!r}")
     return d
 
