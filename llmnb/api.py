@@ -40,7 +40,6 @@ class LLM:
         self.model = self.tokenizer = self.base_path = None
         self.vocab, self.stats, self.kind = None, {}, "none"
         self._last_splits = None  # the raw splits of the last train(), for `experiment`
-        warnings.filterwarnings("ignore", message=".*generation flags are not valid.*")
 
     def __repr__(self):
         c = self.config
@@ -230,7 +229,9 @@ def _generate_rendered(self: LLM, ds, generation_config=None, batch_size=None, p
     # default: batches by a token budget (measured in bench/: 15-25% faster than 16 rows on a CPU); `batch_size`: fixed batches
     size = dict(batch_size=batch_size) if batch_size else dict(batch_size=max(eb, 64), max_tokens=4096, min_rows=max(eb, 16))
     scores = self.config.output_feature.type == "text"   # a category output's probabilities come from scoring the labels
-    return generate_batch(self.model, self.tokenizer, ids, gc, scores=scores, progress=progress, **size)
+    with warnings.catch_warnings():   # for this call only: no process-wide filter
+        warnings.filterwarnings("ignore", message=".*generation flags are not valid.*")
+        return generate_batch(self.model, self.tokenizer, ids, gc, scores=scores, progress=progress, **size)
 
 @patch
 def _labels_only(self: LLM) -> bool:

