@@ -348,10 +348,17 @@ def generate(self: LLM, prompts: str | list[str], generation_config: dict | None
     return texts[0] if one else texts
 
 # %% ../nbs/06_api.ipynb #fe5d089b
+def _absolute_base(config: dict) -> dict:
+    "`config` with a relative local `base_model` made absolute, so the run loads from any folder."
+    b = config.get("base_model")
+    if isinstance(b, str) and not Path(b).expanduser().is_absolute() and Path(b).expanduser().exists():
+        config = {**config, "base_model": str(Path(b).expanduser().resolve())}
+    return config
+
 @patch
 def _info(self: LLM, kind) -> dict:
     # `config` keeps only what the user set, so values llmnb derives (max_new_tokens from the context, ...) derive again on load
-    return dict(llmnb_version=__version__, config=self.config.model_dump(exclude_unset=True, mode="json"),
+    return dict(llmnb_version=__version__, config=_absolute_base(self.config.model_dump(exclude_unset=True, mode="json")),
                 resolved_config=self.config.to_dict(), base_model=self.config.base_model, kind=kind,
                 vocab=self.vocab, train_rows=(self.stats.get("data", {}).get("rows", {}) or {}).get("train"),
                 metrics={k: v for k, v in self.stats.items() if k in ("validation", "test", "best")})

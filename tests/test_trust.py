@@ -216,3 +216,26 @@ def test_ctrl_c_is_one_line(tiny_model_dir, csv, tmp_path):
     _, err = p.communicate(timeout=120)
     assert p.returncode == 130 and err.strip().splitlines()[-1].startswith("llmnb train: interrupted"), err[-2000:]
     assert "Traceback" not in err
+
+# ---------------------------------------------------------------- upload: only the run's own files leave the machine
+def test_upload_refuses_a_link_out_of_the_run(tmp_path, monkeypatch):
+    import contextlib, io, huggingface_hub
+    from llmnb.upload import UploadError, upload_to_hf_hub
+    sys.path.insert(0, str(Path(__file__).parent))
+    from upload_fakehub import FakeHub, tiny_run
+    with contextlib.redirect_stderr(io.StringIO()): run = tiny_run(tmp_path, "adapter")
+    secret = tmp_path/"secret.txt"; secret.write_text("private key")
+    os.symlink(secret, run/"model"/"notes.txt")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    with FakeHub(token="hf_x") as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        with pytest.raises(UploadError, match=r"notes.txt' is a link to '.*secret.txt', outside the run folder"):
+            upload_to_hf_hub("me/run", run, token="hf_x")
+        assert not any("notes" in f for r in hub.repos for f in hub.repo_files(r[1], r[0]))
+
+def test_relative_base_model_run_loads_from_another_folder(tiny_model_dir, tmp_path, monkeypatch):
+    shutil.copytree(tiny_model_dir, tmp_path/"base")
+    monkeypatch.chdir(tmp_path)
+    LLM(config("base")).save(tmp_path/"run")
+    monkeypatch.chdir(tmp_path/"run")
+    assert LLM.load(tmp_path/"run").config.base_model == str(tmp_path/"base")
