@@ -6,7 +6,7 @@ Docs: https://llmnb.github.io/llmnb/adapters.html.md"""
 
 # %% ../nbs/09_adapters.ipynb #ddfd9202
 from __future__ import annotations
-import re, json, warnings
+import re, json, logging, warnings
 from pathlib import Path
 import torch
 from . import quantization as _quantization  # noqa: F401  (silences bitsandbytes' CPU-kernel notice before PEFT imports it)
@@ -15,6 +15,9 @@ from .errors import LlmnbError
 # %% auto #0
 __all__ = ['linear_modules', 'linear_module_names', 'default_target_modules', 'check_target_modules', 'check_adapter',
            'peft_config', 'load_adapter', 'attach_adapter', 'adapter_regularization', 'merge_adapter', 'merged_copy']
+
+# %% ../nbs/09_adapters.ipynb #0b1f5187
+_log = logging.getLogger("llmnb.adapters")   # information for the user (`llmnb -l info` shows it); named, so the notebook logs where the module does
 
 # %% ../nbs/09_adapters.ipynb #191d5292
 def _is_linear(m) -> bool:
@@ -78,7 +81,7 @@ def check_adapter(model, adapter):
 
 # %% ../nbs/09_adapters.ipynb #1e4c1cb4
 def _say_targets(kind, targets):
-    warnings.warn(f"adapter.target_modules is null: {kind} targets {targets}; set adapter.target_modules to choose others.", stacklevel=3)
+    _log.info(f"adapter.target_modules is null: {kind} targets {targets}; set adapter.target_modules to choose others.")
 
 def _targets(a, model):
     t = a.target_modules

@@ -16,7 +16,10 @@ from . import __version__
 from .config import load_config, render_config, ConfigError
 from .data import load_splits, read_dataset, DataError, PROMPT, CONTEXT
 from .prompt import render_prompts, check_prompt_columns
+import contextlib
 from .model import load_model, resolve_base_model, context_length, write_dir_atomically, ModelLoadError
+from .run import atomic_file, atomic_write, atomic_write_json, writes_run_folder, recover_folder
+from .errors import LlmnbWarning
 from .train import tokenize_dataset, sequence_limits, fit, evaluate_loss, TruncationReport
 from .generate import generation_config, encode_prompts, generate_batch
 from .evaluate import category_vocab, match_rules, extract_category, text_metrics, category_metrics
@@ -37,7 +40,6 @@ class LLM:
         self.model = self.tokenizer = self.base_path = None
         self.vocab, self.stats, self.kind = None, {}, "none"
         self._last_splits = None  # the raw splits of the last train(), for `experiment`
-        warnings.filterwarnings("ignore", message=".*generation flags are not valid.*")
 
     def __repr__(self):
         c = self.config
@@ -77,10 +79,34 @@ def _render(self: LLM, ds, train_split=None):
     "Retrieval context (when configured) and rendered prompts for a Dataset or DatasetDict."
     from datasets import DatasetDict
     cfg = self.config
+    self._refuse_special_tokens(ds)
     if cfg.prompt.retrieval.type:
         from llmnb.retrieval import add_context
         ds = add_context(ds, cfg, train_split if train_split is not None else getattr(self, "_index_split", None), self)
     return render_prompts(ds, cfg)
+
+@patch
+def _refuse_special_tokens(self: LLM, ds):
+    "Data cells that become model text must not hold special-token strings (the one check, before any encoding)."
+    from datasets import DatasetDict
+    from llmnb.prompt import template_fields, prompt_template
+    from llmnb.train import check_special_tokens
+    self.load_base()
+    cfg = self.config
+    cols = [cfg.input_feature.column or cfg.input_feature.name, self._target_column()]
+    cols += template_fields(prompt_template(cfg) or "")
+    parts = ds.items() if isinstance(ds, DatasetDict) else [("", ds)]
+    for name, part in parts: check_special_tokens(part, cols, self.tokenizer, f"{name} split" if name else "")
+
+def _check_dropped(rep, kept: int, cfg):
+    "Say how many training rows were dropped because their answer does not fit; refuse when none is left."
+    if not rep.dropped_rows: return
+    g = cfg.preprocessing.global_max_sequence_length
+    budget = f"preprocessing.global_max_sequence_length: {g}" if g else "the model's context"
+    msg = (f"{rep.dropped_rows} of {rep.rows} training rows dropped: the answer leaves too little of the token budget "
+           f"({budget}) for the prompt, and answers are never cut to fit; raise the budget or shorten those answers.")
+    if not kept: raise DataError(msg.replace("dropped", "dropped, so none is left", 1))
+    warnings.warn(msg, LlmnbWarning, stacklevel=3)
 
 @patch
 def _target_column(self: LLM) -> str:
@@ -130,6 +156,7 @@ def _check_before_work(self: LLM):
     check_template_length(cfg, self.tokenizer, sequence_limits(cfg, self.context_length))
 
 @patch
+@writes_run_folder()
 def train(self: LLM,
           dataset=None, # one dataset, split per `preprocessing.split` (path, DataFrame, Dataset, DatasetDict, ...)
           training_set=None, validation_set=None, test_set=None, # or the splits given separately
@@ -156,6 +183,7 @@ def train(self: LLM,
         tr, rep = tokenize_dataset(splits["train"], self.tokenizer, cfg, lim, PROMPT, tgt)
         va, _ = tokenize_dataset(splits["validation"], self.tokenizer, cfg, lim, PROMPT, tgt)
         rows, vrows = tr.to_list(), va.to_list()
+        _check_dropped(rep, len(rows), cfg)
         from llmnb.train import plan_steps, _set_seed
         t, plan = cfg.trainer, plan_steps(cfg.trainer, rows)
         bs = plan.batch_size
@@ -198,7 +226,9 @@ def _generate_rendered(self: LLM, ds, generation_config=None, batch_size=None, p
     # default: batches by a token budget (measured in bench/: 15-25% faster than 16 rows on a CPU); `batch_size`: fixed batches
     size = dict(batch_size=batch_size) if batch_size else dict(batch_size=max(eb, 64), max_tokens=4096, min_rows=max(eb, 16))
     scores = self.config.output_feature.type == "text"   # a category output's probabilities come from scoring the labels
-    return generate_batch(self.model, self.tokenizer, ids, gc, scores=scores, progress=progress, **size)
+    with warnings.catch_warnings():   # for this call only: no process-wide filter
+        warnings.filterwarnings("ignore", message=".*generation flags are not valid.*")
+        return generate_batch(self.model, self.tokenizer, ids, gc, scores=scores, progress=progress, **size)
 
 @patch
 def _labels_only(self: LLM) -> bool:
@@ -235,6 +265,7 @@ def _predictions_frame(self: LLM, results) -> pd.DataFrame:
 
 # %% ../nbs/06_api.ipynb #8dcaf537
 @patch
+@writes_run_folder()
 def predict(self: LLM,
             dataset, # rows to predict (path, DataFrame, Dataset, list of dicts, ...)
             generation_config: dict | None = None, # generation settings for this call only
@@ -246,23 +277,18 @@ def predict(self: LLM,
     "Predictions for every row of `dataset`, in input order."
     out = _writable_dir(output_directory) if output_directory else None
     ds = self._render(self._as_dataset(dataset))
-    tmp = Path(str(out/"predictions.csv") + ".tmp") if out is not None else None
     frames = []
-    try:
+    with (atomic_file(out/"predictions.csv") if out is not None else contextlib.nullcontext()) as tmp:
         for s in range(0, len(ds), chunk_rows):
             part = ds.select(range(s, min(s + chunk_rows, len(ds))))
             df = self._predictions_frame(self._generate_rendered(part, generation_config, batch_size, progress, generate=not self._labels_only()))
             if tmp is not None: df.to_csv(tmp, mode="w" if s == 0 else "a", header=s == 0, index=False)
             frames.append(df)
-        if tmp is not None: os.replace(tmp, out/"predictions.csv")
-    finally:
-        if tmp is not None and tmp.exists(): tmp.unlink()
     return pd.concat(frames, ignore_index=True)
 
 def _write_csv(df, path):
     "Write `df` to `path` atomically."
-    tmp = Path(str(path) + ".tmp")
-    df.to_csv(tmp, index=False); os.replace(tmp, path)
+    with atomic_file(path) as tmp: df.to_csv(tmp, index=False)
 
 # %% ../nbs/06_api.ipynb #ec17fa18
 @patch
@@ -287,6 +313,7 @@ def _evaluate_rendered(self: LLM, ds, generation_config=None, batch_size=None, p
     return m, df
 
 @patch
+@writes_run_folder()
 def evaluate(self: LLM,
              dataset, # rows with the output column
              generation_config: dict | None = None, # generation settings for this call only
@@ -305,9 +332,7 @@ def evaluate(self: LLM,
         _write_csv(df, out/"predictions.csv")
     return metrics, df
 
-def _write_json(path, obj):
-    tmp = Path(str(path) + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=float)); os.replace(tmp, path)
+def _write_json(path, obj): atomic_write_json(path, obj)
 
 # %% ../nbs/06_api.ipynb #928cfa3a
 @patch
@@ -320,10 +345,17 @@ def generate(self: LLM, prompts: str | list[str], generation_config: dict | None
     return texts[0] if one else texts
 
 # %% ../nbs/06_api.ipynb #fe5d089b
+def _absolute_base(config: dict) -> dict:
+    "`config` with a relative local `base_model` made absolute, so the run loads from any folder."
+    b = config.get("base_model")
+    if isinstance(b, str) and not Path(b).expanduser().is_absolute() and Path(b).expanduser().exists():
+        config = {**config, "base_model": str(Path(b).expanduser().resolve())}
+    return config
+
 @patch
 def _info(self: LLM, kind) -> dict:
     # `config` keeps only what the user set, so values llmnb derives (max_new_tokens from the context, ...) derive again on load
-    return dict(llmnb_version=__version__, config=self.config.model_dump(exclude_unset=True, mode="json"),
+    return dict(llmnb_version=__version__, config=_absolute_base(self.config.model_dump(exclude_unset=True, mode="json")),
                 resolved_config=self.config.to_dict(), base_model=self.config.base_model, kind=kind,
                 vocab=self.vocab, train_rows=(self.stats.get("data", {}).get("rows", {}) or {}).get("train"),
                 metrics={k: v for k, v in self.stats.items() if k in ("validation", "test", "best")})
@@ -341,6 +373,7 @@ def _write_model(self: LLM, tmp: Path, model, kind):
 
 # %% ../nbs/06_api.ipynb #2dcab265
 @patch
+@writes_run_folder("path")
 def save(self: LLM, path) -> Path:
     "Write the run directory `path`: config.yaml, training_statistics.json, model/ (and merged/ when configured)."
     run = _writable_dir(path)
@@ -357,21 +390,39 @@ def save(self: LLM, path) -> Path:
             self.kind = "merged"
     if self.kind == "merged": write_dir_atomically(run/"merged", lambda tmp: self._write_model(tmp, self.model, "merged"))
     for name, text in (("config.yaml", render_config(self.config)), ("training_statistics.json", json.dumps(self.stats, indent=2, default=float))):
-        tmp = run/(name + ".tmp"); tmp.write_text(text); os.replace(tmp, run/name)
+        atomic_write(run/name, text)
     return run
 
 # %% ../nbs/06_api.ipynb #0c36af86
 def _model_dir(path) -> Path:
     p = Path(path).expanduser()
     for d in (p/"merged", p/"model", p):
+        if d != p: recover_folder(d)   # a swap interrupted between its two renames (systems without renameat2)
         if (d/"llmnb.json").exists(): return d
     raise DataError(f"model_path: '{path}' is not an llmnb run: no llmnb.json in it, in model/ or in merged/.")
 
+def _read_info(d: Path) -> dict:
+    "The run's `llmnb.json`, or a `DataError` naming the file when it is not readable JSON."
+    f = d/"llmnb.json"
+    try: info = json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"model_path: cannot read '{f}': {e}; the run is damaged (copy it again).") from None
+    if not isinstance(info, dict) or not isinstance(info.get("config"), dict) or "kind" not in info:
+        raise DataError(f"model_path: '{f}' is not an llmnb run description (no 'config' and 'kind').")
+    return info
+
 @patch(cls_method=True)
-def load(cls: LLM, path, device: str | None = None, dtype=None) -> LLM:
+def load(cls: LLM,
+         path, # the run directory, or its `model/` or `merged/` folder
+         device: str | None = None, # 'cpu', 'cuda', ... (default: the machine's best)
+         dtype=None, # torch dtype of the weights
+         trust_remote_code: bool = False, # run custom model code shipped with the run or its base model (your choice, never the run's)
+        ) -> LLM:
     "Load a saved run (the run directory, or its `model/` or `merged/` folder); the merged model when there is one."
     d = _model_dir(path)
-    info = json.loads((d/"llmnb.json").read_text())
+    info = _read_info(d)
+    # a run is something people download: whether its code may run is the caller's decision, never the run's
+    info["config"] = {**info["config"], "trust_remote_code": bool(trust_remote_code)}
     llm = cls(info["config"], device=device, dtype=dtype)
     llm.vocab, llm.kind = info.get("vocab"), info["kind"]
     if info["kind"] in ("full", "merged"):

@@ -39,6 +39,7 @@ def _predict_args(p, what):
     p.add_argument("-gc", "--generation_config", help="generation settings for this run only, as JSON or YAML, e.g. '{max_new_tokens: 8}'")
     p.add_argument("-bs", "--batch_size", type=int, help="prompts per generation batch")
     p.add_argument("-od", "--output_directory", default="results", help="where to write the output files")
+    p.add_argument("--trust_remote_code", action="store_true", help="run custom model code shipped with the run (never decided by the run itself)")
 
 # %% ../nbs/07_cli.ipynb #e4b589f1
 def parser() -> argparse.ArgumentParser:
@@ -105,13 +106,17 @@ def _gen_config(s):
     import yaml
     from llmnb.errors import LlmnbError
     try: d = yaml.safe_load(s)
-    except yaml.YAMLError as e: raise LlmnbError(f"--generation_config: not valid JSON or YAML: {e}") from None
+    except yaml.YAMLError as e:
+        m = getattr(e, "problem_mark", None)
+        where = f" at column {m.column + 1}" if m else ""
+        raise LlmnbError(f"--generation_config: not valid JSON or YAML{where}: {getattr(e, 'problem', None) or e} "
+                         f"(got {s!r})") from None
     if not isinstance(d, dict): raise LlmnbError(f"--generation_config: expected a mapping such as '{{max_new_tokens: 8}}', got {s!r}")
     return d
 
 def _predict(a, evaluate=False):
     from llmnb.api import LLM
-    llm = LLM.load(a.model_path)
+    llm = LLM.load(a.model_path, trust_remote_code=a.trust_remote_code)
     data = a.dataset
     if a.split != "full":
         from llmnb.data import load_splits
@@ -139,10 +144,18 @@ def _demo(a):
     from llmnb.demo import run_demo
     run_demo(a.output_directory, n=a.rows)
 
+# %% ../nbs/07_cli.ipynb #91d697be
+def _run_folder_lock(a):
+    "The lock on the folder a verb writes, taken before any model is loaded so a second writer is told at once."
+    import contextlib
+    folder = getattr(a, "model_resume_path", None) or getattr(a, "output_directory", None)
+    if a.verb in ("render-config", "render_config", "upload") or not folder: return contextlib.nullcontext()
+    from llmnb.run import run_lock, is_main_process
+    return run_lock(folder, a.verb) if is_main_process() else contextlib.nullcontext()
+
 # %% ../nbs/07_cli.ipynb #e20db680
-def main(argv: list[str] | None = None):
-    "Run the `llmnb` command."
-    a = parser().parse_args(argv)
+def _run(a):
+    "Set up logging and progress bars, then run verb `a.verb` holding its run folder."
     import logging, os
     logging.basicConfig(level=a.logging_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -151,8 +164,16 @@ def main(argv: list[str] | None = None):
     verbs = dict(train=_train, experiment=lambda a: _train(a, evaluate_test=True), predict=_predict,
                  evaluate=lambda a: _predict(a, evaluate=True), upload=_upload, demo=_demo)
     verbs["render-config"] = verbs["render_config"] = _render_config
+    with _run_folder_lock(a): verbs[a.verb](a)
+
+def main(argv: list[str] | None = None):
+    "Run the `llmnb` command: a user error (any `LlmnbError`) is one line and exit status 2; Ctrl-C one line and 130."
+    a = parser().parse_args(argv)
     from llmnb.errors import LlmnbError
-    try: verbs[a.verb](a)
+    try: _run(a)
     except LlmnbError as e:
         print(f"llmnb {a.verb}: error: {e}", file=sys.stderr); sys.exit(2)
-    except KeyboardInterrupt: sys.exit(130)
+    except KeyboardInterrupt:
+        print(f"llmnb {a.verb}: interrupted (Ctrl-C); files already written are complete, nothing half-written was left",
+              file=sys.stderr)
+        sys.exit(130)

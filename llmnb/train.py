@@ -18,12 +18,12 @@ from .errors import LlmnbError
 
 # %% auto #0
 __all__ = ['use_chat_template', 'format_prompts', 'Limits', 'sequence_limits', 'TruncationReport', 'truncate_row',
-           'answer_separator', 'answer_ids', 'tokenize_rows', 'tokenize_dataset', 'plan_batches', 'balanced_packs',
-           'pack_batch', 'pad_batch', 'loss_sum', 'plain_loss_sum', 'add_neftune', 'resolve_batch_size', 'TrainPlan',
-           'plan_steps', 'optimizer_class', 'make_optimizer', 'make_scheduler', 'reduce_lr_on_plateau',
-           'trainable_state', 'load_trainable_state', 'evaluate_loss', 'mixed_precision', 'freeze_layers',
-           'training_layout', 'run_fingerprint', 'train_step', 'evaluate', 'save_checkpoint', 'checkpoints',
-           'resume_from_checkpoint', 'log_values', 'fit']
+           'answer_separator', 'answer_ids', 'tokenize_rows', 'tokenize_dataset', 'special_token_strings',
+           'check_special_tokens', 'plan_batches', 'balanced_packs', 'pack_batch', 'pad_batch', 'loss_sum',
+           'plain_loss_sum', 'add_neftune', 'resolve_batch_size', 'TrainPlan', 'plan_steps', 'optimizer_class',
+           'make_optimizer', 'make_scheduler', 'reduce_lr_on_plateau', 'trainable_state', 'load_trainable_state',
+           'evaluate_loss', 'mixed_precision', 'freeze_layers', 'training_layout', 'run_fingerprint', 'train_step',
+           'evaluate', 'save_checkpoint', 'checkpoints', 'resume_from_checkpoint', 'log_values', 'fit']
 
 # %% ../nbs/04_train.ipynb #fecbca6c
 def use_chat_template(cfg, tok) -> bool:
@@ -54,6 +54,9 @@ def sequence_limits(cfg, context_length: int, reserve: int = 0) -> Limits:
     "The three limits of `cfg` (spec §1.9), the total never above `context_length - reserve` (`reserve`: room for generated tokens)."
     g = cfg.preprocessing.global_max_sequence_length
     total = min(g or context_length, context_length) - reserve
+    if total < 1: raise LlmnbError(
+        f"generation.max_new_tokens: {reserve} leaves no room for the prompt in the model's context of "
+        f"{min(g or context_length, context_length)} tokens; allowed: fewer than that.")
     trunc = getattr(cfg.preprocessing, "truncation", None)
     return Limits(target=getattr(cfg.output_feature.preprocessing, "max_sequence_length", None),
                   prompt=cfg.input_feature.preprocessing.max_sequence_length, total=total,
@@ -77,13 +80,16 @@ class TruncationReport:
     prompt_tokens: int = 0
     total_rows: int = 0
     total_tokens: int = 0
+    dropped_rows: int = 0   # rows whose answer does not fit beside an honest part of the prompt: left out, never cut
     def add(self, other):
         for k in asdict(self): setattr(self, k, getattr(self, k) + getattr(other, k))
         return self
     def __str__(self):
-        if not (self.target_rows or self.prompt_rows or self.total_rows): return f"{self.rows} rows, none truncated"
+        drop = f"; {self.dropped_rows} dropped: answer longer than the budget allows" if self.dropped_rows else ""
+        if not (self.target_rows or self.prompt_rows or self.total_rows): return f"{self.rows} rows, none truncated{drop}"
         return (f"{self.rows} rows: answer limit cut {self.target_rows} ({self.target_tokens} tokens), prompt limit cut "
-                f"{self.prompt_rows} ({self.prompt_tokens} tokens), total limit cut {self.total_rows} ({self.total_tokens} tokens)")
+                f"{self.prompt_rows} ({self.prompt_tokens} tokens), total limit cut {self.total_rows} ({self.total_tokens} tokens)"
+                + drop)
 
 # %% ../nbs/04_train.ipynb #215f2ca3
 def truncate_row(p: list, t: list | None, lim: Limits, eos: int | None, keep_bos: bool, rep: TruncationReport):
@@ -98,10 +104,12 @@ def truncate_row(p: list, t: list | None, lim: Limits, eos: int | None, keep_bos
         rep.prompt_rows += 1; rep.prompt_tokens += n0 - len(p)
     nt = len(t) if t is not None else 0
     if lim.total is not None and len(p) + nt > lim.total:
+        if lim.total - nt < max(min(len(p), lim.total // 2), 1):   # the prompt would be cut to a stub
+            rep.dropped_rows += 1
+            return None, None
         n0 = len(p) + nt
-        p = _cut_prompt(p, max(lim.total - nt, 1), lim.prompt_side, keep_bos)
-        if len(p) + nt > lim.total: t = t[:max(lim.total - len(p), 0)]
-        rep.total_rows += 1; rep.total_tokens += n0 - len(p) - len(t or [])
+        p = _cut_prompt(p, lim.total - nt, lim.prompt_side, keep_bos)
+        rep.total_rows += 1; rep.total_tokens += n0 - len(p) - nt
     return p, t
 
 # %% ../nbs/04_train.ipynb #f7946907
@@ -128,6 +136,7 @@ def tokenize_rows(prompts: list[str], targets: list[str] | None, tok, cfg, limit
     out = dict(input_ids=[], n_prompt=[])
     for p, t in zip(P, T):
         p, t = truncate_row(p, t, limits, tok.eos_token_id, keep_bos, report)
+        if p is None: continue   # dropped and counted: its answer does not fit
         out["input_ids"].append(p + (t or []))
         out["n_prompt"].append(len(p))
     return out
@@ -140,6 +149,30 @@ def tokenize_dataset(ds, tok, cfg, limits: Limits, prompt_col: str = "__prompt__
     def fn(b): return tokenize_rows(b[prompt_col], b[target_col] if target_col else None, tok, cfg, limits, rep)
     out = ds.map(fn, batched=True, batch_size=1000, remove_columns=ds.column_names, desc="tokenising", load_from_cache_file=False)
     return out, rep
+
+# %% ../nbs/04_train.ipynb #f868c718
+def special_token_strings(tok) -> list[str]:
+    "The strings that `tok` encodes to control tokens (`<|im_end|>`, `</s>`, ...), longest first."
+    added = [t.content for t in getattr(tok, "added_tokens_decoder", {}).values() if getattr(t, "special", False)]
+    return sorted({s for s in list(tok.all_special_tokens) + added if s}, key=len, reverse=True)
+
+def check_special_tokens(ds, # a `datasets.Dataset` of raw rows
+                         columns: list[str], # the data columns that become text the model reads
+                         tok, # the tokenizer
+                         where: str = "", # which rows these are, for the message (e.g. 'train split')
+                        ):
+    "Refuse a data cell that holds a special-token string: data is text; control tokens come only from templates."
+    import pyarrow as pa, pyarrow.compute as pc
+    specials = special_token_strings(tok)
+    for col in (c for c in columns if c in ds.column_names):
+        arr = pc.cast(ds.select_columns([col]).with_format("arrow")[:].column(0), pa.string())
+        for s in specials:
+            hit = pc.fill_null(pc.match_substring(arr, s), False).to_numpy(zero_copy_only=False)
+            if hit.any(): raise LlmnbError(
+                f"Column {col!r}, row {int(hit.argmax())}{f' of the {where}' if where else ''}: the text holds {s!r}, "
+                f"a special token of this tokenizer, so a "
+                f"data row could forge a chat turn or end the sequence; data is text and control tokens come only from "
+                f"templates: remove it from the data ({int(hit.sum())} row(s) of {col!r} hold it).")
 
 # %% ../nbs/04_train.ipynb #4e74d846
 def plan_batches(lengths, batch_size: int, seed: int = 0, shuffle: bool = True, group: int = 32) -> list[list[int]]:

@@ -210,10 +210,17 @@ def _hub_error(e, step, repo_id, token):
 # %% ../nbs/12_upload.ipynb #f13c3f7a
 _SKIP = ('.git', '__pycache__', '.ipynb_checkpoints', '.cache')
 
+def _inside(f, d) -> bool:
+    "Whether `f`, links followed, is a file inside folder `d`."
+    return f.resolve().is_relative_to(d.resolve())
+
 def _stage(d, dest, card, token):
     for f in sorted(d.rglob('*')):
         rel = f.relative_to(d)
         if not f.is_file() or any(p in _SKIP for p in rel.parts) or rel.as_posix() in ('README.md', 'llmnb.json'): continue
+        if not _inside(f, d): raise UploadError(
+            f"model_path: '{f}' is a link to '{f.resolve()}', outside the run folder; llmnb uploads only the files "
+            f"inside the run: replace the link by the file, or remove it.")
         (dest/rel).parent.mkdir(parents=True, exist_ok=True)
         (dest/rel).symlink_to(f.resolve())
     if (d/'llmnb.json').exists(): (dest/'llmnb.json').write_text(json.dumps(_scrub(_read_json(d/'llmnb.json'), token), indent=2))

@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 . .venv/bin/activate
-export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONWARNINGS=ignore
+# warnings stay visible (no PYTHONWARNINGS=ignore): a deprecation must be seen to be fixed
+export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 slow=""; [ "${1:-}" = "--slow" ] && slow=1
 python scripts/nbtest.py ${slow:+--flags slow}
 pytest -q -p no:cacheprovider ${slow:+--slow} tests

@@ -70,11 +70,15 @@ def test_adalora_equal_ranks_warns():
 
 
 # ---- target modules --------------------------------------------------------------------------------------------------
-def test_default_targets_are_said():
-    with pytest.warns(UserWarning, match=r"adapter.target_modules is null: lora targets \['k_proj', 'o_proj', 'q_proj', 'v_proj'\]"):
-        peft_config(adapter(type="lora"), tiny())
-    with pytest.warns(UserWarning, match=r"ia3 targets \['k_proj', 'v_proj', 'down_proj'\]"):
-        peft_config(adapter(type="ia3"), tiny())
+def test_default_targets_are_said(caplog):
+    "Information goes to llmnb's logger (no UserWarning pointing at llmnb's own source)."
+    import logging, warnings
+    with caplog.at_level(logging.INFO, logger="llmnb.adapters"), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        peft_config(adapter(type="lora"), tiny()); peft_config(adapter(type="ia3"), tiny())
+    said = [r.getMessage() for r in caplog.records]
+    assert "adapter.target_modules is null: lora targets ['k_proj', 'o_proj', 'q_proj', 'v_proj']" in said[0]
+    assert "ia3 targets ['k_proj', 'v_proj', 'down_proj']" in said[1]
 
 
 @pytest.mark.parametrize("targets,frag", [
