@@ -201,8 +201,10 @@ def _prompt_learning(model) -> bool:
 def _needs_plain_loss(model) -> bool:
     m = getattr(model, "module", model)
     pc = getattr(m, "peft_config", {}).get("default") if hasattr(m, "peft_config") else None
-    ptype = str(getattr(pc, "peft_type", "")).split(".")[-1].lower()
-    return ptype in ("prompt_tuning", "adalora", "p_tuning", "prefix_tuning") or bool(getattr(_base(model).config, "final_logit_softcapping", None))
+    from llmnb.adapters import adapter_kind   # the adapter table says which methods need the model's own forward
+    kind = adapter_kind(pc) if pc is not None else None
+    plain = kind.plain_loss if kind else bool(getattr(pc, "is_prompt_learning", False))
+    return plain or bool(getattr(_base(model).config, "final_logit_softcapping", None))
 
 def _chunk_ce(head, h, y):
     return F.cross_entropy(head(h).float(), y, reduction="sum")
