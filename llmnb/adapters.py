@@ -6,15 +6,18 @@ Docs: https://llmnb.github.io/llmnb/adapters.html.md"""
 
 # %% ../nbs/09_adapters.ipynb #ddfd9202
 from __future__ import annotations
-import re, json, logging, warnings
+import importlib.util, re, json, logging, warnings
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 import torch
 from . import quantization as _quantization  # noqa: F401  (silences bitsandbytes' CPU-kernel notice before PEFT imports it)
 from .errors import LlmnbError
 
 # %% auto #0
-__all__ = ['linear_modules', 'linear_module_names', 'default_target_modules', 'check_target_modules', 'check_adapter',
-           'peft_config', 'load_adapter', 'attach_adapter', 'adapter_regularization', 'merge_adapter', 'merged_copy']
+__all__ = ['ADAPTERS', 'linear_modules', 'linear_module_names', 'default_target_modules', 'check_target_modules', 'AdapterKind',
+           'adapter_kind', 'check_adapter', 'peft_config', 'load_adapter', 'attach_adapter', 'adapter_regularization',
+           'merge_adapter', 'merged_copy']
 
 # %% ../nbs/09_adapters.ipynb #0b1f5187
 _log = logging.getLogger("llmnb.adapters")   # information for the user (`llmnb -l info` shows it); named, so the notebook logs where the module does
@@ -52,6 +55,53 @@ def check_target_modules(model, target_modules, key: str = "adapter.target_modul
     missing = [t for t in target_modules if not any(f == t or f.endswith("." + t) for f in full)]
     if missing: raise LlmnbError(f"{key}: {missing} not found in this model; its linear modules are {names}.")
 
+# %% ../nbs/09_adapters.ipynb #e57840dc
+@dataclass(frozen=True)
+class AdapterKind:
+    "One PEFT method: its PEFT config class, Ludwig → PEFT field renames, and what training must know about it."
+    peft_class: str # name of the PEFT config class
+    name: str # display name (model cards, messages)
+    rename: dict = field(default_factory=dict) # Ludwig field → PEFT field
+    build: Callable | None = None # `(adapter, model, total_steps, tokenizer_path) → PeftConfig`; None: the fields as they are
+    plain_loss: bool = False # the loss needs the model's own forward (virtual tokens, AdaLoRA's penalty)
+    linear_targets: bool = True # `target_modules` name linear layers (checked); False: PEFT's default (norms, none)
+    requires: tuple | None = None # (import name, pip name) of a package the method needs beyond PEFT
+
+ADAPTERS = {
+    'lora': AdapterKind('LoraConfig', 'LoRA', build=lambda a, m, s, t: _lora(a, m)),
+    'adalora': AdapterKind('AdaLoraConfig', 'AdaLoRA', build=lambda a, m, s, t: _adalora(a, m, s), plain_loss=True),
+    'ia3': AdapterKind('IA3Config', 'IA3', build=lambda a, m, s, t: _ia3(a, m)),
+    'prompt_tuning': AdapterKind('PromptTuningConfig', 'prompt tuning', build=lambda a, m, s, t: _prompt_tuning(a, t),
+                                 plain_loss=True, linear_targets=False),
+    'vera': AdapterKind('VeraConfig', 'VeRA'), 'loha': AdapterKind('LoHaConfig', 'LoHa'),
+    'lokr': AdapterKind('LoKrConfig', 'LoKr'), 'fourierft': AdapterKind('FourierFTConfig', 'FourierFT'),
+    'boft': AdapterKind('BOFTConfig', 'BOFT'), 'tinylora': AdapterKind('TinyLoraConfig', 'TinyLoRA'),
+    'c3a': AdapterKind('C3AConfig', 'C3A', rename={'bias_type': 'bias'}), 'oft': AdapterKind('OFTConfig', 'OFT'),
+    'hra': AdapterKind('HRAConfig', 'HRA'), 'waveft': AdapterKind('WaveFTConfig', 'WaveFT', requires=('pywt', 'PyWavelets')),
+    'ln_tuning': AdapterKind('LNTuningConfig', 'LN tuning', linear_targets=False),
+    'vblora': AdapterKind('VBLoRAConfig', 'VB-LoRA'),
+}
+
+def adapter_kind(peft_config) -> AdapterKind | None:
+    "The table row of a PEFT config object (by its class), or None for a method llmnb does not configure."
+    return next((k for k in ADAPTERS.values() if k.peft_class == type(peft_config).__name__), None)
+
+# %% ../nbs/09_adapters.ipynb #a55aece0
+_DATA_INITS = {"eva": "initialize_lora_eva_weights", "corda": "preprocess_corda"}
+
+def _check_init(a):
+    "LoRA initialisations that need more than the weights: a clear error where llmnb cannot run them."
+    init = getattr(a, "init_lora_weights", True)
+    if init in _DATA_INITS: raise LlmnbError(
+        f"adapter.init_lora_weights: {init} needs the training data's activations before training (PEFT's "
+        f"{_DATA_INITS[init]}), which llmnb does not run yet; allowed: default, gaussian, pissa, olora, orthogonal, loftq")
+    if init == "loftq" and not torch.cuda.is_available(): raise LlmnbError(
+        "adapter.init_lora_weights: loftq quantizes the base weights with bitsandbytes on a CUDA GPU, and this machine "
+        "has none; allowed here: default, gaussian, pissa, olora, orthogonal")
+    req = ADAPTERS[a.type].requires
+    if req and importlib.util.find_spec(req[0]) is None:
+        raise LlmnbError(f"adapter.type: {a.type} needs the {req[1]} package; pip install {req[1]}")
+
 # %% ../nbs/09_adapters.ipynb #31da2a84
 def _ia3_default(model) -> list[str]:
     names = linear_module_names(model)
@@ -68,7 +118,8 @@ def check_adapter(model, adapter):
             raise LlmnbError(f"adapter.pretrained_adapter_weights: {w!r} is not a saved adapter: it has no adapter_config.json "
                              f"(use the `model/` folder of an llmnb run, or any PEFT `save_pretrained` folder, or a Hub id).")
         return
-    if a.type == "prompt_tuning": return
+    _check_init(a)
+    if not ADAPTERS[a.type].linear_targets: return
     if a.type == "adalora":
         if a.use_dora: raise LlmnbError("adapter.use_dora: AdaLoRA does not support DoRA (got true); allowed: false, or adapter.type: lora")
         if getattr(a, "init_lora_weights", True) == "loftq": raise LlmnbError("adapter.init_lora_weights: AdaLoRA does not support loftq; allowed: true, gaussian")
@@ -141,6 +192,23 @@ def _prompt_tuning(a, tokenizer_path):
                                    prompt_tuning_init_text=a.prompt_tuning_init_text if text else None,
                                    tokenizer_name_or_path=str(tokenizer_path) if text else None)
 
+# %% ../nbs/09_adapters.ipynb #9e3c2ed7
+_NOT_PEFT = ("type", "pretrained_adapter_weights", "postprocessor", "target_modules")
+
+def _lora(a, model):
+    import peft
+    return peft.LoraConfig(**_lora_kwargs(a, model))
+
+def _from_fields(kind, a, model):
+    "A PEFT config from the section's own fields, renamed by the table (the rule for every method without a builder)."
+    import peft
+    cls = getattr(peft, kind.peft_class, None)
+    if cls is None: raise LlmnbError(f"adapter.type: {a.type} needs PEFT's {kind.peft_class}, which peft {peft.__version__} "
+                                     f"lacks; upgrade peft, or use another adapter type")
+    kw = {kind.rename.get(k, k): v for k, v in a.model_dump().items() if k not in _NOT_PEFT}
+    t = _targets(a, model) if kind.linear_targets else a.target_modules
+    return cls(**kw, target_modules=t, task_type="CAUSAL_LM")
+
 # %% ../nbs/09_adapters.ipynb #637b8a60
 def peft_config(adapter, # the config's `adapter` section
                 model, # the loaded base model (its module names are checked)
@@ -148,13 +216,9 @@ def peft_config(adapter, # the config's `adapter` section
                 tokenizer_path: str | None = None, # the base model's folder: prompt tuning's text initialisation tokenises with it
                ):
     "The PEFT config for the config's `adapter` section on `model`."
-    import peft
-    a = adapter
-    if a.type == "lora": return peft.LoraConfig(**_lora_kwargs(a, model))
-    if a.type == "adalora": return _adalora(a, model, total_steps)
-    if a.type == "ia3": return _ia3(a, model)
-    if a.type == "prompt_tuning": return _prompt_tuning(a, tokenizer_path)
-    raise LlmnbError(f"adapter.type: {a.type!r} is not supported; allowed: lora, adalora, ia3, prompt_tuning")
+    kind = ADAPTERS.get(adapter.type)
+    if kind is None: raise LlmnbError(f"adapter.type: {adapter.type!r} is not supported; allowed: {', '.join(ADAPTERS)}")
+    return kind.build(adapter, model, total_steps, tokenizer_path) if kind.build else _from_fields(kind, adapter, model)
 
 # %% ../nbs/09_adapters.ipynb #abd7e405
 def load_adapter(model, # the base model

@@ -367,6 +367,7 @@ def _write_model(self: LLM, tmp: Path, model, kind):
         model.save_pretrained(tmp, safe_serialization=True)
     self.tokenizer.save_pretrained(tmp)
     (tmp/"llmnb.json").write_text(json.dumps(self._info(kind), indent=2, default=float))
+    (tmp/"model_hyperparameters.json").write_text(json.dumps(self.config.to_dict(), indent=2))  # Ludwig's name for the config
     if self.config.prompt.retrieval.type:  # the few-shot index travels with the model (RUN/model/retrieval/)
         from llmnb.retrieval import save_retrieval
         save_retrieval(self, tmp)
@@ -419,6 +420,7 @@ def load(cls: LLM,
          trust_remote_code: bool = False, # run custom model code shipped with the run or its base model (your choice, never the run's)
         ) -> LLM:
     "Load a saved run (the run directory, or its `model/` or `merged/` folder); the merged model when there is one."
+    if (lm := _ludwig_model_dir(path)) is not None: return cls._load_ludwig(lm, device, dtype)
     d = _model_dir(path)
     info = _read_info(d)
     # a run is something people download: whether its code may run is the caller's decision, never the run's
@@ -438,4 +440,34 @@ def load(cls: LLM,
     if llm.config.prompt.retrieval.type:  # predict with the saved few-shot index, no training data needed
         from llmnb.retrieval import load_retrieval
         load_retrieval(llm, d)
+    return llm
+
+# %% ../nbs/06_api.ipynb #17c8e5bc
+def _ludwig_model_dir(path) -> Path | None:
+    "The `model/` folder of a run Ludwig saved (it has `model_hyperparameters.json` and no `llmnb.json`), else None."
+    p = Path(path).expanduser()
+    return next((d for d in (p/"model", p) if (d/"model_hyperparameters.json").exists() and not (d/"llmnb.json").exists()), None)
+
+def _ludwig_vocab(d: Path, feature: str):
+    "A category output's labels from Ludwig's training_set_metadata.json (`idx2str`), if it is there."
+    m = d/"training_set_metadata.json"
+    return (json.loads(m.read_text()).get(feature) or {}).get("idx2str") if m.exists() else None
+
+@patch(cls_method=True)
+def _load_ludwig(cls: LLM, d: Path, device=None, dtype=None) -> LLM:
+    "A run Ludwig saved: the config from `model_hyperparameters.json`, the weights from `model_weights/` (adapter or full)."
+    cfg = json.loads((d/"model_hyperparameters.json").read_text())
+    # predicting needs no trainer or backend settings: keep the trainer's type only
+    cfg = {k: v for k, v in cfg.items() if k != "backend"} | {"trainer": {"type": (cfg.get("trainer") or {}).get("type", "finetune")}}
+    llm, w = cls(cfg, device=device, dtype=dtype), d/"model_weights"
+    llm.vocab = _ludwig_vocab(d, llm.config.output_feature.name)
+    if (w/"adapter_config.json").exists():
+        from llmnb.adapters import load_adapter
+        if llm.config.adapter is not None: llm.config.adapter.pretrained_adapter_weights = None
+        llm.load_base()
+        llm.model, llm.kind = load_adapter(llm.model, w, key="model_path"), "adapter"
+    elif (w/"config.json").exists():
+        llm.base_path, llm.kind = str(w), "full"
+        llm.model, llm.tokenizer = load_model(llm.config, device, dtype, path=str(w))
+    else: llm.load_base(); llm.kind = "none"  # Ludwig saves no weights for trainer: none
     return llm

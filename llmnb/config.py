@@ -6,17 +6,20 @@ Docs: https://llmnb.github.io/llmnb/config.html.md"""
 
 # %% auto #0
 __all__ = ['PRESETS', 'BaseModelName', 'MissingStrategy', 'OutputFeature', 'InputFeatures', 'OutputFeatures',
-           'DEFAULT_EMBEDDING_MODEL', 'Probabilities', 'Split', 'TargetModules', 'Adapter', 'PositiveOrAuto',
+           'DEFAULT_EMBEDDING_MODEL', 'Probabilities', 'Split', 'TargetModules', 'VeraAdapter', 'LohaAdapter',
+           'LokrAdapter', 'FourierftAdapter', 'BoftAdapter', 'TinyloraAdapter', 'C3aAdapter', 'OftAdapter',
+           'HraAdapter', 'WaveftAdapter', 'LnTuningAdapter', 'VbloraAdapter', 'Adapter', 'PositiveOrAuto',
            'OptimizerName', 'DecayName', 'ValidationMetric', 'Trainer', 'Strategy', 'COMPAT', 'ConfigError',
            'template_fields', 'TextPreprocessing', 'TextOutputPreprocessing', 'PassthroughEncoder',
            'TextExtractorDecoder', 'NextTokenLoss', 'TextInputFeature', 'TextOutputFeature', 'MatchRule',
-           'CategoryPreprocessing', 'CategoryExtractorDecoder', 'CategoryOutputFeature', 'RetrievalConfig',
-           'PromptConfig', 'RandomSplit', 'FixedSplit', 'StratifySplit', 'TruncationConfig', 'PreprocessingConfig',
-           'TextDefaults', 'DefaultsConfig', 'Postprocessor', 'LoraAdapter', 'AdaloraAdapter', 'IA3Adapter',
-           'PromptTuningAdapter', 'QuantizationConfig', 'RopeScaling', 'ModelParameters', 'OptimizerConfig',
-           'LRSchedulerConfig', 'GradientClipping', 'NoneTrainer', 'FinetuneTrainer', 'GenerationSettings',
-           'BackendTrainer', 'BackendConfig', 'LLMConfig', 'compat_notes', 'load_config', 'render_config',
-           'resolve_max_new_tokens', 'config_json_schema', 'save_config_json_schema', 'config_fields_table']
+           'CategoryPreprocessing', 'CategoryExtractorDecoder', 'CategoryLoss', 'CategoryOutputFeature',
+           'RetrievalConfig', 'PromptConfig', 'RandomSplit', 'FixedSplit', 'StratifySplit', 'HashSplit',
+           'DateTimeSplit', 'TruncationConfig', 'PreprocessingConfig', 'TextDefaults', 'DefaultsConfig',
+           'Postprocessor', 'LoraAdapter', 'AdaloraAdapter', 'IA3Adapter', 'PromptTuningAdapter', 'QuantizationConfig',
+           'RopeScaling', 'ModelParameters', 'OptimizerConfig', 'LRSchedulerConfig', 'GradientClipping', 'NoneTrainer',
+           'FinetuneTrainer', 'GenerationSettings', 'BackendTrainer', 'BackendConfig', 'LLMConfig', 'compat_notes',
+           'load_config', 'render_config', 'resolve_max_new_tokens', 'config_json_schema', 'save_config_json_schema',
+           'config_fields_table']
 
 # %% ../nbs/00_config.ipynb #a092f635
 import difflib, json, re, string, types, warnings
@@ -27,7 +30,7 @@ from typing import Annotated, Any, ClassVar, Literal, Optional, Union, get_args,
 import yaml
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, TypeAdapter,
-                      ValidationError, model_validator)
+                      ValidationError, create_model, model_validator)
 from pydantic_core import PydanticCustomError
 
 from .errors import LlmnbError, warn_once
@@ -56,6 +59,46 @@ def _fill(obj, name, value):
 class _Section(BaseModel):
     model_config = ConfigDict(extra='forbid', populate_by_name=True)
 
+# %% ../nbs/00_config.ipynb #794d76fb
+def _keys(s: str) -> frozenset: return frozenset(s.split())
+
+# Field names of Ludwig 0.17's schema (any feature type's encoders, decoders, losses, features, preprocessing), and
+# the extra keys of its test helpers. Ludwig ignores them for an LLM; llmnb accepts them, warns once (`COMPAT`),
+# and keeps its did-you-mean error for a key that is in none of them.
+_LUDWIG_ENCODER_KEYS = _keys("""activation adapter bidirectional cell_type conv_layers dropout embedding_size
+    embeddings_on_cpu embeddings_trainable fc_activation fc_dropout fc_layers filter_size hidden_size max_len
+    max_sequence_length min_len norm norm_params num_conv_layers num_fc_layers num_filters num_layers num_rec_layers
+    output_size pool_function pool_size pretrained_embeddings pretrained_kwargs pretrained_model_name_or_path
+    reduce_output representation saved_weights_in_checkpoint should_embed skip state_size trainable use_bias
+    use_pretrained vocab vocab_size weights_initializer bias_initializer""")
+_LUDWIG_DECODER_KEYS = _keys("""activation attention_embedding_size attention_num_heads beam_width bias_initializer
+    calibration cell_type dropout fc_activation fc_bias_initializer fc_dropout fc_layers fc_norm fc_norm_params
+    fc_output_size fc_use_bias fc_weights_initializer input_size match_strategy max_len max_new_tokens max_sequence_length
+    num_classes num_fc_layers num_layers output_size pretrained_model_name_or_path reduce_input str2idx tokenizer
+    use_attention use_bias vocab_file vocab_size weights_initializer""")
+_LUDWIG_LOSS_KEYS = _keys("""alpha class_similarities class_similarities_temperature class_weights
+    confidence_penalty gamma robust_lambda smooth temperature unique weight""")
+_LUDWIG_FEATURE_KEYS = _keys("""active calibration class_similarities default_validation_metric dependencies
+    input_size num_classes proc_column reduce_dependencies reduce_input tied top_k""")
+_LUDWIG_PREPROCESSING_KEYS = _keys("""cache_encoder_embeddings compute_idf computed_fill_value fill_value lowercase
+    most_common ngram_size padding padding_symbol prompt sequence_length tokenizer unknown_symbol vocab_file""")
+
+class _LudwigSection(_Section):
+    "A section that also takes the keys Ludwig's schema has there (`ludwig_keys`), kept in `model_extra`."
+    model_config = ConfigDict(extra='allow', populate_by_name=True)
+    ludwig_keys: ClassVar[frozenset] = frozenset()
+
+    @model_validator(mode='after')
+    def _only_ludwig_keys(self):
+        bad = [k for k in (self.model_extra or {}) if k not in self.ludwig_keys]
+        if bad: _fail(*[(k, self._unknown(k)) for k in bad])
+        return self
+
+    def _unknown(self, k):
+        "Did-you-mean over this section's fields and its Ludwig keys; else the list of its fields."
+        close = difflib.get_close_matches(k, [*type(self).model_fields, *sorted(self.ludwig_keys)], n=1, cutoff=0.6)
+        return f"unknown key; did you mean {close[0]!r}?" if close else _unknown_key(k, list(type(self).model_fields))
+
 # %% ../nbs/00_config.ipynb #383be8f8
 PRESETS = {
     'bloomz-3b': 'bigscience/bloomz-3b', 'bloomz-7b1': 'bigscience/bloomz-7b1',
@@ -79,8 +122,8 @@ PRESETS = {
 
 # %% ../nbs/00_config.ipynb #b7cbbddf
 def _is_hub_id(s: str) -> bool:
-    "True when `s` has the form of a Hub model id `org/name` (a pattern check, no network)."
-    if s.count('/') != 1: return False
+    "True when `s` has the form of a Hub model id, `org/name` or a bare `name` like `gpt2` (a pattern check, no network)."
+    if s.count('/') > 1: return False
     try: validate_repo_id(s)
     except HFValidationError: return False
     return True
@@ -91,7 +134,7 @@ def _check_base_model(v: str) -> str:
                                  "'org/name', or an existing local folder or .gguf file"))
     p = Path(v).expanduser()
     if p.is_dir() or (p.is_file() and p.suffix == '.gguf'): return v
-    allowed = ("allowed: a preset (e.g. 'llama-2-7b', 'smollm2-135m-instruct'), a Hub id 'org/name', "
+    allowed = ("allowed: a preset (e.g. 'llama-2-7b', 'smollm2-135m-instruct'), a Hub id 'org/name' or 'name', "
                "or an existing local folder or .gguf file")
     if v.endswith('.gguf') or p.is_file(): _fail(('', f"not an existing .gguf file or model folder (got {_show(v)}); {allowed}"))
     if not _is_hub_id(v): _fail(('', f"not a preset, Hub id or existing local path (got {_show(v)}); {allowed}"))
@@ -141,14 +184,15 @@ def template_fields(template: str # a `str.format`-style prompt template
 # %% ../nbs/00_config.ipynb #4943178b
 MissingStrategy = Literal['fill_with_const', 'fill_with_mode', 'bfill', 'ffill', 'drop_row']
 
-class TextPreprocessing(_Section):
+class TextPreprocessing(_LudwigSection):
     "Preprocessing of the text input feature."
+    ludwig_keys: ClassVar[frozenset] = _LUDWIG_PREPROCESSING_KEYS
     max_sequence_length: Optional[int] = Field(None, ge=1, description="Cap on input tokens (prompt included); null: the longest in the training data.")
     lowercase: bool = Field(False, description="Lowercase the text before tokenizing.")
     missing_value_strategy: MissingStrategy = Field('fill_with_const', description="What to do with a missing value.")
     fill_value: str = Field('<UNK>', description="Value used by `fill_with_const`.")
     computed_fill_value: str = Field('<UNK>', description="Internal: the fill value actually used.")
-    tokenizer: Literal['hf_tokenizer'] = Field('hf_tokenizer', description="Always the base model's Hugging Face tokenizer.")
+    tokenizer: str = Field('hf_tokenizer', description="Always the base model's Hugging Face tokenizer (any of Ludwig's names is accepted).")
     pretrained_model_name_or_path: Optional[str] = Field(None, description="Tokenizer source; null: the base model.")
     vocab_file: Optional[str] = Field(None, description="Unused with the Hugging Face tokenizer.")
     padding: Literal['left', 'right'] = Field('left', description="Padding side for batched inputs (left for generation).")
@@ -165,13 +209,16 @@ class TextOutputPreprocessing(TextPreprocessing):
     max_sequence_length: Optional[int] = Field(None, ge=1, description="Cap on target tokens; null: the longest in the training data.")
     missing_value_strategy: MissingStrategy = Field('drop_row', description="What to do with a missing target.")
 
-class PassthroughEncoder(_Section):
+class PassthroughEncoder(_LudwigSection):
+    ludwig_keys: ClassVar[frozenset] = _LUDWIG_ENCODER_KEYS
     type: Literal['passthrough'] = Field('passthrough', description="LLM inputs go to the model as tokens.")
 
-class TextExtractorDecoder(_Section):
+class TextExtractorDecoder(_LudwigSection):
+    ludwig_keys: ClassVar[frozenset] = _LUDWIG_DECODER_KEYS
     type: Literal['text_extractor'] = Field('text_extractor', description="Returns the generated text after the prompt.")
 
-class NextTokenLoss(_Section):
+class NextTokenLoss(_LudwigSection):
+    ludwig_keys: ClassVar[frozenset] = _LUDWIG_LOSS_KEYS
     type: Literal['next_token_softmax_cross_entropy'] = Field('next_token_softmax_cross_entropy', description="Shifted next-token cross-entropy on target tokens.")
     weight: float = Field(1.0, ge=0, description="Loss weight (one output: no effect).")
     class_weights: Optional[Any] = Field(None, description="Accepted for compatibility; unused.")
@@ -181,13 +228,16 @@ class NextTokenLoss(_Section):
     unique: bool = Field(False, description="Accepted for compatibility; unused.")
 
 # %% ../nbs/00_config.ipynb #8c107915
-class _Feature(_Section):
+class _Feature(_LudwigSection):
+    ludwig_keys: ClassVar[frozenset] = _LUDWIG_FEATURE_KEYS
     name: str = Field(min_length=1, description="Feature name; also the dataset column unless `column` is set.")
     column: Optional[str] = Field(None, description="Dataset column; null: `name`. With a prompt template the input's column need not exist.")
 
     @model_validator(mode='after')
     def _default_column(self):
         if self.column is None: _fill(self, 'column', self.name)
+        if (self.model_extra or {}).get('active', True) is False:
+            _fail(('active', "an LLM config needs its one input and one output feature (got false); allowed: true"))
         return self
 
 class TextInputFeature(_Feature):
@@ -216,30 +266,38 @@ class MatchRule(_Section):
             except re.error as e: _fail(('value', f"invalid regular expression (got {_show(self.value)}): {e}"))
         return self
 
-class CategoryPreprocessing(_Section):
+class CategoryPreprocessing(_LudwigSection):
     "Preprocessing of a category output."
-    fallback_label: str = Field(description="Label used for missing values and when no rule matches (required).")
+    ludwig_keys: ClassVar[frozenset] = _LUDWIG_PREPROCESSING_KEYS
+    fallback_label: str = Field('', description="Label used for missing values and when no rule matches; Ludwig's default: `\"\"`.")
     vocab: Optional[list[str]] = Field(None, description="The labels; null: the labels found in the training data.")
     missing_value_strategy: MissingStrategy = Field('fill_with_const', description="`fill_with_const` fills with `fallback_label`.")
 
-class CategoryExtractorDecoder(_Section):
+class CategoryExtractorDecoder(_LudwigSection):
     "Turns generated text into a label."
+    ludwig_keys: ClassVar[frozenset] = _LUDWIG_DECODER_KEYS
     type: Literal['category_extractor'] = Field('category_extractor', description="Rule-based label extraction.")
     match: Optional[dict[str, MatchRule]] = Field(None, description="label → rule; null: derived from the vocab.")
-    fallback_label: Optional[str] = Field(None, description="null: copied from `preprocessing.fallback_label`.")
+    fallback_label: Optional[str] = Field(None, description="null or `\"\"` (Ludwig's default): copied from `preprocessing.fallback_label`.")
     constrain_to_vocabulary: bool = Field(False, description="Restrict generation to tokens that spell a label.")
     match_strategy: Optional[str] = Field(None, description="Accepted for compatibility; unused.")
+
+class CategoryLoss(_LudwigSection):
+    "The loss section of a category output (Ludwig's ECD loss; an LLM learns labels with the next-token loss)."
+    ludwig_keys: ClassVar[frozenset] = _LUDWIG_LOSS_KEYS
+    type: Literal['softmax_cross_entropy', 'next_token_softmax_cross_entropy'] = Field('softmax_cross_entropy', description="Accepted for compatibility.")
 
 class CategoryOutputFeature(_Feature):
     "A category output: zero/few-shot or fine-tuned classification."
     type: Literal['category'] = Field(description="`category` for classification.")
-    preprocessing: CategoryPreprocessing = Field(description="Needs `fallback_label`.")
+    preprocessing: CategoryPreprocessing = Field(default_factory=CategoryPreprocessing, description="Labels and the fallback label.")
     decoder: CategoryExtractorDecoder = Field(default_factory=CategoryExtractorDecoder, description="Category extractor.")
+    loss: CategoryLoss = Field(default_factory=CategoryLoss, description="Accepted for compatibility: labels are learnt with the next-token loss.")
 
     @model_validator(mode='after')
     def _labels(self):
         pp, dec, probs = self.preprocessing, self.decoder, []
-        if dec.fallback_label is None: _fill(dec, 'fallback_label', pp.fallback_label)
+        if dec.fallback_label in (None, ''): _fill(dec, 'fallback_label', pp.fallback_label)
         elif dec.fallback_label != pp.fallback_label:
             probs.append(('decoder.fallback_label', f"differs from preprocessing.fallback_label (got {_show(dec.fallback_label)}); allowed: {_show(pp.fallback_label)} or leave it out"))
         if pp.vocab is not None:
@@ -355,10 +413,22 @@ class StratifySplit(_Section):
     column: str = Field(description="Column to stratify on (required).")
     probabilities: Probabilities = Field([0.7, 0.1, 0.2], description="Train, validation, test fractions (sum to 1).")
 
+class HashSplit(_Section):
+    "Split by a hash of a column's value: rows with the same value (an id) always land in the same split."
+    type: Literal['hash'] = Field(description="Hash split.")
+    column: str = Field(description="Column whose value is hashed (required).")
+    probabilities: Probabilities = Field([0.7, 0.1, 0.2], description="Train, validation, test fractions (sum to 1).")
+
+class DateTimeSplit(_Section):
+    "Split in time order: the oldest rows train, the newest test."
+    type: Literal['datetime'] = Field(description="Datetime split.")
+    column: str = Field(description="Column of dates or datetimes (required).")
+    probabilities: Probabilities = Field([0.7, 0.1, 0.2], description="Train, validation, test fractions (sum to 1).")
+
 def _split_type(v):
     return {'type': 'random', **v} if isinstance(v, dict) and 'type' not in v else v
 
-Split = Annotated[Union[RandomSplit, FixedSplit, StratifySplit], Discriminator('type'), BeforeValidator(_split_type)]
+Split = Annotated[Union[RandomSplit, FixedSplit, StratifySplit, HashSplit, DateTimeSplit], Discriminator('type'), BeforeValidator(_split_type)]
 
 class TruncationConfig(_Section):
     "What to cut when a prompt is longer than its budget (ours)."
@@ -383,7 +453,7 @@ class PreprocessingConfig(_Section):
 # %% ../nbs/00_config.ipynb #a2a31abe
 def _known_keys(model):
     def check(v):
-        bad = [k for k in v if k not in model.model_fields]
+        bad = [k for k in v if k not in model.model_fields and k not in getattr(model, 'ludwig_keys', ())]
         if bad: _fail(*[(k, _unknown_key(k, list(model.model_fields))) for k in bad])
         return v
     return AfterValidator(check)
@@ -427,7 +497,7 @@ class LoraAdapter(_Section):
     pretrained_adapter_weights: Optional[str] = Field(None, description=_PRETRAINED)
     postprocessor: Postprocessor = Field(default_factory=Postprocessor, description="Merge options.")
     loraplus_lr_ratio: Optional[float] = Field(None, gt=0, description="LoRA+: learning-rate ratio of B to A matrices; null: off.")
-    init_lora_weights: Union[bool, Literal['gaussian', 'eva', 'olora', 'pissa', 'corda', 'loftq', 'orthogonal']] = Field(True, description="Initialisation of the LoRA weights (PEFT `init_lora_weights`).")
+    init_lora_weights: Union[bool, Literal['default', 'gaussian', 'eva', 'olora', 'pissa', 'corda', 'loftq', 'orthogonal']] = Field(True, description="Initialisation of the LoRA weights (PEFT `init_lora_weights`); `default` (Ludwig's spelling) is `true`.")
     eva_config: Optional[dict[str, Any]] = Field(None, description="PEFT EvaConfig keys; required with init_lora_weights: eva.")
     loftq_config: Optional[dict[str, Any]] = Field(None, description="PEFT LoftQConfig keys; required with init_lora_weights: loftq.")
     rank_pattern: Optional[dict[str, int]] = Field(None, description="Per-module rank overrides (regex → r).")
@@ -494,10 +564,68 @@ class PromptTuningAdapter(_Section):
             _fail(('prompt_tuning_init_text', "required when prompt_tuning_init is text (got null)"))
         return self
 
+
+
+# %% ../nbs/00_config.ipynb #3589080b
+class _PeftAdapter(_Section):
+    "Fields every other PEFT method shares: what to target, weights to start from, the merge step."
+    target_modules: TargetModules = Field(None, description="Module names, a regex, or 'all-linear'; null: the attention projections.")
+    pretrained_adapter_weights: Optional[str] = Field(None, description=_PRETRAINED)
+    postprocessor: Postprocessor = Field(default_factory=Postprocessor, description="Merge options.")
+
+def _adapter(name, doc, **fields):
+    "A `_PeftAdapter` section named `name` with `fields` (name → (type, Field)); one line per PEFT method."
+    t = (Literal[name], Field(description=doc))
+    return create_model(f"{name.title().replace('_', '')}Adapter", __base__=_PeftAdapter, __doc__=doc, type=t, **fields)
+
+_F = lambda t, d, desc, **kw: (t, Field(d, description=desc, **kw))
+VeraAdapter = _adapter('vera', "VeRA: shared random projections, trained scaling vectors.",
+    r=_F(int, 256, "Rank of the shared projections.", ge=1),
+    projection_prng_key=_F(int, 0, "Seed of the shared random projections.", ge=0))
+LohaAdapter = _adapter('loha', "LoHa: low-rank Hadamard product.",
+    r=_F(int, 8, "Rank.", ge=1), alpha=_F(float, 8, "Scaling factor."))
+LokrAdapter = _adapter('lokr', "LoKr: low-rank Kronecker product.",
+    r=_F(int, 8, "Rank.", ge=1), alpha=_F(float, 8, "Scaling factor."))
+FourierftAdapter = _adapter('fourierft', "FourierFT: a few trained Fourier coefficients per layer.",
+    n_frequency=_F(int, 1000, "Trained spectral coefficients per layer.", ge=1),
+    scaling=_F(float, 150.0, "Scaling of the update."))
+BoftAdapter = _adapter('boft', "BOFT: butterfly-factorised orthogonal fine-tuning.",
+    boft_block_size=_F(int, 4, "Block size.", ge=1), boft_n_butterfly_factor=_F(int, 1, "Butterfly factors.", ge=1),
+    boft_dropout=_F(float, 0.05, "Dropout of BOFT layers.", ge=0, le=1))
+TinyloraAdapter = _adapter('tinylora', "TinyLoRA (LoRA-XS): a tiny trained matrix between frozen projections.",
+    r=_F(int, 2, "Rank of the frozen projections.", ge=1), u=_F(int, 64, "Trainable parameters per layer.", ge=1),
+    weight_tying=_F(float, 0.0, "Fraction of layers sharing weights.", ge=0, le=1),
+    projection_seed=_F(int, 42, "Seed of the projections.", ge=0),
+    save_projection=_F(bool, True, "Save the projections with the adapter."),
+    tinylora_dropout=_F(float, 0.0, "Dropout.", ge=0, le=1))
+C3aAdapter = _adapter('c3a', "C3A: circular-convolution adaptation.",
+    block_size=_F(int, 256, "Block size (must divide the layer sizes).", ge=1),
+    bias_type=_F(Literal['none', 'all', 'c3a_only'], 'none', "Which biases are trained."))
+OftAdapter = _adapter('oft', "OFT: orthogonal fine-tuning.",
+    r=_F(int, 0, "Number of blocks; 0: from oft_block_size.", ge=0),
+    oft_block_size=_F(int, 32, "Block size; 0: from r.", ge=0),
+    module_dropout=_F(float, 0.0, "Dropout of whole blocks.", ge=0, le=1),
+    coft=_F(bool, False, "Constrained OFT."), eps=_F(float, 6e-5, "COFT's freedom of rotation.", ge=0))
+HraAdapter = _adapter('hra', "HRA: Householder reflection adaptation.",
+    r=_F(int, 8, "Number of reflections.", ge=1), apply_GS=_F(bool, False, "Gram-Schmidt orthogonalisation."))
+WaveftAdapter = _adapter('waveft', "WaveFT: trained wavelet coefficients.",
+    n_frequency=_F(int, 2592, "Trained coefficients per layer.", ge=1), scaling=_F(float, 25.0, "Scaling.", ge=0),
+    wavelet_family=_F(Literal['db1', 'db2', 'db3', 'haar', 'sym2', 'coif1'], 'db1', "Wavelet family."))
+LnTuningAdapter = _adapter('ln_tuning', "LN tuning: train the layer norms only.")
+VbloraAdapter = _adapter('vblora', "VB-LoRA: low-rank factors mixed from a shared vector bank.",
+    r=_F(int, 4, "Rank.", ge=1), num_vectors=_F(int, 256, "Vectors in the bank.", ge=1),
+    vector_length=_F(int, 256, "Length of each vector (must divide the layer sizes).", ge=1),
+    topk=_F(int, 2, "Vectors mixed per factor.", ge=1), vblora_dropout=_F(float, 0.0, "Dropout.", ge=0, le=1),
+    save_only_topk_weights=_F(bool, False, "Save only the top-k logits (smaller; inference only)."))
+
+_MORE_ADAPTERS = (VeraAdapter, LohaAdapter, LokrAdapter, FourierftAdapter, BoftAdapter, TinyloraAdapter, C3aAdapter,
+                  OftAdapter, HraAdapter, WaveftAdapter, LnTuningAdapter, VbloraAdapter)
+
 def _adapter_type(v):
     return {'type': 'lora', **v} if isinstance(v, dict) and 'type' not in v else v
 
-Adapter = Annotated[Union[LoraAdapter, AdaloraAdapter, IA3Adapter, PromptTuningAdapter], Discriminator('type'), BeforeValidator(_adapter_type)]
+Adapter = Annotated[Union[(LoraAdapter, AdaloraAdapter, IA3Adapter, PromptTuningAdapter, *_MORE_ADAPTERS)],
+                    Discriminator('type'), BeforeValidator(_adapter_type)]
 
 # %% ../nbs/00_config.ipynb #4b8fa087
 class QuantizationConfig(_Section):
@@ -542,7 +670,7 @@ def _empty_none(v): return None if v == {} else v
 class ModelParameters(_Section):
     "Changes to the model at initialisation."
     rope_scaling: Annotated[Optional[RopeScaling], BeforeValidator(_empty_none)] = Field(None, description="RoPE scaling; null or {}: off.")
-    neftune_noise_alpha: float = Field(0, ge=0, description="NEFTune: noise added to input embeddings in training; 0: off.")
+    neftune_noise_alpha: Annotated[float, BeforeValidator(lambda v: 0 if v is None else v)] = Field(0, ge=0, description="NEFTune: noise added to input embeddings in training; 0 or null: off.")
 
 # %% ../nbs/00_config.ipynb #cab47470
 PositiveOrAuto = Union[Annotated[int, Field(ge=1)], Literal['auto']]
@@ -718,6 +846,14 @@ _SAMPLING_ONLY = ('temperature', 'top_p', 'top_k', 'typical_p', 'epsilon_cutoff'
 
 class GenerationSettings(_Section):
     "Decoding settings; field names are `transformers.GenerationConfig`'s."
+
+    @model_validator(mode='before')
+    @classmethod
+    def _nulls(cls, v):
+        "Ludwig allows null for every field: null means not set (the default here)."
+        if not isinstance(v, dict): return v
+        f = cls.model_fields
+        return {k: x for k, x in v.items() if x is not None or k not in f or f[k].default is None}
     max_new_tokens: int = Field(32, ge=1, description="Most tokens to generate. When not set: the output's max_sequence_length, else global_max_sequence_length, else context/2 (text outputs).")
     temperature: float = Field(0.1, ge=0, description="Sampling temperature (with do_sample).")
     min_new_tokens: Optional[int] = Field(None, ge=0, description="Fewest tokens to generate.")
@@ -849,6 +985,7 @@ class LLMConfig(_Section):
     generation: GenerationSettings = Field(default_factory=GenerationSettings, description="Decoding settings.")
     backend: Annotated[BackendConfig, BeforeValidator(_backend)] = Field(default_factory=BackendConfig, description="Where training runs.")
     trust_remote_code: bool = Field(False, description="Allow models whose code lives on the Hub.")
+    ludwig_version: Optional[str] = Field(None, description="Written by Ludwig's `render_config`; accepted for compatibility.")
     is_multimodal: Annotated[bool, _not_supported("multimodal models are not supported yet (got true); allowed: false")] = Field(False, description="Not supported yet.")
     hyperopt: Optional[dict[str, Any]] = Field(None, description="Accepted and ignored (with a warning).")
     adapters: Annotated[Optional[Any], _not_supported("multiple adapters are not supported yet; allowed: one adapter under `adapter:`")] = Field(None, exclude=True, description="Not supported yet: use `adapter`.")
@@ -1017,6 +1154,14 @@ COMPAT: dict[str, str] = {
     **{f'output_features.loss.{k}': _LOSS for k in
        ('class_weights', 'robust_lambda', 'confidence_penalty', 'class_similarities_temperature', 'unique')},
     'output_features.decoder.match_strategy': "has no effect: every `match` rule is tried in order",
+    **{f'{s}.*': f"is a Ludwig {w} key with no effect on an LLM" for s, w in (
+        ('input_features', 'feature'), ('output_features', 'feature'), ('input_features.encoder', 'encoder'),
+        ('output_features.decoder', 'decoder'), ('output_features.loss', 'loss'),
+        ('input_features.preprocessing', 'preprocessing'), ('output_features.preprocessing', 'preprocessing'))},
+    'input_features.preprocessing.tokenizer': "has no effect: an LLM always uses its base model's tokenizer",
+    'output_features.preprocessing.tokenizer': "has no effect: an LLM always uses its base model's tokenizer",
+    'output_features.loss.type': "has no effect: an LLM learns labels with the next-token loss",
+    'ludwig_version': "is informational (written by Ludwig's render_config)",
     'preprocessing.oversample_minority': "has no effect on LLM training data (no resampling)",
     'preprocessing.undersample_majority': "has no effect on LLM training data (no resampling)",
     **{f'trainer.{k}': _ECD for k in
@@ -1054,15 +1199,18 @@ def _set_keys(obj, prefix=''):
     if not isinstance(obj, BaseModel): return
     typed = f"{prefix}[{obj.type}]" if prefix and isinstance(getattr(obj, 'type', None), str) else prefix
     for name in obj.model_fields_set:
-        v, f = getattr(obj, name), type(obj).model_fields[name]
+        v, f = getattr(obj, name), type(obj).model_fields.get(name)
         path, tpath = f"{prefix}.{name}".lstrip('.'), f"{typed}.{name}".lstrip('.')
+        if f is None:  # a Ludwig key kept in `model_extra`: its row is `prefix.*`; null/false/empty count as unset
+            if v not in (None, False, '', [], {}): yield path, f"{prefix}.*".lstrip('.')
+            continue
         if not f.is_required() and v == f.get_default(call_default_factory=True): continue
         yield path, tpath
         yield from _set_keys(v, path)
 
 def compat_notes(cfg) -> list[str]:
     "One note per key in `COMPAT` that `cfg` sets to a non-default value."
-    hits = {p if p in COMPAT else t: COMPAT.get(p) or COMPAT.get(t) for p, t in _set_keys(cfg)}
+    hits = {p if p in COMPAT or t.endswith('*') else t: COMPAT.get(p) or COMPAT.get(t) for p, t in _set_keys(cfg)}
     return [f"{k}: accepted for compatibility but {why}" for k, why in sorted(hits.items()) if why]
 
 # %% ../nbs/00_config.ipynb #18aed731
@@ -1186,6 +1334,9 @@ def _mark_compat(schema: dict) -> dict:
         for part in parents:
             name, _, tag = part.rstrip(']').partition('[')
             nodes = [o for n in nodes if name in n['properties'] for o in _objects(n['properties'][name], defs, tag or None)]
+        if last == '*':  # a section's Ludwig-only keys
+            for n in nodes: n['additionalProperties'] = {'deprecated': True, 'description': f"Accepted for compatibility but {why}."}
+            continue
         for p in (n['properties'][last] for n in nodes if last in n['properties']):
             p['deprecated'] = True
             p['description'] = f"{p.get('description', '')} Accepted for compatibility but {why}.".strip()

@@ -6,7 +6,7 @@ Docs: https://llmnb.github.io/llmnb/data.html.md"""
 
 # %% ../nbs/01_data.ipynb #d1d74666
 from __future__ import annotations
-import contextlib, csv, difflib, logging, math, warnings
+import contextlib, csv, difflib, hashlib, logging, math, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -149,6 +149,23 @@ def _column(ds, col):
     "One column as a pyarrow array, honouring `ds`'s indices."
     return ds.select_columns([col]).with_format("arrow")[:].column(0).combine_chunks()
 
+# %% ../nbs/01_data.ipynb #64c50474
+def _hash_split(ds, col, probs):
+    "Split by a stable hash of each row's `col` value: the same value always goes to the same split."
+    vals = pc.cast(_column(ds, col), pa.string()).fill_null("").to_pylist()
+    u = np.array([int.from_bytes(hashlib.md5(v.encode()).digest()[:8], "big") / 2**64 for v in vals])
+    ids = np.searchsorted(np.cumsum(probs)[:-1], u, side="right")
+    return [np.flatnonzero(ids == i) for i in range(3)]
+
+def _datetime_split(ds, col, probs):
+    "Split in time order of `col`: the oldest rows train, the newest test."
+    t = pd.to_datetime(pd.Series(_column(ds, col).to_pylist()), errors="coerce")
+    if t.isna().any(): raise DataError(f"preprocessing.split.column {col!r} (datetime split) has {int(t.isna().sum())} "
+                                       f"value(s) that are not dates, e.g. row {int(np.flatnonzero(t.isna())[0])}.")
+    order = np.argsort(t.to_numpy(), kind="stable")
+    bounds = np.rint(np.cumsum(probs) * len(order)).astype(int)
+    return [np.sort(p) for p in np.split(order, np.minimum(bounds[:-1], len(order)))]
+
 # %% ../nbs/01_data.ipynb #7e8297d1
 _SPLIT_VALUES = {"0": 0, "1": 1, "2": 2, "train": 0, "training": 0, "validation": 1, "valid": 1, "val": 1,
                  "eval": 1, "dev": 1, "test": 2, "testing": 2}
@@ -169,20 +186,22 @@ def _split_indices(ds, split, seed):
     if len(probs) != 3 or min(probs) < 0 or not math.isclose(sum(probs), 1.0, abs_tol=1e-6):
         raise DataError(f"preprocessing.split.probabilities must be 3 non-negative numbers summing to 1; got {probs}.")
     col = getattr(split, "column", None)
-    if kind in ("fixed", "stratify"):
+    if kind in ("fixed", "stratify", "hash", "datetime"):
         col = col or ("split" if kind == "fixed" else None)
-        if col is None: raise DataError("preprocessing.split.column is required for a stratify split; name the column to stratify by.")
+        if col is None: raise DataError(f"preprocessing.split.column is required for a {kind} split; name the column to split by.")
         if col not in ds.column_names: raise _no_column(f"preprocessing.split ({kind})", col, ds.column_names)
     rng = np.random.default_rng(seed)
     if kind == "random": return _cut(np.arange(len(ds)), probs, rng)
     if kind == "fixed":
         ids = _fixed_ids(ds, col)
         return [np.flatnonzero(ids == i) for i in range(3)]
+    if kind == "hash": return _hash_split(ds, col, probs)
+    if kind == "datetime": return _datetime_split(ds, col, probs)
     if kind == "stratify":
         labels = pc.cast(_column(ds, col), pa.string()).fill_null("\x00None").to_numpy(zero_copy_only=False)
         parts = [_cut(np.flatnonzero(labels == c), probs, rng) for c in np.unique(labels)]
         return [np.sort(np.concatenate([p[i] for p in parts])) for i in range(3)]
-    raise DataError(f"preprocessing.split.type {kind!r} is not supported; allowed: random, fixed, stratify.")
+    raise DataError(f"preprocessing.split.type {kind!r} is not supported; allowed: random, fixed, stratify, hash, datetime.")
 
 # %% ../nbs/01_data.ipynb #0ecbcce4
 def _sample(ds, pre, seed):

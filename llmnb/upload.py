@@ -147,8 +147,14 @@ def _example_prompt(info):
     return re.sub(r'\{(\w+)\}', lambda m: f'<{m[1]}>', t)
 
 # %% ../nbs/12_upload.ipynb #a0161d6b
-_PEFT_NAMES = {'LORA': 'LoRA', 'ADALORA': 'AdaLoRA', 'IA3': 'IA3', 'PREFIX_TUNING': 'prefix tuning', 'PROMPT_TUNING': 'prompt tuning'}
-def _peft_name(ad): return _PEFT_NAMES.get(ad.get('peft_type'), ad.get('peft_type') or 'PEFT')
+def _peft_names() -> dict:
+    "PEFT type → display name, from the adapter table (PEFT's type of each row's config class)."
+    from peft import PEFT_TYPE_TO_CONFIG_MAPPING
+    from llmnb.adapters import ADAPTERS
+    by_class = {c.__name__: str(t.value) for t, c in PEFT_TYPE_TO_CONFIG_MAPPING.items()}
+    return {'PREFIX_TUNING': 'prefix tuning', **{by_class[k.peft_class]: k.name for k in ADAPTERS.values() if k.peft_class in by_class}}
+
+def _peft_name(ad): return _peft_names().get(ad.get('peft_type'), ad.get('peft_type') or 'PEFT')
 
 def _details(info, d):
     cfg, ad = info['config'], info['adapter']

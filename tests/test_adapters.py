@@ -226,3 +226,36 @@ def test_no_adapter_is_full_finetune(tmp_path):
     assert llm.kind == "full" and not hasattr(llm.model, "peft_config")
     assert all(p.requires_grad for p in llm.model.parameters())
     assert not torch.equal(before, llm.model.model.layers[0].mlp.down_proj.weight.detach())
+
+
+# ---- every PEFT method of the adapter table: train a step, save, reload with plain PEFT -----------------------------
+NEW_METHODS = [dict(type="vera", r=16), dict(type="loha", r=4), dict(type="lokr", r=4), dict(type="fourierft", n_frequency=64),
+               dict(type="boft", boft_block_size=4), dict(type="tinylora", r=2, u=8), dict(type="c3a", block_size=8),
+               dict(type="oft", oft_block_size=8), dict(type="hra", r=4), dict(type="waveft", n_frequency=64),
+               dict(type="ln_tuning"), dict(type="vblora", r=2, num_vectors=16, vector_length=8)]
+NEW_METHODS += [dict(type="lora", r=4, init_lora_weights=i) for i in ("default", "gaussian", "orthogonal", "pissa", "olora")]
+
+
+@pytest.mark.parametrize("kw", NEW_METHODS, ids=[k.get("init_lora_weights", k["type"]) for k in NEW_METHODS])
+def test_method_trains_saves_and_reloads_with_plain_peft(kw, tiny_model_dir, tmp_path):
+    from llmnb.api import LLM
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+    if kw["type"] == "waveft": pytest.importorskip("pywt")
+    llm = LLM(cfg_dict(tiny_model_dir, adapter=kw, trainer=dict(train_steps=1)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        llm.train(ROWS, output_directory=tmp_path / "run", progress=False)
+    cfg = json.loads((tmp_path / "run" / "model" / "adapter_config.json").read_text())
+    assert cfg["peft_type"].lower().replace("_", "") == kw["type"].replace("_", "")
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    again = PeftModel.from_pretrained(base, str(tmp_path / "run" / "model")).eval()
+    x = torch.tensor([[1, 5, 7, 9]])
+    trained = llm.model.eval()
+    with torch.no_grad(): torch.testing.assert_close(again(input_ids=x).logits, trained(input_ids=x.to(trained.device)).logits.float().cpu(), rtol=1e-3, atol=1e-3)
+
+
+def test_init_lora_weights_default_is_peft_true():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert peft_config(adapter(type="lora", init_lora_weights="default"), tiny()).init_lora_weights is True
