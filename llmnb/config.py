@@ -8,14 +8,15 @@ Docs: https://llmnb.github.io/llmnb/config.html.md"""
 __all__ = ['PRESETS', 'BaseModelName', 'MissingStrategy', 'OutputFeature', 'InputFeatures', 'OutputFeatures',
            'DEFAULT_EMBEDDING_MODEL', 'Probabilities', 'Split', 'TargetModules', 'Adapter', 'PositiveOrAuto', 'Trainer',
            'COMPAT', 'ConfigError', 'template_fields', 'TextPreprocessing', 'TextOutputPreprocessing',
-           'PassthroughEncoder', 'TextExtractorDecoder', 'NextTokenLoss', 'TextInputFeature', 'TextOutputFeature',
-           'MatchRule', 'CategoryPreprocessing', 'CategoryExtractorDecoder', 'CategoryOutputFeature', 'RetrievalConfig',
-           'PromptConfig', 'RandomSplit', 'FixedSplit', 'StratifySplit', 'TruncationConfig', 'PreprocessingConfig',
-           'TextDefaults', 'DefaultsConfig', 'Postprocessor', 'LoraAdapter', 'AdaloraAdapter', 'IA3Adapter',
-           'PromptTuningAdapter', 'QuantizationConfig', 'RopeScaling', 'ModelParameters', 'OptimizerConfig',
-           'LRSchedulerConfig', 'GradientClipping', 'NoneTrainer', 'FinetuneTrainer', 'GenerationSettings',
-           'BackendConfig', 'LLMConfig', 'compat_notes', 'load_config', 'render_config', 'resolve_max_new_tokens',
-           'config_json_schema', 'save_config_json_schema', 'config_fields_table']
+           'PassthroughEncoder', 'TextExtractorDecoder', 'NextTokenLoss', 'TextInputPreprocessing', 'TextInputFeature',
+           'TextOutputFeature', 'MatchRule', 'CategoryPreprocessing', 'CategoryExtractorDecoder',
+           'CategoryOutputFeature', 'RetrievalConfig', 'PromptConfig', 'RandomSplit', 'FixedSplit', 'StratifySplit',
+           'TruncationConfig', 'PreprocessingConfig', 'TextDefaults', 'DefaultsConfig', 'Postprocessor', 'LoraAdapter',
+           'AdaloraAdapter', 'IA3Adapter', 'PromptTuningAdapter', 'QuantizationConfig', 'RopeScaling',
+           'ModelParameters', 'OptimizerConfig', 'LRSchedulerConfig', 'GradientClipping', 'NoneTrainer',
+           'FinetuneTrainer', 'GenerationSettings', 'BackendConfig', 'LLMConfig', 'compat_notes', 'load_config',
+           'render_config', 'resolve_max_new_tokens', 'config_json_schema', 'save_config_json_schema',
+           'config_fields_table']
 
 # %% ../nbs/00_config.ipynb #a092f635
 import difflib, json, re, string, types, warnings
@@ -185,11 +186,22 @@ class _Feature(_Section):
         if self.column is None: _fill(self, 'column', self.name)
         return self
 
+class TextInputPreprocessing(TextPreprocessing):
+    "Preprocessing of the text input feature: plain text, or a column of conversations (`format: chat`)."
+    format: Literal['text', 'chat'] = Field('text', description="`text`: one string per row; `chat`: a conversation per row (OpenAI `messages` or ShareGPT `conversations`), rendered by the tokenizer's chat template, trained on its assistant turns, predicted as the next assistant turn.")
+    train_on: Literal['all_assistant', 'last_assistant'] = Field('all_assistant', description="With `format: chat`: the assistant turns that carry the loss, every one or only the last.")
+
+    @model_validator(mode='after')
+    def _chat_only(self):
+        if self.format == 'text' and self.train_on != 'all_assistant':
+            _fail(('train_on', f"only used with format: chat (got {_show(self.train_on)} with format: text); allowed: set format: chat, or leave train_on out"))
+        return self
+
 class TextInputFeature(_Feature):
     "The single input feature: the text (or the rendered prompt) given to the LLM."
     type: Literal['text'] = Field(description="Must be `text`.")
     encoder: PassthroughEncoder = Field(default_factory=PassthroughEncoder, description="Always passthrough.")
-    preprocessing: TextPreprocessing = Field(default_factory=TextPreprocessing, description="Text preprocessing.")
+    preprocessing: TextInputPreprocessing = Field(default_factory=TextInputPreprocessing, description="Text preprocessing.")
 
 class TextOutputFeature(_Feature):
     "A text output: the LLM's generated answer."
