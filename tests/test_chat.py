@@ -135,3 +135,24 @@ def test_train_save_load_predict_fresh_process(tmp_path, tiny_model_dir):
     assert "rows 10 2" in r.stdout
     df = pd.read_csv(tmp_path / "out" / "predictions.csv")
     assert list(df.columns)[0] == "reply_predictions" and len(df) == 2
+
+def test_tool_turns_kept_as_text(tok):
+    turns = [dict(role="user", content="Weather in Paris?"), dict(role="assistant", content="Checking."),
+             dict(role="tool", content='{"temp": 21}'), dict(role="assistant", content="21 degrees.")]
+    ids, mask = encode_conversation(tok, turns)
+    assert '<|im_start|>tool\n{"temp": 21}<|im_end|>' in tok.decode(ids)
+    assert tok.decode([i for i, m in zip(ids, mask) if m]) == "Checking.<|im_end|>21 degrees.<|im_end|>"
+
+def test_lengths_and_decoding_on_conversations(tmp_path, tok, tiny_model_dir):
+    from llmnb.lengths import length_stats, token_lengths
+    from llmnb.generate import compare_decoding
+    from llmnb.api import LLM
+    cfg = {**_cfg(), "base_model": str(tiny_model_dir)}
+    df = token_lengths(load_config(cfg), tok, [dict(messages=CHAT)])
+    ids, mask = encode_conversation(tok, CHAT)
+    assert df.iloc[0].tolist() == [len(ids) - sum(mask), sum(mask), len(ids)]
+    assert length_stats(cfg, [dict(messages=CHAT)] * 3, tok=tok, context_length=512).lengths["total"].tolist() == [len(ids)] * 3
+    llm = LLM({**cfg, "trainer": {"type": "none"}})
+    t = compare_decoding(llm, [dict(messages=CHAT[:4])], {"greedy": dict(max_new_tokens=3), "beam": dict(num_beams=2, max_new_tokens=3)})
+    assert t["prompt"][0].endswith("And of Italy?<|im_end|>\n<|im_start|>assistant\n") and t["greedy: tokens"][0] <= 3
+    with pytest.raises(DataError, match="ends on a user turn"): llm.evaluate([dict(messages=CHAT[:4])])
