@@ -36,6 +36,7 @@ TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down
 SUFFIX = "\nAnswer:\n"  # appended to every prompt; a newline boundary tokenises the same alone or joined to the answer
 TRAIN_VARIANTS = ["llmnb", "trl_typical", "trl_best", "hf_trainer"]
 PREDICT_VARIANTS = ["llmnb", "loop", "pipeline"]
+CHAT_VARIANTS = ["llmnb_single", "llmnb_chat"]   # run when named in --only: the same rows as chat-template single turns / conversations
 N_ROWS, VAL, PRED = 1000, slice(936, 1000), slice(680, 936)  # fixed validation and prediction rows
 
 # ---------------------------------------------------------------- shared helpers (used inside the workers)
@@ -146,6 +147,31 @@ def train_llmnb(a, train, val, tmp):
         stats = llm.train(training_set=df, output_directory=str(tmp/"run"), progress=False)
     return m, llm.model, llm.tokenizer, dict(steps=stats["steps_done"], llmnb_supervised_tokens=stats["supervised_tokens"],
                                              llmnb_total_tokens=stats["total_tokens"], batch=f"{bs}x{gas} packed")
+
+def _train_llmnb_as(a, train, tmp, chat: bool):
+    "llmnb on the same rows through the chat template: one-turn text rows (`prompt.chat_template`) or conversations (`format: chat`)."
+    from llmnb.api import LLM
+    bs, gas = a.llmnb_batch
+    t = dict(type="finetune", learning_rate=a.lr, epochs=1, batch_size=bs, gradient_accumulation_steps=gas, packing=True, seed=42,
+             use_mixed_precision=a.precision == "bf16", learning_rate_scheduler=dict(decay="constant", warmup_fraction=0.0))
+    cfg = dict(base_model="smollm2-135m-instruct", output_features=[dict(name="answer", type="text")], trainer=t,
+               adapter=dict(type="lora", r=16, alpha=32, dropout=0.0, target_modules=TARGETS))
+    if chat:
+        cfg["input_features"] = [dict(name="messages", type="text", preprocessing=dict(format="chat"))]
+        data = [dict(messages=[dict(role="user", content=r["prompt"] + SUFFIX), dict(role="assistant", content=r["answer"])]) for r in train]
+    else:
+        cfg.update(input_features=[dict(name="prompt", type="text")], prompt=dict(template="{prompt}" + SUFFIX, chat_template=True))
+        data = [dict(prompt=r["prompt"], answer=r["answer"]) for r in train]
+    llm = LLM(cfg, dtype=None)
+    llm.load_base()
+    with Meter(llm.model) as m:
+        stats = llm.train(training_set=data, output_directory=str(tmp/"run"), progress=False)
+    return m, llm.model, llm.tokenizer, dict(steps=stats["steps_done"], llmnb_supervised_tokens=stats["supervised_tokens"],
+                                             llmnb_total_tokens=stats["total_tokens"], batch=f"{bs}x{gas} packed",
+                                             llmnb_supervised_tokens_per_s=stats["supervised_tokens"] / m.wall)
+
+def train_llmnb_single(a, train, val, tmp): return _train_llmnb_as(a, train, tmp, chat=False)
+def train_llmnb_chat(a, train, val, tmp): return _train_llmnb_as(a, train, tmp, chat=True)
 
 def _sft(a, train, tmp, **kw):
     from datasets import Dataset
@@ -339,6 +365,11 @@ def report(res) -> str:
                            f"{ll['supervised_tokens_per_cpu_s'] / r['supervised_tokens_per_cpu_s']:.2f}x tokens/CPU-s, "
                            f"RSS {ll['peak_rss_mb'] / r['peak_rss_mb']:.2f}x, "
                            f"val. loss {100 * (ll['validation_loss'] / r['validation_loss'] - 1):+.2f}%")
+    one, conv = (next((r for r in tr if r["variant"] == v), None) for v in CHAT_VARIANTS)
+    if one and conv:
+        out.append(f"  conversations vs the same rows as single turns: {conv['llmnb_supervised_tokens_per_s'] / one['llmnb_supervised_tokens_per_s']:.3f}x "
+                   f"trained tokens/s ({conv['llmnb_supervised_tokens']} vs {one['llmnb_supervised_tokens']} trained, "
+                   f"{conv['llmnb_total_tokens']} vs {one['llmnb_total_tokens']} total tokens)")
     pr = [r for r in res["predict"] if "error" not in r]
     if pr:
         ref = next((r for r in pr if r["variant"] == "loop"), pr[0])
@@ -403,8 +434,8 @@ def main(argv=None):
                load_before=os.getloadavg(), train=[], predict=[], started=time.strftime("%Y-%m-%d %H:%M:%S"))
     print(f"bench: load average {os.getloadavg()}", flush=True)
     if not a.skip_train:
-        for v in TRAIN_VARIANTS:
-            if only is None or v in only: res["train"].append(spawn(a, "train", v)); _save(a, res)
+        for v in TRAIN_VARIANTS + CHAT_VARIANTS:
+            if (only is None and v not in CHAT_VARIANTS) or (only and v in only): res["train"].append(spawn(a, "train", v)); _save(a, res)
     if not a.skip_predict:
         for v in PREDICT_VARIANTS:
             if only is None or v in only: res["predict"].append(spawn(a, "predict", v)); _save(a, res)

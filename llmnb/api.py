@@ -79,6 +79,9 @@ def _render(self: LLM, ds, train_split=None):
     "Retrieval context (when configured) and rendered prompts for a Dataset or DatasetDict."
     from datasets import DatasetDict
     cfg = self.config
+    if cfg.input_feature.preprocessing.format == "chat":   # conversations: the rendered prompt and the reference turn
+        from llmnb.chat import render_conversations
+        return render_conversations(ds, cfg, self.load_base().tokenizer)
     self._refuse_special_tokens(ds)
     if cfg.prompt.retrieval.type:
         from llmnb.retrieval import add_context
@@ -217,7 +220,11 @@ def _generate_rendered(self: LLM, ds, generation_config=None, batch_size=None, p
     self.load_base()
     gc = generation_config_for(self, generation_config)
     lim = sequence_limits(self.config, self.context_length, reserve=gc.max_new_tokens)
-    ids, rep = encode_prompts(ds[PROMPT], self.tokenizer, self.config, lim)
+    col = self.config.input_feature.column
+    if self.config.input_feature.preprocessing.format == "chat" and col in ds.column_names:
+        from llmnb.chat import encode_chat_prompts
+        ids, rep = encode_chat_prompts(ds[col], self.tokenizer, self.config, lim)
+    else: ids, rep = encode_prompts(ds[PROMPT], self.tokenizer, self.config, lim)
     if rep.prompt_rows or rep.total_rows: warnings.warn(
         f"prompts were cut: {rep.prompt_rows} by the prompt limit ({rep.prompt_tokens} tokens), {rep.total_rows} to fit the context "
         f"({rep.total_tokens} tokens); see preprocessing.truncation.")
@@ -325,8 +332,11 @@ def evaluate(self: LLM,
     out = _writable_dir(output_directory) if output_directory else None
     ds = self._as_dataset(dataset)
     col = self._target_column()
-    if col not in ds.column_names: raise DataError(f"evaluate needs the output column {col!r}; the data has {ds.column_names}.")
-    metrics, df = self._evaluate_rendered(self._render(ds), generation_config, batch_size, progress)
+    chat = self.config.input_feature.preprocessing.format == "chat"   # the reference is each conversation's last turn
+    if col not in ds.column_names and not chat: raise DataError(f"evaluate needs the output column {col!r}; the data has {ds.column_names}.")
+    ds = self._render(ds)
+    if chat and None in ds[col]: raise DataError(f"evaluate needs each conversation to end on the assistant turn to compare with; row {ds[col].index(None)} ends on a user turn.")
+    metrics, df = self._evaluate_rendered(ds, generation_config, batch_size, progress)
     if out is not None:
         _write_json(out/"eval_stats.json", {self.config.output_feature.name: metrics})
         _write_csv(df, out/"predictions.csv")

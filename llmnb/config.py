@@ -11,8 +11,8 @@ __all__ = ['PRESETS', 'BaseModelName', 'MissingStrategy', 'OutputFeature', 'Inpu
            'HraAdapter', 'WaveftAdapter', 'LnTuningAdapter', 'VbloraAdapter', 'Adapter', 'PositiveOrAuto',
            'OptimizerName', 'DecayName', 'ValidationMetric', 'Trainer', 'Strategy', 'COMPAT', 'ConfigError',
            'template_fields', 'TextPreprocessing', 'TextOutputPreprocessing', 'PassthroughEncoder',
-           'TextExtractorDecoder', 'NextTokenLoss', 'TextInputFeature', 'TextOutputFeature', 'MatchRule',
-           'CategoryPreprocessing', 'CategoryExtractorDecoder', 'CategoryLoss', 'CategoryOutputFeature',
+           'TextExtractorDecoder', 'NextTokenLoss', 'TextInputPreprocessing', 'TextInputFeature', 'TextOutputFeature',
+           'MatchRule', 'CategoryPreprocessing', 'CategoryExtractorDecoder', 'CategoryLoss', 'CategoryOutputFeature',
            'RetrievalConfig', 'PromptConfig', 'RandomSplit', 'FixedSplit', 'StratifySplit', 'HashSplit',
            'DateTimeSplit', 'TruncationConfig', 'PreprocessingConfig', 'TextDefaults', 'DefaultsConfig',
            'Postprocessor', 'LoraAdapter', 'AdaloraAdapter', 'IA3Adapter', 'PromptTuningAdapter', 'QuantizationConfig',
@@ -240,11 +240,22 @@ class _Feature(_LudwigSection):
             _fail(('active', "an LLM config needs its one input and one output feature (got false); allowed: true"))
         return self
 
+class TextInputPreprocessing(TextPreprocessing):
+    "Preprocessing of the text input feature: plain text, or a column of conversations (`format: chat`)."
+    format: Literal['text', 'chat'] = Field('text', description="`text`: one string per row; `chat`: a conversation per row (OpenAI `messages` or ShareGPT `conversations`), rendered by the tokenizer's chat template, trained on its assistant turns, predicted as the next assistant turn.")
+    train_on: Literal['all_assistant', 'last_assistant'] = Field('all_assistant', description="With `format: chat`: the assistant turns that carry the loss, every one or only the last.")
+
+    @model_validator(mode='after')
+    def _chat_only(self):
+        if self.format == 'text' and self.train_on != 'all_assistant':
+            _fail(('train_on', f"only used with format: chat (got {_show(self.train_on)} with format: text); allowed: set format: chat, or leave train_on out"))
+        return self
+
 class TextInputFeature(_Feature):
     "The single input feature: the text (or the rendered prompt) given to the LLM."
     type: Literal['text'] = Field(description="Must be `text`.")
     encoder: PassthroughEncoder = Field(default_factory=PassthroughEncoder, description="Always passthrough.")
-    preprocessing: TextPreprocessing = Field(default_factory=TextPreprocessing, description="Text preprocessing.")
+    preprocessing: TextInputPreprocessing = Field(default_factory=TextInputPreprocessing, description="Text preprocessing.")
 
 class TextOutputFeature(_Feature):
     "A text output: the LLM's generated answer."

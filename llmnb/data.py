@@ -15,11 +15,11 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-from datasets import Dataset, DatasetDict, Features, Value, load_dataset, load_from_disk
+from datasets import Dataset, DatasetDict, Features, Value, load_dataset, load_from_disk, List, LargeList
 from .errors import LlmnbError
 
 # %% auto #0
-__all__ = ['PROMPT', 'CONTEXT', 'SPLIT_NAMES', 'DataError', 'read_dataset', 'LoadReport', 'load_splits']
+__all__ = ['PROMPT', 'CONTEXT', 'SPLIT_NAMES', 'DataError', 'read_dataset', 'LoadReport', 'refuse_list_column', 'load_splits']
 
 # %% ../nbs/01_data.ipynb #81202c4c
 PROMPT = "__prompt__"  # column holding the rendered prompt of each row
@@ -314,6 +314,17 @@ def _check_output(dd, out):
         raise DataError(f"Output column {col!r} has no values: all {sum(map(len, dd.values()))} rows are empty or missing.")
     return col
 
+# %% ../nbs/01_data.ipynb #8f67b041
+def refuse_list_column(ds, # a split
+                       col:str, # a column read as text
+                      ):
+    "A column of lists (an OpenAI `messages` or ShareGPT `conversations` column) is an error, never stringified into one prompt."
+    f = ds.features.get(col) if col in ds.column_names else None
+    if isinstance(f, (list, List, LargeList)):
+        raise DataError(f"Column {col!r} holds lists (a conversation?), which would be turned into one string of text; "
+                        "allowed: text, or for conversations (OpenAI messages, ShareGPT conversations) set "
+                        "input_features[0].preprocessing.format: chat.")
+
 # %% ../nbs/01_data.ipynb #f59b83b0
 def load_splits(cfg, # the loaded config
                 dataset=None, # one dataset to split per `preprocessing.split`, or a DatasetDict of splits
@@ -326,9 +337,13 @@ def load_splits(cfg, # the loaded config
     if not sum(map(len, dd.values())): raise DataError("The dataset has no rows.")
     ref = next(ds for ds in dd.values() if len(ds)) 
     dd = {k: dd.get(k, ref.select([])) for k in SPLIT_NAMES}
+    inp = cfg.input_feature
+    if getattr(inp.preprocessing, "format", "text") == "chat":   # conversations: llmnb.chat checks and reads them
+        from llmnb.chat import conversation_splits
+        return conversation_splits(dd, cfg)
+    for ds in dd.values(): refuse_list_column(ds, getattr(inp, "column", None) or inp.name)
     out_col = _check_output(dd, cfg.output_feature)
     report = LoadReport()
-    inp = cfg.input_feature
     ip, op = inp.preprocessing, cfg.output_feature.preprocessing
     _handle_missing(dd, getattr(inp, "column", None) or inp.name, ip.missing_value_strategy, ip.fill_value, "input", report)
     out_fill = (getattr(op, "fallback_label", None) if cfg.output_feature.type == "category" else None) or getattr(op, "fill_value", None)

@@ -349,8 +349,9 @@ def compare_decoding(llm, # an `llmnb.api.LLM`
     from llmnb.data import PROMPT
     if isinstance(prompts, str): prompts = [prompts]
     plain = not isinstance(prompts, pd.DataFrame) and all(isinstance(p, str) for p in prompts)
-    texts = list(prompts) if plain else llm._render(llm._as_dataset(prompts))[PROMPT]
-    ds = Dataset.from_dict({PROMPT: texts})
+    rendered = None if plain else llm._render(llm._as_dataset(prompts))   # keeps a conversation column for `format: chat`
+    texts = list(prompts) if plain else rendered[PROMPT]
+    ds = Dataset.from_dict({PROMPT: texts}) if plain else rendered
     df = pd.DataFrame({"prompt": texts})
     for name, over in settings.items():
         t0 = time.time()

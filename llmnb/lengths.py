@@ -61,6 +61,9 @@ def token_lengths(cfg, # the loaded config
                  ) -> pd.DataFrame:
     "Tokens per row: `prompt`, `target` (null without the output column) and `total` (prompt + target + EOS)."
     ds = _rows(dataset)
+    if cfg.input_feature.preprocessing.format == "chat":   # conversations: llmnb.chat counts them
+        from llmnb.chat import conversation_lengths
+        return conversation_lengths(cfg, tok, ds)
     if PROMPT not in ds.column_names: ds = render_prompts(ds, cfg)
     col = cfg.output_feature.column
     targets = ds[col] if col in ds.column_names else None
@@ -139,7 +142,7 @@ def length_stats(source, # an `LLM`, or a config (dict, YAML, path or `LLMConfig
     "Token lengths of `dataset`'s rendered prompts, answers and their sum, with the limits the run would apply."
     cfg, tok, ctx, render = _source(source, tok, context_length)
     ds = _rows(dataset)
-    if PROMPT not in ds.column_names: ds = render(ds)
+    if PROMPT not in ds.column_names and cfg.input_feature.preprocessing.format != "chat": ds = render(ds)
     return LengthStats(token_lengths(cfg, tok, ds), sequence_limits(cfg, ctx), ctx, template_tokens(cfg, tok))
 
 # %% ../nbs/14_lengths.ipynb #e03cf8f6

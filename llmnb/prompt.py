@@ -10,7 +10,7 @@ import re, string
 
 from datasets import Dataset, DatasetDict
 
-from .data import CONTEXT, PROMPT, DataError, _did_you_mean, _is_missing
+from .data import CONTEXT, PROMPT, DataError, _did_you_mean, _is_missing, refuse_list_column
 from .errors import LlmnbError
 
 # %% auto #0
@@ -149,6 +149,7 @@ def render_prompts(ds:Dataset|DatasetDict, # the data, after `load_splits` (and 
                   )->Dataset|DatasetDict:
     "Add the `PROMPT` column: each row's prompt, rendered in batches."
     if isinstance(ds, DatasetDict): return DatasetDict({k: render_prompts(v, cfg, num_proc) for k, v in ds.items()})
+    for c in [_input_column(cfg), *template_fields(prompt_template(cfg) or "")]: refuse_list_column(ds, c)
     return ds.map(_render_batch, batched=True, num_proc=num_proc, fn_kwargs=_plan(cfg, ds.column_names))
 
 def render_prompt(cfg, # the loaded config

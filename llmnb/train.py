@@ -145,6 +145,9 @@ def tokenize_rows(prompts: list[str], targets: list[str] | None, tok, cfg, limit
 # %% ../nbs/04_train.ipynb #33446936
 def tokenize_dataset(ds, tok, cfg, limits: Limits, prompt_col: str = "__prompt__", target_col: str | None = None):
     "Tokenise a `datasets.Dataset` with batched map; returns (tokenised dataset with `input_ids`/`n_prompt`, `TruncationReport`)."
+    if getattr(cfg.input_feature.preprocessing, "format", "text") == "chat":   # conversations: llmnb.chat
+        from llmnb.chat import tokenize_conversations
+        return tokenize_conversations(ds, tok, cfg, limits)
     rep = TruncationReport()
     def fn(b): return tokenize_rows(b[prompt_col], b[target_col] if target_col else None, tok, cfg, limits, rep)
     out = ds.map(fn, batched=True, batch_size=1000, remove_columns=ds.column_names, desc="tokenising", load_from_cache_file=False)
@@ -200,14 +203,16 @@ def balanced_packs(idx: list[int], lengths, n: int) -> list[list[int]]:
     return packs
 
 # %% ../nbs/04_train.ipynb #0b67f7c8
-def _labels(ids, n_prompt):
+def _labels(ids, n_prompt, mask=None):
+    "Labels of a row: -100 on its first `n_prompt` ids, or, for a conversation, wherever its `label_mask` is 0."
+    if mask is not None: return [i if m else -100 for i, m in zip(ids, mask)]
     return [-100] * n_prompt + ids[n_prompt:]
 
 def pack_batch(rows: list[dict]) -> dict:
     "One sequence holding all `rows` end to end; position ids restart per row; labels are -100 on prompts."
     ids = [i for r in rows for i in r["input_ids"]]
     pos = [p for r in rows for p in range(len(r["input_ids"]))]
-    lab = [l for r in rows for l in _labels(r["input_ids"], r["n_prompt"])]
+    lab = [l for r in rows for l in _labels(r["input_ids"], r["n_prompt"], r.get("label_mask"))]
     t = lambda x: torch.tensor([x], dtype=torch.long)
     return dict(input_ids=t(ids), position_ids=t(pos), labels=t(lab))
 
@@ -219,7 +224,7 @@ def pad_batch(rows: list[dict], pad_id: int) -> dict:
     mask = torch.zeros((len(rows), n), dtype=torch.long)
     for i, r in enumerate(rows):
         k = len(r["input_ids"])
-        ids[i, :k] = torch.tensor(r["input_ids"]); lab[i, :k] = torch.tensor(_labels(r["input_ids"], r["n_prompt"])); mask[i, :k] = 1
+        ids[i, :k] = torch.tensor(r["input_ids"]); lab[i, :k] = torch.tensor(_labels(r["input_ids"], r["n_prompt"], r.get("label_mask"))); mask[i, :k] = 1
     return dict(input_ids=ids, attention_mask=mask, labels=lab)
 
 # %% ../nbs/04_train.ipynb #c252f667
