@@ -40,6 +40,23 @@ def _predict_args(p, what):
     p.add_argument("-bs", "--batch_size", type=int, help="prompts per generation batch")
     p.add_argument("-od", "--output_directory", default="results", help="where to write the output files")
 
+# %% ../nbs/07_cli.ipynb #3918c56f
+def _deploy_parsers(sub):
+    "The `export` (Ludwig: `export_model`) and `serve` verbs."
+    ex = sub.add_parser("export", aliases=["export_model"], help="export a run: merged transformers folder, GGUF, or Ollama model")
+    ex.add_argument("-m", "--model_path", required=True, help="a run directory written by `llmnb train` (or its model/ folder)")
+    ex.add_argument("-f", "--format", default="gguf", choices=["merged", "gguf", "ollama"], help="what to write (default: %(default)s)")
+    ex.add_argument("-q", "--quantization", default="f16", help="GGUF type: f32, f16, bf16, q8_0, q4_k_m, ... (default: %(default)s)")
+    ex.add_argument("-od", "--output_path", default="exported", help="the folder to write (default: %(default)s)")
+    sv = sub.add_parser("serve", help="serve a run over HTTP: OpenAI-compatible /v1 routes and Ludwig's /predict")
+    sv.add_argument("-m", "--model_path", required=True, help="a run directory written by `llmnb train` (or its model/ folder)")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, this machine only)")
+    sv.add_argument("-p", "--port", type=int, default=8000, help="(default: %(default)s)")
+    sv.add_argument("--api_key", help="require `Authorization: Bearer KEY` on every request")
+    sv.add_argument("--max_batch", type=int, default=16, help="requests decoded together (default: %(default)s)")
+    sv.add_argument("--max_queue", type=int, default=64, help="requests queued or running before 503 (default: %(default)s)")
+    sv.add_argument("--timeout", type=float, default=600.0, help="seconds per request before 504 (default: %(default)s)")
+
 # %% ../nbs/07_cli.ipynb #e4b589f1
 def parser() -> argparse.ArgumentParser:
     "The `llmnb` argument parser."
@@ -64,6 +81,7 @@ def parser() -> argparse.ArgumentParser:
     de = sub.add_parser("demo", help="the main job: LoRA fine-tune of the embedded model on a bundled dataset, before/after scores")
     de.add_argument("-od", "--output_directory", default="runs/demo")
     de.add_argument("--rows", type=int, default=400, help="rows of the bundled dataset to use (80%% train, 20%% held out)")
+    _deploy_parsers(sub)
     return ap
 
 # %% ../nbs/07_cli.ipynb #13d7e4a4
@@ -139,6 +157,17 @@ def _demo(a):
     from llmnb.demo import run_demo
     run_demo(a.output_directory, n=a.rows)
 
+# %% ../nbs/07_cli.ipynb #f141ed2b
+def _export(a):
+    from llmnb.export import export_model
+    print(f"exported to {export_model(a.model_path, a.output_path, a.format, a.quantization)}")
+
+def _serve(a):
+    from llmnb.serve import serve
+    serve(a.model_path, a.host, a.port, a.api_key, a.max_batch, a.max_queue, a.timeout)
+
+_DEPLOY_VERBS = dict(export=_export, export_model=_export, serve=_serve)
+
 # %% ../nbs/07_cli.ipynb #e20db680
 def main(argv: list[str] | None = None):
     "Run the `llmnb` command."
@@ -151,6 +180,7 @@ def main(argv: list[str] | None = None):
     verbs = dict(train=_train, experiment=lambda a: _train(a, evaluate_test=True), predict=_predict,
                  evaluate=lambda a: _predict(a, evaluate=True), upload=_upload, demo=_demo)
     verbs["render-config"] = verbs["render_config"] = _render_config
+    verbs.update(_DEPLOY_VERBS)
     from llmnb.errors import LlmnbError
     try: verbs[a.verb](a)
     except LlmnbError as e:
