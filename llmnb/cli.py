@@ -86,6 +86,23 @@ def _predict_args(p, what):
     p.add_argument("--trust_remote_code", action="store_true", help="run custom model code shipped with the run (never decided by the run itself)")
     _common_args(p)
 
+# %% ../nbs/07_cli.ipynb #3918c56f
+def _deploy_parsers(sub):
+    "The `export` (Ludwig: `export_model`) and `serve` verbs."
+    ex = sub.add_parser("export", aliases=["export_model"], help="export a run: merged transformers folder, GGUF, or Ollama model")
+    ex.add_argument("-m", "--model_path", required=True, help="a run directory written by `llmnb train` (or its model/ folder)")
+    ex.add_argument("-f", "--format", default="gguf", choices=["merged", "gguf", "ollama"], help="what to write (default: %(default)s)")
+    ex.add_argument("-q", "--quantization", default="f16", help="GGUF type: f32, f16, bf16, q8_0, q4_k_m, ... (default: %(default)s)")
+    ex.add_argument("-od", "--output_path", default="exported", help="the folder to write (default: %(default)s)")
+    sv = sub.add_parser("serve", help="serve a run over HTTP: OpenAI-compatible /v1 routes and Ludwig's /predict")
+    sv.add_argument("-m", "--model_path", required=True, help="a run directory written by `llmnb train` (or its model/ folder)")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, this machine only)")
+    sv.add_argument("-p", "--port", type=int, default=8000, help="(default: %(default)s)")
+    sv.add_argument("--api_key", help="require `Authorization: Bearer KEY` on every request")
+    sv.add_argument("--max_batch", type=int, default=16, help="requests decoded together (default: %(default)s)")
+    sv.add_argument("--max_queue", type=int, default=64, help="requests queued or running before 503 (default: %(default)s)")
+    sv.add_argument("--timeout", type=float, default=600.0, help="seconds per request before 504 (default: %(default)s)")
+
 # %% ../nbs/07_cli.ipynb #e4b589f1
 def _bool(s):
     "Ludwig's `-p True/False`."
@@ -128,6 +145,7 @@ def parser() -> argparse.ArgumentParser:
     de = sub.add_parser("demo", help="the main job: LoRA fine-tune of the embedded model on a bundled dataset, before/after scores", **kw)
     de.add_argument("-od", "--output_directory", default="runs/demo")
     de.add_argument("--rows", type=int, default=400, help="rows of the bundled dataset to use (80%% train, 20%% held out)")
+    _deploy_parsers(sub)
     return ap
 
 # %% ../nbs/07_cli.ipynb #f0b0f38a
@@ -338,6 +356,17 @@ def _run_folder_lock(a):
     from llmnb.run import run_lock, is_main_process
     return run_lock(folder, a.verb) if is_main_process() else contextlib.nullcontext()
 
+# %% ../nbs/07_cli.ipynb #f141ed2b
+def _export(a):
+    from llmnb.export import export_model
+    print(f"exported to {export_model(a.model_path, a.output_path, a.format, a.quantization)}")
+
+def _serve(a):
+    from llmnb.serve import serve
+    serve(a.model_path, a.host, a.port, a.api_key, a.max_batch, a.max_queue, a.timeout)
+
+_DEPLOY_VERBS = dict(export=_export, export_model=_export, serve=_serve)
+
 # %% ../nbs/07_cli.ipynb #e20db680
 def _run(a):
     "Set up logging and progress bars, then run verb `a.verb` holding its run folder."
@@ -349,6 +378,7 @@ def _run(a):
     verbs = dict(train=_train, experiment=lambda a: _train(a, evaluate_test=True), predict=_predict,
                  evaluate=lambda a: _predict(a, evaluate=True), upload=_upload, demo=_demo)
     verbs["render-config"] = verbs["render_config"] = _render_config
+    verbs.update(_DEPLOY_VERBS)
     with _run_folder_lock(a): verbs[a.verb](a)
 
 def main(argv: list[str] | None = None):

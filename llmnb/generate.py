@@ -243,16 +243,27 @@ def _custom_generate(gc):
     return _OWN_DECODERS.get(decoding_strategy(gc))
 
 # %% ../nbs/05_generate.ipynb #f5926659
-_READS_OUTPUTS = ("no_repeat_ngram_size", "bad_words_ids", "min_new_tokens", "min_length", "sequence_bias", "suppress_tokens",
-                  "begin_suppress_tokens", "forced_bos_token_id", "forced_eos_token_id", "stop_strings", "exponential_decay_length_penalty",
-                  "force_words_ids", "constraints", "watermarking_config")
+# What the fast greedy loop honours. Sampling- and beam-only settings change nothing under greedy decoding
+# (transformers ignores them there too). Any other setting at a value that acts (a repetition penalty,
+# banned words, guidance_scale, a minimum length, ...) sends the batch to `generate`.
+_GREEDY_HONOURS = {"max_new_tokens", "max_length", "eos_token_id", "pad_token_id", "bos_token_id", "do_sample",
+                   "num_beams", "num_return_sequences", "use_cache", "return_dict_in_generate", "output_scores",
+                   "output_logits", "transformers_version", "temperature", "top_k", "top_p", "min_p", "typical_p",
+                   "epsilon_cutoff", "eta_cutoff", "length_penalty", "early_stopping"}
+_INERT = {"repetition_penalty": 1.0, "encoder_repetition_penalty": 1.0, "guidance_scale": 1.0, "num_beam_groups": 1}
+
+def _acts(key, value) -> bool:
+    "True when `key: value` changes greedy decoding (None, False, 0 and empty values do not; nor a neutral penalty)."
+    return value != _INERT[key] if key in _INERT else value not in (None, False, 0, [], {})
 
 def _plain_greedy(gc, logits_processor=None) -> bool:
-    "Greedy decoding with nothing that reads the generated ids or changes the logits: rows may leave the batch as they end."
-    return (not logits_processor and decoding_strategy(gc) == "greedy" and (gc.num_return_sequences or 1) == 1
-            and (gc.repetition_penalty or 1.0) == 1.0 and gc.max_new_tokens is not None
-            and not any(getattr(gc, k, None) for k in _READS_OUTPUTS))
+    "Greedy decoding with only settings the fast loop honours: rows may leave the batch as they end."
+    from transformers.generation.configuration_utils import GenerationMode
+    return (not logits_processor and gc.get_generation_mode() == GenerationMode.GREEDY_SEARCH
+            and (gc.num_return_sequences or 1) == 1 and gc.max_new_tokens is not None
+            and not any(_acts(k, v) for k, v in gc.to_diff_dict().items() if k not in _GREEDY_HONOURS))
 
+# %% ../nbs/05_generate.ipynb #9c6ba2db
 @torch.no_grad()
 def _greedy_until_eos(model, ids, mask, gc, scores: bool = False) -> tuple[list[list[int]], list[list[float]] | None]:
     "Greedy ids (and token probabilities) of each row of a left-padded batch; a row leaves the batch after its EOS."
