@@ -14,6 +14,8 @@ Training: the embedded SmolLM2-135M-Instruct, LoRA r=16 (alpha 32, no dropout) o
                batch 4 x accumulation 4, its defaults otherwise (gradient checkpointing on)
   trl_best     TRL with its best options: padding-free batches, no gradient checkpointing, its chunked (fused) LM-head loss
   hf_trainer   transformers `Trainer` + PEFT with a padding collator (`DataCollatorForSeq2Seq`)
+  llmnb_ddp2   llmnb on 2 processes (DDP, gloo on a CPU) under torchrun, one thread each, the same 16 rows a step
+               (accumulation halved); only with `--only ...,llmnb_ddp2`; compare it with `--threads 1` llmnb runs
 Every variant's validation loss is computed afterwards by the same function (`validation_loss`): completion-only,
 token-mean cross-entropy on the same validation rows, from full logits, in fp32.
 
@@ -173,6 +175,13 @@ def _train_llmnb_as(a, train, tmp, chat: bool):
 def train_llmnb_single(a, train, val, tmp): return _train_llmnb_as(a, train, tmp, chat=False)
 def train_llmnb_chat(a, train, val, tmp): return _train_llmnb_as(a, train, tmp, chat=True)
 
+def train_llmnb_ddp2(a, train, val, tmp):
+    "llmnb under torchrun with 2 processes: each takes half of every step's batches (accumulation halved)."
+    bs, gas = a.llmnb_batch
+    a.llmnb_batch = (bs, max(gas // 2, 1))
+    m, model, tok, info = train_llmnb(a, train, val, tmp)
+    return m, model, tok, {**info, "batch": f"{bs}x{max(gas // 2, 1)} packed x 2 processes (DDP)"}
+
 def _sft(a, train, tmp, **kw):
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
@@ -318,12 +327,15 @@ def import_times(repeat=3) -> dict:
 def worker(a):
     kind, name = a.worker.split(":")
     res = run_train(a, name) if kind == "train" else run_predict(a, name)
-    Path(a.json).write_text(json.dumps(res))
+    if int(os.environ.get("RANK", "0")) == 0: Path(a.json).write_text(json.dumps(res))
 
 def spawn(a, kind, name) -> dict:
     out = Path(tempfile.mkstemp(suffix=".json")[1])
     argv = [sys.executable, __file__, "--worker", f"{kind}:{name}", "--json", str(out)] + a.passthrough
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
+    if name == "llmnb_ddp2":
+        argv = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29541"] + argv[1:]
+        env["OMP_NUM_THREADS"] = "1"
     print(f"  running {kind} {name} ...", flush=True)
     t0 = time.perf_counter()
     r = subprocess.run(argv, env=env, capture_output=True, text=True)
@@ -361,6 +373,8 @@ def report(res) -> str:
         if ll:
             for r in tr:
                 if r is ll: continue
+                if r["variant"] == "llmnb_ddp2":
+                    out.append(f"  2-process DDP vs 1 process: {r['supervised_tokens_per_s'] / ll['supervised_tokens_per_s']:.2f}x tokens/s"); continue
                 out.append(f"  llmnb vs {r['variant']}: {ll['supervised_tokens_per_s'] / r['supervised_tokens_per_s']:.2f}x tokens/s, "
                            f"{ll['supervised_tokens_per_cpu_s'] / r['supervised_tokens_per_cpu_s']:.2f}x tokens/CPU-s, "
                            f"RSS {ll['peak_rss_mb'] / r['peak_rss_mb']:.2f}x, "
@@ -434,8 +448,9 @@ def main(argv=None):
                load_before=os.getloadavg(), train=[], predict=[], started=time.strftime("%Y-%m-%d %H:%M:%S"))
     print(f"bench: load average {os.getloadavg()}", flush=True)
     if not a.skip_train:
-        for v in TRAIN_VARIANTS + CHAT_VARIANTS:
-            if (only is None and v not in CHAT_VARIANTS) or (only and v in only): res["train"].append(spawn(a, "train", v)); _save(a, res)
+        opt_in = CHAT_VARIANTS + ["llmnb_ddp2"]
+        for v in TRAIN_VARIANTS + opt_in:
+            if (only is None and v not in opt_in) or (only and v in only): res["train"].append(spawn(a, "train", v)); _save(a, res)
     if not a.skip_predict:
         for v in PREDICT_VARIANTS:
             if only is None or v in only: res["predict"].append(spawn(a, "predict", v)); _save(a, res)

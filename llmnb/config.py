@@ -810,7 +810,9 @@ class FinetuneTrainer(_TrainerBase):
     checkpoints_per_epoch: int = Field(0, ge=0, description="Checkpoints per epoch; exclusive with steps_per_checkpoint.")
     should_shuffle: bool = Field(True, description="Shuffle training rows each epoch.")
     layers_to_freeze_regex: Optional[str] = Field(None, description="Regex of parameter names to freeze.")
-    compile: bool = Field(False, description="torch.compile the model.")
+    compile: bool = Field(False, description="torch.compile the model (accelerate's inductor backend).")
+    trackers: list[Literal['tensorboard', 'wandb', 'mlflow', 'trackio', 'comet_ml', 'aim', 'clearml', 'dvclive', 'swanlab']] = Field(
+        ['tensorboard'], description="Experiment trackers (accelerate's `log_with`), logging to `logs/` in the run; []: none (ours).")
     packing: bool = Field(True, description="Pack several short examples into one sequence (ours: on by default).")
     packing_max_sequences_per_pack: int = Field(8, ge=1, description="Most examples in one pack (more packs per step when rows are many).")
     effective_batch_size: PositiveOrAuto = Field('auto', description="Ludwig ECD option.")

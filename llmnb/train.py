@@ -529,14 +529,26 @@ class _Run:
     @property
     def t(self): return self.cfg.trainer
 
+_TRACKER_PACKAGES = dict(comet_ml="comet_ml", clearml="clearml", dvclive="dvclive", swanlab="swanlab")
+
+def _trackers(t) -> list[str] | None:
+    "`trainer.trackers` that can log: each must be installed, except the default TensorBoard (skipped when absent)."
+    import importlib.util
+    out = []
+    for name in t.trackers:
+        if importlib.util.find_spec(_TRACKER_PACKAGES.get(name, name)): out.append(name)
+        elif "trackers" in t.model_fields_set: raise LlmnbError(
+            f"trainer.trackers: {name} is not installed; pip install {name}, or remove it from trainer.trackers")
+    return out or None
+
 def _accelerator(cfg, run_dir):
     "This run's `Accelerator`; in a single process, a fresh one each time (accelerate keeps the first one's settings)."
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
     import importlib.util
     if int(os.environ.get("WORLD_SIZE", "1")) == 1: AcceleratorState._reset_state()
-    t, logs = cfg.trainer, "tensorboard" if importlib.util.find_spec("tensorboard") else None
-    return Accelerator(cpu=_multi_cpu(), mixed_precision=mixed_precision(t.use_mixed_precision), log_with=logs,
+    t = cfg.trainer
+    return Accelerator(cpu=_multi_cpu(), mixed_precision=mixed_precision(t.use_mixed_precision), log_with=_trackers(t),
                        project_dir=str(run_dir), dynamo_backend="inductor" if t.compile else "no", **_strategy_plugins(cfg))
 
 # %% ../nbs/04_train.ipynb #b1a0c021

@@ -31,7 +31,7 @@ def cfg_for(base, adapter=None, **trainer):
 def run(base, tmp, rows=ROWS, val=ROWS[:4], model=None, resume=False, **trainer):
     model = model if model is not None else tiny_llama(vocab_size=97)
     stats = T.fit(model, TOK, rows, val, cfg_for(base, **trainer), tmp, resume=resume, progress=False, plot=False)
-    return model, stats
+    return model, stats, Path(tmp)
 
 
 def weights(model):
@@ -86,8 +86,8 @@ def test_qlora_keeps_learning_after_evaluation(tiny_dir, tmp_path):
     model = qlora_model(tiny_dir)
     mods = [m for m in model.modules() if hasattr(m, "support_avx512bf16_for_cpu")]
     fast = [m.support_avx512bf16_for_cpu for m in mods]
-    _, stats = run(tiny_dir, tmp_path/"a", model=model, steps_per_checkpoint=1, **kw)
-    quiet, _ = run(tiny_dir, tmp_path/"b", model=qlora_model(tiny_dir), skip_all_evaluation=True, **kw)
+    _, stats, _ = run(tiny_dir, tmp_path/"a", model=model, steps_per_checkpoint=1, **kw)
+    quiet, _, _ = run(tiny_dir, tmp_path/"b", model=qlora_model(tiny_dir), skip_all_evaluation=True, **kw)
     train = stats["train"]["loss"]
     assert len(stats["validation"]["loss"]) == 6 and all(b < a for a, b in zip(train, train[1:])), train
     assert (weights(model) - weights(quiet)).abs().max().item() < 1e-6
@@ -155,6 +155,7 @@ HONOURED = {  # key: (trainer overrides, check(default run, this run))
     "should_shuffle": (dict(should_shuffle=False), differ),
     "layers_to_freeze_regex": (dict(layers_to_freeze_regex=r"layers\.0\."), "frozen"),
     "compile": None,  # accelerate's dynamo backend: test_compile below
+    "trackers": (dict(trackers=[]), lambda d, r: not (r[2]/"logs").exists() and (d[2]/"logs").exists()),
     "packing": (dict(packing=False), lambda d, r: abs(r[1]["train"]["loss"][0] - d[1]["train"]["loss"][0]) < 1e-4),
     "packing_max_sequences_per_pack": (dict(packing_max_sequences_per_pack=1), lambda d, r: abs(r[1]["train"]["loss"][0] - d[1]["train"]["loss"][0]) < 1e-4),
     "validation_field": None,  # checked against the output features at load (test_config)
@@ -238,7 +239,7 @@ def test_trainer_key_has_its_effect(key, tiny_dir, tmp_path):
     default = run(tiny_dir, tmp_path/"default")
     if check == "frozen":
         before = {k: v.clone() for k, v in tiny_llama(vocab_size=97).named_parameters()}
-        model, _ = run(tiny_dir, tmp_path/"r", **over)
+        model, _, _ = run(tiny_dir, tmp_path/"r", **over)
         for k, v in model.named_parameters():
             if ".layers.0." in k: assert torch.equal(v, before[k]), k
             elif "layers.1" in k and "weight" in k and "norm" not in k: assert not torch.equal(v, before[k]), k
@@ -251,6 +252,11 @@ def test_trainer_key_has_its_effect(key, tiny_dir, tmp_path):
 def test_layers_to_freeze_regex_that_matches_nothing(tiny_dir, tmp_path):
     with pytest.raises(LlmnbError, match="layers_to_freeze_regex.*matches no parameter"):
         run(tiny_dir, tmp_path, layers_to_freeze_regex="no_such_layer")
+
+
+def test_a_named_tracker_must_be_installed(tiny_dir, tmp_path):
+    with pytest.raises(LlmnbError, match="trainer.trackers: aim is not installed"):
+        T._accelerator(cfg_for(tiny_dir, trackers=["aim"]), tmp_path)
 
 
 def test_compile_uses_accelerates_dynamo_backend(tiny_dir, tmp_path):
@@ -268,14 +274,14 @@ def test_seed_zero_means_zero(tiny_dir, tmp_path):
 # ------------------------------------------------------------------ checkpoints and resume
 def test_checkpoint_folders_load_with_plain_peft(tiny_dir, tmp_path):
     from peft import PeftModel
-    _, stats = run(tiny_dir, tmp_path, adapter=None)
+    _, stats, _ = run(tiny_dir, tmp_path, adapter=None)
     d = T.checkpoints(tmp_path)[-1]
     assert d.name == "step-4" and (d/"accelerate").is_dir() and (d/"trainer_state.json").exists()
 
 
 def test_early_checkpoint_in_a_long_first_epoch(tiny_dir, tmp_path):
     rows = ROWS * 4   # 32 steps in the epoch; the first checkpoint comes after 8, not at the end
-    _, stats = run(tiny_dir, tmp_path, rows=rows, train_steps=9, steps_per_checkpoint=0)
+    _, stats, _ = run(tiny_dir, tmp_path, rows=rows, train_steps=9, steps_per_checkpoint=0)
     assert [p.name for p in T.checkpoints(tmp_path)] == ["step-8", "step-9"]
 
 
@@ -283,7 +289,7 @@ class Crash(Exception): pass
 
 
 def test_resume_continues_exactly(tiny_dir, tmp_path, monkeypatch):
-    full_model, full = run(tiny_dir, tmp_path/"a", train_steps=6, steps_per_checkpoint=2)
+    full_model, full, _ = run(tiny_dir, tmp_path/"a", train_steps=6, steps_per_checkpoint=2)
     orig = T.train_step
     def crash(r, group):
         if r.state["step"] == 3: raise Crash()
@@ -292,7 +298,7 @@ def test_resume_continues_exactly(tiny_dir, tmp_path, monkeypatch):
     with pytest.raises(Crash): run(tiny_dir, tmp_path/"b", train_steps=6, steps_per_checkpoint=2)
     monkeypatch.setattr(T, "train_step", orig)
     assert [p.name for p in T.checkpoints(tmp_path/"b")][-1] == "step-2"
-    model, stats = run(tiny_dir, tmp_path/"b", train_steps=6, steps_per_checkpoint=2, resume=True)
+    model, stats, _ = run(tiny_dir, tmp_path/"b", train_steps=6, steps_per_checkpoint=2, resume=True)
     assert stats["steps_done"] == 6
     assert (weights(model) - weights(full_model)).abs().max().item() < 1e-5
     assert stats["train"]["loss"] == pytest.approx(full["train"]["loss"], abs=1e-5)
@@ -309,5 +315,5 @@ def test_resume_refuses_another_config_or_data(tiny_dir, tmp_path):
 
 def test_resume_without_checkpoint_starts_from_scratch(tiny_dir, tmp_path):
     with pytest.warns(UserWarning, match="no checkpoint.*starting from scratch"):
-        _, stats = run(tiny_dir, tmp_path, train_steps=2, resume=True)
+        _, stats, _ = run(tiny_dir, tmp_path, train_steps=2, resume=True)
     assert stats["steps_done"] == 2
