@@ -854,6 +854,13 @@ def _trainer_type(v):
 
 Trainer = Annotated[Union[FinetuneTrainer, NoneTrainer], Discriminator('type'), BeforeValidator(_trainer_type)]
 
+# %% ../nbs/00_config.ipynb #ce6b59d7
+def _no_constrained_beams(v):
+    "`force_words_ids` needs constrained beam search, which transformers 5 moved to Hub code that llmnb does not run."
+    if v: _fail(('', "constrained beam search is not part of transformers 5 (it moved to code on the Hub, which llmnb "
+                     f"does not run) (got {_show(v)}); allowed: null"))
+    return v
+
 # %% ../nbs/00_config.ipynb #051d40bd
 _SAMPLING_ONLY = ('temperature', 'top_p', 'top_k', 'typical_p', 'epsilon_cutoff', 'eta_cutoff')
 
@@ -891,7 +898,7 @@ class GenerationSettings(_Section):
     length_penalty: float = Field(1.0, description="Beam search length exponent (> 0 favours longer).")
     no_repeat_ngram_size: int = Field(0, ge=0, description="If > 0, n-grams of that size occur at most once.")
     bad_words_ids: Optional[list[list[int]]] = Field(None, description="Token id sequences never generated.")
-    force_words_ids: Optional[Union[list[list[int]], list[list[list[int]]]]] = Field(None, description="Token id sequences that must be generated.")
+    force_words_ids: Annotated[Optional[Union[list[list[int]], list[list[list[int]]]]], AfterValidator(_no_constrained_beams)] = Field(None, description="Token id sequences that must be generated.")
     renormalize_logits: bool = Field(False, description="Renormalise logits after processors.")
     forced_bos_token_id: Optional[int] = Field(None, ge=0, description="Token forced first.")
     forced_eos_token_id: Optional[Union[int, list[int]]] = Field(None, description="Token(s) forced last at max_length.")

@@ -4,5 +4,6 @@
 # (`bash scripts/demo.sh --help`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+[ -x .venv/bin/llmnb ] || echo "First run: installing llmnb and its dependencies into .venv/ (CPU torch and the embedded model; a few minutes) ..."
 bash scripts/setup.sh
 . .venv/bin/activate && HF_HUB_OFFLINE=1 llmnb demo "$@"

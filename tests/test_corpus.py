@@ -23,6 +23,12 @@ def run_cli(capsys, *argv):
 
 # (config overrides, the whole error output: the first line carries the prefix; more lines = more problems)
 CONFIG_CASES = {
+    'gen_force_words': ({'generation': {'force_words_ids': [[5]]}},
+        ["llmnb render-config: error: generation.force_words_ids: constrained beam search is not part of transformers 5 (it moved to code on the Hub, which llmnb does not run) (got [[5]]); allowed: null"]),
+    'base_model_empty': ({'base_model': ''},
+        ["llmnb render-config: error: base_model: must not be empty; allowed: a preset (e.g. 'smollm2-135m-instruct'), a Hub id 'org/name', or an existing local folder or .gguf file"]),
+    'prompt_width': ({'prompt': {'template': 'Q: {q:999999999999.2f}'}},
+        ["llmnb render-config: error: prompt.template: field {q:999999999999.2f} asks for a width or precision over 1000; allowed: at most 1000 (got 'Q: {q:999999999999.2f}')"]),
     'adapter_type': ({'adapter': {'type': 'loar'}},
         ["llmnb render-config: error: adapter.type: unknown type (got 'loar'); allowed: 'lora', 'adalora', 'ia3', 'prompt_tuning'"]),
     'adapter_r_zero': ({'adapter': {'type': 'lora', 'r': 0}},

@@ -26,7 +26,8 @@ def _modules():
     out = []
     for py in sorted((ROOT / "llmnb").glob("*.py")):
         m = re.search(r"File to edit: \.\./nbs/(\S+\.ipynb)", py.read_text())
-        if m: out.append((py.stem, NBS / m.group(1)))
+        # __init__ (written from index.ipynb) only re-exports LLM and load_config, documented in their own chapters
+        if m and py.stem != "__init__": out.append((py.stem, NBS / m.group(1)))
     return out
 
 

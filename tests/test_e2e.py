@@ -98,7 +98,8 @@ def test_unwritable_output_directory(tiny_model_dir, tmp_path):
 
 def test_unwritable_output_directory_file(tiny_model_dir, tmp_path):
     f = tmp_path/"file"; f.write_text("x")
-    with pytest.raises(DataError, match="cannot write"): LLM(config(tiny_model_dir)).train(ROWS, output_directory=f/"run", progress=False)
+    from llmnb.run import RunFolderError   # the run module owns writes into a run folder, and their errors
+    with pytest.raises(RunFolderError, match="cannot write"): LLM(config(tiny_model_dir)).train(ROWS, output_directory=f/"run", progress=False)
 
 def test_missing_base_model(tmp_path):
     with pytest.raises(ConfigError, match="base_model"): LLM(config(tmp_path/"no-such-model"))
