@@ -794,7 +794,7 @@ class GenerationSettings(_Section):
         if not isinstance(v, dict): return v
         f = cls.model_fields
         return {k: x for k, x in v.items() if x is not None or k not in f or f[k].default is None}
-    max_new_tokens: int = Field(32, ge=1, description="Most tokens to generate. When not set: the output's max_sequence_length, else global_max_sequence_length, else context/2 (text outputs).")
+    max_new_tokens: int = Field(32, ge=1, description="Most tokens to generate. When not set (or null): the output's max_sequence_length, else global_max_sequence_length, else the longest training target + 25% (text outputs), else 32.")
     temperature: float = Field(0.1, ge=0, description="Sampling temperature (with do_sample).")
     min_new_tokens: Optional[int] = Field(None, ge=0, description="Fewest tokens to generate.")
     max_length: int = Field(32, ge=1, description="Most tokens of prompt + generation; overridden by max_new_tokens.")
@@ -1205,14 +1205,16 @@ def render_config(config:Union[LLMConfig, dict, str, Path] # anything `load_conf
 
 # %% ../nbs/00_config.ipynb #84fae307
 def resolve_max_new_tokens(cfg:LLMConfig, # a loaded config
-                           context_length:int # the model's context length in tokens
+                           context_length:int, # the model's context length in tokens (a cap)
+                           longest_target:int|None=None, # the longest training target in tokens, when the model was trained
                           ) -> int:
-    "How many new tokens to generate: the user's value, else derived from sequence lengths or the context."
+    "New tokens to generate: the user's value, else the output's lengths, else the longest target + 25%, else 32."
     g, out = cfg.generation, cfg.output_feature
     if 'max_new_tokens' in g.model_fields_set or out.type != 'text': return g.max_new_tokens
-    if (n := out.preprocessing.max_sequence_length) is not None: return max(g.max_new_tokens, n)
-    if (n := cfg.preprocessing.global_max_sequence_length) is not None: return max(g.max_new_tokens, n)
-    return context_length // 2
+    if (n := out.preprocessing.max_sequence_length) is not None: return min(max(g.max_new_tokens, n), context_length)
+    if (n := cfg.preprocessing.global_max_sequence_length) is not None: return min(max(g.max_new_tokens, n), context_length)
+    if longest_target: return min(max(g.max_new_tokens, -(-longest_target * 5 // 4) + 1), context_length)
+    return g.max_new_tokens
 
 # %% ../nbs/00_config.ipynb #ef180639
 def _objects(node, defs, tag=None):
