@@ -7,7 +7,7 @@ Docs: https://llmnb.github.io/llmnb/config.html.md"""
 # %% auto #0
 __all__ = ['PRESETS', 'BaseModelName', 'MissingStrategy', 'OutputFeature', 'InputFeatures', 'OutputFeatures',
            'DEFAULT_EMBEDDING_MODEL', 'Probabilities', 'Split', 'TargetModules', 'VeraAdapter', 'LohaAdapter',
-           'LokrAdapter', 'FourierftAdapter', 'BoftAdapter', 'TinyloraAdapter', 'C3aAdapter', 'OftAdapter',
+           'LokrAdapter', 'FourierftAdapter', 'BoftAdapter', 'TinyloraAdapter', 'C3AAdapter', 'OftAdapter',
            'HraAdapter', 'WaveftAdapter', 'LnTuningAdapter', 'VbloraAdapter', 'Adapter', 'PositiveOrAuto', 'Trainer',
            'COMPAT', 'DEFAULT_CHANGES', 'ConfigError', 'template_fields', 'TextPreprocessing',
            'TextOutputPreprocessing', 'PassthroughEncoder', 'TextExtractorDecoder', 'NextTokenLoss', 'TextInputFeature',
@@ -593,7 +593,7 @@ TinyloraAdapter = _adapter('tinylora', "TinyLoRA (LoRA-XS): a tiny trained matri
     projection_seed=_F(int, 42, "Seed of the projections.", ge=0),
     save_projection=_F(bool, True, "Save the projections with the adapter."),
     tinylora_dropout=_F(float, 0.0, "Dropout.", ge=0, le=1))
-C3aAdapter = _adapter('c3a', "C3A: circular-convolution adaptation.",
+C3AAdapter = _adapter('c3a', "C3A: circular-convolution adaptation.",
     block_size=_F(int, 256, "Block size (must divide the layer sizes).", ge=1),
     bias_type=_F(Literal['none', 'all', 'c3a_only'], 'none', "Which biases are trained."))
 OftAdapter = _adapter('oft', "OFT: orthogonal fine-tuning.",
@@ -613,7 +613,7 @@ VbloraAdapter = _adapter('vblora', "VB-LoRA: low-rank factors mixed from a share
     topk=_F(int, 2, "Vectors mixed per factor.", ge=1), vblora_dropout=_F(float, 0.0, "Dropout.", ge=0, le=1),
     save_only_topk_weights=_F(bool, False, "Save only the top-k logits (smaller; inference only)."))
 
-_MORE_ADAPTERS = (VeraAdapter, LohaAdapter, LokrAdapter, FourierftAdapter, BoftAdapter, TinyloraAdapter, C3aAdapter,
+_MORE_ADAPTERS = (VeraAdapter, LohaAdapter, LokrAdapter, FourierftAdapter, BoftAdapter, TinyloraAdapter, C3AAdapter,
                   OftAdapter, HraAdapter, WaveftAdapter, LnTuningAdapter, VbloraAdapter)
 
 def _adapter_type(v):
