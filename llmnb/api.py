@@ -117,6 +117,18 @@ def _target_column(self: LLM) -> str:
     return getattr(o, "column", None) or o.name
 
 # %% ../nbs/06_api.ipynb #f8d818a3
+def _check_match_labels(o, vocab):
+    "A `decoder.match` label the data does not have (Ludwig's few-shot example has 'neural') fails before any work."
+    extra = [l for l in (o.decoder.match or {}) if l not in vocab]
+    if extra: raise DataError(f"output_features[0].decoder.match: {', '.join(map(repr, extra))} is not a label of the "
+                              f"training data (its labels: {', '.join(map(repr, vocab))}); allowed: one of those, or list "
+                              f"every label in preprocessing.vocab")
+
+def _longest_target(tok, targets) -> int | None:
+    "The longest training target in tokens: unset `max_new_tokens` generates up to it (+25%), not half the context."
+    texts = ["" if t is None else str(t) for t in targets]
+    return max((len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]), default=None)
+
 def _is_main_process() -> bool:
     "False in the non-zero ranks of a distributed run (`accelerate launch`, `torchrun`), which must not write the run directory."
     import torch.distributed as dist
@@ -173,7 +185,9 @@ def train(self: LLM,
     seed = cfg.trainer.seed
     splits, report = load_splits(cfg, dataset, training_set, validation_set, test_set, seed=seed)
     check_prompt_columns(cfg, splits["train"].column_names)
-    if cfg.output_feature.type == "category": self.vocab = category_vocab(cfg.output_feature, splits["train"][self._target_column()])
+    if cfg.output_feature.type == "category":
+        self.vocab = category_vocab(cfg.output_feature, splits["train"][self._target_column()])
+        _check_match_labels(cfg.output_feature, self.vocab)
     self._index_split, self._last_splits = splits["train"], splits
     self.load_base()
     self._check_before_work()
@@ -184,6 +198,7 @@ def train(self: LLM,
         lim = sequence_limits(cfg, self.context_length)
         tgt = self._target_column()
         tr, rep = tokenize_dataset(splits["train"], self.tokenizer, cfg, lim, PROMPT, tgt)
+        self.longest_target = _longest_target(self.tokenizer, splits["train"][tgt])
         va, _ = tokenize_dataset(splits["validation"], self.tokenizer, cfg, lim, PROMPT, tgt)
         rows, vrows = tr.to_list(), va.to_list()
         _check_dropped(rep, len(rows), cfg)
@@ -245,7 +260,7 @@ def _labels_only(self: LLM) -> bool:
 
 def generation_config_for(llm, overrides=None):
     "The `transformers.GenerationConfig` `llm` predicts with, `overrides` applied for this call only."
-    return generation_config(llm.config, llm.tokenizer, llm.context_length, overrides, llm.model)
+    return generation_config(llm.config, llm.tokenizer, llm.context_length, overrides, llm.model, getattr(llm, "longest_target", None))
 
 # %% ../nbs/06_api.ipynb #4b8ce706
 @patch
@@ -368,6 +383,7 @@ def _info(self: LLM, kind) -> dict:
     return dict(llmnb_version=__version__, config=_absolute_base(self.config.model_dump(exclude_unset=True, mode="json")),
                 resolved_config=self.config.to_dict(), base_model=self.config.base_model, kind=kind,
                 vocab=self.vocab, train_rows=(self.stats.get("data", {}).get("rows", {}) or {}).get("train"),
+                longest_target=getattr(self, "longest_target", None),
                 metrics={k: v for k, v in self.stats.items() if k in ("validation", "test", "best")})
 
 @patch
@@ -436,7 +452,7 @@ def load(cls: LLM,
     # a run is something people download: whether its code may run is the caller's decision, never the run's
     info["config"] = {**info["config"], "trust_remote_code": bool(trust_remote_code)}
     llm = cls(info["config"], device=device, dtype=dtype)
-    llm.vocab, llm.kind = info.get("vocab"), info["kind"]
+    llm.vocab, llm.kind, llm.longest_target = info.get("vocab"), info["kind"], info.get("longest_target")
     if info["kind"] in ("full", "merged"):
         llm.base_path = str(d)
         llm.model, llm.tokenizer = load_model(llm.config, device, dtype, path=str(d))

@@ -49,7 +49,8 @@ def _train_args(p, experiment=False):
     p.add_argument("-mlp", "--model_load_path", help="start from this saved run's weights (its adapter, or its full model)")
     p.add_argument("-mrp", "--model_resume_path", help="resume the run in this directory from its last checkpoint")
     p.add_argument("--resume", action="store_true", help="continue an interrupted fine-tune in --output_directory")
-    p.add_argument("-rs", "--random_seed", type=int, default=42, help="seed for splits, shuffling and initialisation")
+    p.add_argument("-rs", "--random_seed", type=int, help="seed for splits, shuffling and initialisation (default: trainer.seed, 42)")
+    p.add_argument("--ludwig_defaults", action="store_true", help="Ludwig 0.17's defaults where llmnb's differ (see the config chapter)")
     for short, name, what in (("-sspi", "processed_input", "preprocessed data (llmnb keeps none)"),
                               ("-sstd", "training_description", "description.json"),
                               ("-ssts", "training_statistics", "training_statistics.json"),
@@ -232,7 +233,8 @@ def _train(a, evaluate_test=False):
     from llmnb.api import LLM
     _say_notes(a); _apply_devices(a)
     out = _train_folder(a)
-    llm = LLM(_config_arg(a))
+    from llmnb.config import load_config
+    llm = LLM(load_config(_config_arg(a), ludwig_defaults=a.ludwig_defaults))
     if a.random_seed is not None: llm.config.trainer.seed = a.random_seed
     if a.model_load_path: _start_from(llm, a.model_load_path)
     stats = llm.train(**{k: _read(getattr(a, k), a.data_format) for k in ("dataset", "training_set", "validation_set", "test_set")},

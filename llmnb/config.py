@@ -7,10 +7,10 @@ Docs: https://llmnb.github.io/llmnb/config.html.md"""
 # %% auto #0
 __all__ = ['PRESETS', 'BaseModelName', 'MissingStrategy', 'OutputFeature', 'InputFeatures', 'OutputFeatures',
            'DEFAULT_EMBEDDING_MODEL', 'Probabilities', 'Split', 'TargetModules', 'VeraAdapter', 'LohaAdapter',
-           'LokrAdapter', 'FourierftAdapter', 'BoftAdapter', 'TinyloraAdapter', 'C3aAdapter', 'OftAdapter',
+           'LokrAdapter', 'FourierftAdapter', 'BoftAdapter', 'TinyloraAdapter', 'C3AAdapter', 'OftAdapter',
            'HraAdapter', 'WaveftAdapter', 'LnTuningAdapter', 'VbloraAdapter', 'Adapter', 'PositiveOrAuto',
-           'OptimizerName', 'DecayName', 'ValidationMetric', 'Trainer', 'Strategy', 'COMPAT', 'ConfigError',
-           'template_fields', 'TextPreprocessing', 'TextOutputPreprocessing', 'PassthroughEncoder',
+           'OptimizerName', 'DecayName', 'ValidationMetric', 'Trainer', 'Strategy', 'COMPAT', 'DEFAULT_CHANGES',
+           'ConfigError', 'template_fields', 'TextPreprocessing', 'TextOutputPreprocessing', 'PassthroughEncoder',
            'TextExtractorDecoder', 'NextTokenLoss', 'TextInputPreprocessing', 'TextInputFeature', 'TextOutputFeature',
            'MatchRule', 'CategoryPreprocessing', 'CategoryExtractorDecoder', 'CategoryLoss', 'CategoryOutputFeature',
            'RetrievalConfig', 'PromptConfig', 'RandomSplit', 'FixedSplit', 'StratifySplit', 'HashSplit',
@@ -18,8 +18,8 @@ __all__ = ['PRESETS', 'BaseModelName', 'MissingStrategy', 'OutputFeature', 'Inpu
            'Postprocessor', 'LoraAdapter', 'AdaloraAdapter', 'IA3Adapter', 'PromptTuningAdapter', 'QuantizationConfig',
            'RopeScaling', 'ModelParameters', 'OptimizerConfig', 'LRSchedulerConfig', 'GradientClipping', 'NoneTrainer',
            'FinetuneTrainer', 'GenerationSettings', 'BackendTrainer', 'BackendConfig', 'LLMConfig', 'compat_notes',
-           'load_config', 'render_config', 'resolve_max_new_tokens', 'config_json_schema', 'save_config_json_schema',
-           'config_fields_table']
+           'load_config', 'render_config', 'default_changes_table', 'resolve_max_new_tokens', 'config_json_schema',
+           'save_config_json_schema', 'config_fields_table']
 
 # %% ../nbs/00_config.ipynb #a092f635
 import difflib, json, re, string, types, warnings
@@ -609,7 +609,7 @@ TinyloraAdapter = _adapter('tinylora', "TinyLoRA (LoRA-XS): a tiny trained matri
     projection_seed=_F(int, 42, "Seed of the projections.", ge=0),
     save_projection=_F(bool, True, "Save the projections with the adapter."),
     tinylora_dropout=_F(float, 0.0, "Dropout.", ge=0, le=1))
-C3aAdapter = _adapter('c3a', "C3A: circular-convolution adaptation.",
+C3AAdapter = _adapter('c3a', "C3A: circular-convolution adaptation.",
     block_size=_F(int, 256, "Block size (must divide the layer sizes).", ge=1),
     bias_type=_F(Literal['none', 'all', 'c3a_only'], 'none', "Which biases are trained."))
 OftAdapter = _adapter('oft', "OFT: orthogonal fine-tuning.",
@@ -629,7 +629,7 @@ VbloraAdapter = _adapter('vblora', "VB-LoRA: low-rank factors mixed from a share
     topk=_F(int, 2, "Vectors mixed per factor.", ge=1), vblora_dropout=_F(float, 0.0, "Dropout.", ge=0, le=1),
     save_only_topk_weights=_F(bool, False, "Save only the top-k logits (smaller; inference only)."))
 
-_MORE_ADAPTERS = (VeraAdapter, LohaAdapter, LokrAdapter, FourierftAdapter, BoftAdapter, TinyloraAdapter, C3aAdapter,
+_MORE_ADAPTERS = (VeraAdapter, LohaAdapter, LokrAdapter, FourierftAdapter, BoftAdapter, TinyloraAdapter, C3AAdapter,
                   OftAdapter, HraAdapter, WaveftAdapter, LnTuningAdapter, VbloraAdapter)
 
 def _adapter_type(v):
@@ -874,7 +874,7 @@ class GenerationSettings(_Section):
         if not isinstance(v, dict): return v
         f = cls.model_fields
         return {k: x for k, x in v.items() if x is not None or k not in f or f[k].default is None}
-    max_new_tokens: int = Field(32, ge=1, description="Most tokens to generate. When not set: the output's max_sequence_length, else global_max_sequence_length, else context/2 (text outputs).")
+    max_new_tokens: int = Field(32, ge=1, description="Most tokens to generate. When not set (or null): the output's max_sequence_length, else global_max_sequence_length, else the longest training target + 25% (text outputs), else 32.")
     temperature: float = Field(0.1, ge=0, description="Sampling temperature (with do_sample).")
     min_new_tokens: Optional[int] = Field(None, ge=0, description="Fewest tokens to generate.")
     max_length: int = Field(32, ge=1, description="Most tokens of prompt + generation; overridden by max_new_tokens.")
@@ -1006,6 +1006,7 @@ class LLMConfig(_Section):
     backend: Annotated[BackendConfig, BeforeValidator(_backend)] = Field(default_factory=BackendConfig, description="Where training runs.")
     trust_remote_code: bool = Field(False, description="Allow models whose code lives on the Hub.")
     ludwig_version: Optional[str] = Field(None, description="Written by Ludwig's `render_config`; accepted for compatibility.")
+    ludwig_defaults: bool = Field(False, description="Ours: Ludwig 0.17's defaults where llmnb's differ (`DEFAULT_CHANGES`); keys set here win.")
     is_multimodal: Annotated[bool, _not_supported("multimodal models are not supported yet (got true); allowed: false")] = Field(False, description="Not supported yet.")
     hyperopt: Optional[dict[str, Any]] = Field(None, description="Accepted and ignored (with a warning).")
     adapters: Annotated[Optional[Any], _not_supported("multiple adapters are not supported yet; allowed: one adapter under `adapter:`")] = Field(None, exclude=True, description="Not supported yet: use `adapter`.")
@@ -1182,6 +1183,7 @@ COMPAT: dict[str, str] = {
     'output_features.preprocessing.tokenizer': "has no effect: an LLM always uses its base model's tokenizer",
     'output_features.loss.type': "has no effect: an LLM learns labels with the next-token loss",
     'ludwig_version': "is informational (written by Ludwig's render_config)",
+    'input_features.preprocessing.padding': "has no effect: llmnb pads prompts on the left, as generation needs",
     'preprocessing.oversample_minority': "has no effect on LLM training data (no resampling)",
     'preprocessing.undersample_majority': "has no effect on LLM training data (no resampling)",
     **{f'trainer.{k}': _ECD for k in
@@ -1301,12 +1303,15 @@ def _notes(cfg: LLMConfig) -> list[str]:
     return n
 
 def load_config(config:Union[LLMConfig, dict, str, Path], # an LLMConfig, a dict, a YAML string, or a YAML/JSON file path
+                ludwig_defaults:bool=False, # Ludwig 0.17's defaults where llmnb's differ (`DEFAULT_CHANGES`)
                 **overrides # top-level sections to deep-merge in; `a__b=v` sets key b of section a
                ) -> LLMConfig:
     "Validate a config (no network, no model, no data); `ConfigError` lists every problem."
     raw = _read(config)
-    if isinstance(config, LLMConfig) and not overrides: return config
-    cfg = _validate(_overrides(raw, overrides))
+    if isinstance(config, LLMConfig) and not overrides and not ludwig_defaults: return config
+    raw = _overrides(raw, overrides)
+    if ludwig_defaults or raw.get('ludwig_defaults') is True: raw = _ludwig_defaults(raw)
+    cfg = _validate(raw)
     for note in _notes(cfg): warn_once(note.split(':')[0], note)
     return cfg
 
@@ -1325,16 +1330,62 @@ def render_config(config:Union[LLMConfig, dict, str, Path] # anything `load_conf
     "The full config as YAML, keys in schema order."
     return yaml.dump(load_config(config).to_dict(), Dumper=_Dumper, sort_keys=False, allow_unicode=True)
 
+# %% ../nbs/00_config.ipynb #6519aa90
+_FT = "trainer[finetune]"
+DEFAULT_CHANGES = {  # key: (Ludwig 0.17's default, llmnb's, why)
+    f"{_FT}.learning_rate": (0.001, 0.0002, "1e-3 is an ECD learning rate; LoRA fine-tunes of LLMs use 1e-4 to 3e-4"),
+    f"{_FT}.epochs": (100, 3, "100 epochs over-fits an LLM; instruction tuning runs 1-3"),
+    f"{_FT}.batch_size": (1, 8, "one row a step is slow and noisy; 8 with packing fills the GPU/CPU"),
+    f"{_FT}.eval_batch_size": (2, None, "null: the training batch size"),
+    f"{_FT}.gradient_accumulation_steps": ("auto", 1, "explicit: a step is one batch unless asked otherwise"),
+    f"{_FT}.early_stop": (5, 3, "evaluations are per epoch: 3 is already most of a 3-epoch run"),
+    f"{_FT}.optimizer.type": ("adam", "adamw", "decoupled weight decay is the LLM standard"),
+    f"{_FT}.learning_rate_scheduler.decay": (None, "cosine", "cosine decay after warmup is the LLM standard"),
+    f"{_FT}.learning_rate_scheduler.warmup_fraction": (0.0, 0.03, "a short warmup keeps the first steps of a LoRA stable"),
+    f"{_FT}.gradient_clipping.clipglobalnorm": (0.5, 1.0, "1.0 is the usual LLM clipping norm"),
+    f"{_FT}.packing": (False, True, "packing short rows into one sequence trains 1.5-3x more tokens per second"),
+    "generation.do_sample": (True, False, "greedy decoding makes predictions repeatable and evaluation honest"),
+    "input_features.preprocessing.padding": ("right", "left", "generation pads on the left"),
+    "output_features[category].preprocessing.missing_value_strategy": ("drop_row", "fill_with_const",
+        "a missing label becomes the fallback label instead of dropping the row"),
+    "generation.max_new_tokens (unset)": ("context / 2", "longest target + 25%, else 32",
+        "half an 8k context is 4,096 new tokens a row: minutes per row on a CPU"),
+}
+
+def default_changes_table() -> str:
+    "Markdown table of every default that differs from Ludwig's, with the reason."
+    rows = ["| key | Ludwig | llmnb | why |", "|---|---|---|---|"]
+    rows += [f"| `{k}` | `{json.dumps(l)}` | `{json.dumps(n)}` | {why} |" for k, (l, n, why) in DEFAULT_CHANGES.items()]
+    return "\n".join(rows)
+
+# %% ../nbs/00_config.ipynb #1b8261d7
+def _ludwig_defaults(raw: dict) -> dict:
+    "`raw` under Ludwig's defaults (`DEFAULT_CHANGES`) where it does not set the key itself."
+    over = {}
+    for key, (ludwig, _, _) in DEFAULT_CHANGES.items():
+        if ' ' in key or '[category]' in key: continue
+        path, feat = key.split('.'), None
+        if path[0] == _FT:
+            if not (isinstance(raw.get('trainer'), dict) and raw['trainer'].get('type') == 'finetune'): continue
+            path[0] = 'trainer'
+        if path[0] == 'input_features': continue  # padding: llmnb always pads on the left for generation (COMPAT)
+        o = over
+        for p in path[:-1]: o = o.setdefault(p, {})
+        o[path[-1]] = ludwig
+    return _merge(over, raw)
+
 # %% ../nbs/00_config.ipynb #84fae307
 def resolve_max_new_tokens(cfg:LLMConfig, # a loaded config
-                           context_length:int # the model's context length in tokens
+                           context_length:int, # the model's context length in tokens (a cap)
+                           longest_target:int|None=None, # the longest training target in tokens, when the model was trained
                           ) -> int:
-    "How many new tokens to generate: the user's value, else derived from sequence lengths or the context."
+    "New tokens to generate: the user's value, else the output's lengths, else the longest target + 25%, else 32."
     g, out = cfg.generation, cfg.output_feature
     if 'max_new_tokens' in g.model_fields_set or out.type != 'text': return g.max_new_tokens
-    if (n := out.preprocessing.max_sequence_length) is not None: return max(g.max_new_tokens, n)
-    if (n := cfg.preprocessing.global_max_sequence_length) is not None: return max(g.max_new_tokens, n)
-    return context_length // 2
+    if (n := out.preprocessing.max_sequence_length) is not None: return min(max(g.max_new_tokens, n), context_length)
+    if (n := cfg.preprocessing.global_max_sequence_length) is not None: return min(max(g.max_new_tokens, n), context_length)
+    if longest_target: return min(max(g.max_new_tokens, -(-longest_target * 5 // 4) + 1), context_length)
+    return g.max_new_tokens
 
 # %% ../nbs/00_config.ipynb #ef180639
 def _objects(node, defs, tag=None):

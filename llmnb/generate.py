@@ -30,14 +30,14 @@ def merged_generation(cfg, overrides: dict | None = None):
         except ConfigError as ce: raise ConfigError([p.replace("generation.", "generation_config.", 1) for p in ce.problems]) from None
         raise
 
-def generation_config(cfg, tok, context_length: int, overrides: dict | None = None, model=None):
+def generation_config(cfg, tok, context_length: int, overrides: dict | None = None, model=None, longest_target: int | None = None):
     "A `transformers.GenerationConfig` from `cfg.generation` + `overrides`, with max_new_tokens resolved and pad/eos ids set."
     from transformers import GenerationConfig
     from llmnb.config import resolve_max_new_tokens
     g = merged_generation(cfg, overrides)
     kw = g.hf_kwargs()
     probe = cfg.model_copy(update=dict(generation=g))
-    kw["max_new_tokens"] = resolve_max_new_tokens(probe, context_length)
+    kw["max_new_tokens"] = resolve_max_new_tokens(probe, context_length, longest_target)
     kw.pop("max_length", None) if "max_new_tokens" in kw else None
     eos = kw.get("eos_token_id") or _eos_ids(tok, model)
     kw.update(pad_token_id=tok.pad_token_id if kw.get("pad_token_id") is None else kw["pad_token_id"], eos_token_id=eos)

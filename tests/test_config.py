@@ -121,7 +121,9 @@ def test_a14_max_new_tokens():
     cases = [cfg(generation={'max_new_tokens': 64}),
              cfg(output_features=[{'name': 'answer', 'type': 'text', 'preprocessing': {'max_sequence_length': 100}}]),
              cfg(preprocessing={'global_max_sequence_length': 100}), cfg()]
-    assert [resolve_max_new_tokens(load_config(c), 2048) for c in cases] == [64, 100, 100, 1024]
+    # Ludwig falls back to half the context (1024 here); llmnb: the longest training target + 25%, else 32 (issue 14)
+    assert [resolve_max_new_tokens(load_config(c), 2048) for c in cases] == [64, 100, 100, 32]
+    assert resolve_max_new_tokens(load_config(cfg()), 2048, longest_target=40) == 51
     assert resolve_max_new_tokens(load_config(cfg(generation={'max_new_tokens': 32})), 2048) == 32  # explicit 32 kept
 
 

@@ -48,3 +48,14 @@ def test_llmnb_run_has_ludwig_hyperparameters(tiny_model_dir, tmp_path):
     hp = json.loads((tmp_path/"r"/"model"/"model_hyperparameters.json").read_text())
     assert hp["adapter"]["r"] == 2 and hp["base_model"] == str(tiny_model_dir)
     assert LLM.load(tmp_path/"r").kind == "adapter"   # an llmnb run still loads as llmnb's (llmnb.json wins)
+
+def test_typod_match_label_is_an_error_before_work(tiny_model_dir, tmp_path):
+    "Ludwig's examples/llm_few_shot_learning config has the label 'neural' for 'neutral'."
+    from llmnb.data import DataError
+    cfg = yaml.safe_load((HERE/"ex_llm_few_shot.yaml").read_text())
+    cfg.update(base_model=str(tiny_model_dir), preprocessing={"split": {"type": "random", "probabilities": [0.5, 0.5, 0.0]}})
+    cfg["prompt"]["retrieval"] = {"type": "random", "k": 1}
+    rows = pd.DataFrame(dict(review=["good", "bad", "meh", "great"], label=["positive", "negative", "neutral", "positive"]))
+    with pytest.raises(DataError, match="'neural' is not a label of the training data"):
+        LLM(cfg).train(rows, output_directory=tmp_path/"r", progress=False)
+    assert not (tmp_path/"r"/"model").exists()
