@@ -23,6 +23,9 @@ Prediction: the same prompts, greedy, `max_new_tokens` 64, base model, fp32:
   llmnb        `LLM(config).predict(...)`: prompts sorted by length, batched, KV cache, each row cut at its EOS
   loop         one `model.generate` call per prompt (what the reference does)
   pipeline     transformers `text-generation` pipeline with `batch_size`
+  llama_cpp    llama.cpp (llama-cpp-python, built portably: GGML_NATIVE=OFF + AVX2/FMA/F16C) on a GGUF that llmnb's
+               exporter writes from the same weights (f32 by default, `--llama-cpp-type`), greedy, one prompt at a time
+               through `Llama.generate` (the high-level API; its multi-sequence batched API is not used yet)
 Outputs are compared text for text.
 """
 from __future__ import annotations
@@ -37,7 +40,7 @@ import data as bench_data
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 SUFFIX = "\nAnswer:\n"  # appended to every prompt; a newline boundary tokenises the same alone or joined to the answer
 TRAIN_VARIANTS = ["llmnb", "trl_typical", "trl_best", "hf_trainer"]
-PREDICT_VARIANTS = ["llmnb", "loop", "pipeline"]
+PREDICT_VARIANTS = ["llmnb", "loop", "pipeline", "llama_cpp"]
 CHAT_VARIANTS = ["llmnb_single", "llmnb_chat"]   # run when named in --only: the same rows as chat-template single turns / conversations
 N_ROWS, VAL, PRED = 1000, slice(936, 1000), slice(680, 936)  # fixed validation and prediction rows
 
@@ -294,6 +297,28 @@ def predict_pipeline(a, prompts):
     n = [len(x) for x in tok(texts, add_special_tokens=False)["input_ids"]]
     return m, texts, [min(k + 1, a.max_new_tokens) for k in n]
 
+def predict_llama_cpp(a, prompts):
+    "llama.cpp on a GGUF of the same weights (exported once by llmnb's exporter into the bench cache)."
+    import llama_cpp
+    from llmnb.export import to_gguf
+    from llmnb.model import cache_dir
+    from transformers import AutoTokenizer
+    p = model_path()
+    f = cache_dir()/"bench"/f"smollm2-135m-{a.llama_cpp_type}.gguf"
+    if not f.exists(): to_gguf(p, f, a.llama_cpp_type)
+    tok = AutoTokenizer.from_pretrained(p)
+    m = llama_cpp.Llama(str(f), n_ctx=2048, n_threads=a.threads or os.cpu_count(), verbose=False)
+    eos = {m.token_eos()}
+    texts, counts = [], []
+    with Meter() as meter:
+        for r in prompts:
+            out = []
+            for t in m.generate(tok(r["prompt"] + SUFFIX)["input_ids"], temp=0.0, top_k=1, repeat_penalty=1.0, reset=True):
+                out.append(t)
+                if t in eos or len(out) == a.max_new_tokens: break
+            texts.append(tok.decode(out, skip_special_tokens=True).strip()); counts.append(len(out))
+    return meter, texts, counts
+
 def run_predict(a, name):
     import torch
     if a.threads: torch.set_num_threads(a.threads)
@@ -423,6 +448,7 @@ def parse(argv=None):
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--predict-batch", type=int, default=16, help="prompts per batch of the pipeline")
     ap.add_argument("--llmnb-predict-batch", type=int, default=None, help="llmnb: fixed prompts per batch (default: its token-budget batching)")
+    ap.add_argument("--llama-cpp-type", default="f32", help="GGUF type of the llama_cpp variant (f32: the same weights; f16, q8_0, ...)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads in every worker (default: torch's)")
     ap.add_argument("--out", default=str(HERE/"results"/"latest.json"))
     ap.add_argument("--report", metavar="JSON", help="only print the table of a saved results file")
