@@ -153,7 +153,7 @@ def test_adalora_penalty_in_training_and_ranks_move(tiny_model_dir, tmp_path):
 
 # ---- LoRA+ ---------------------------------------------------------------------------------------------------------
 def test_loraplus_optimizer_groups():
-    from llmnb.train import _optimizer
+    from llmnb.train import make_optimizer as _optimizer
     cfg = load_config(cfg_dict(adapter=dict(type="lora", loraplus_lr_ratio=16), trainer=dict(learning_rate=0.001)))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
