@@ -755,7 +755,7 @@ ValidationMetric = Literal['loss', 'perplexity', 'next_token_perplexity']
 
 class _TrainerBase(_Section):
     validation_field: Optional[str] = Field(None, description="Output feature watched for early stopping and best checkpoint; null: the output feature.")
-    validation_metric: ValidationMetric = Field('loss', description="Metric that picks the best checkpoint and drives early stopping (lower is better).")
+    validation_metric: Annotated[ValidationMetric, BeforeValidator(lambda v: 'loss' if v is None else v)] = Field('loss', description="Metric that picks the best checkpoint and drives early stopping (lower is better).")
     evaluate_training_set: bool = Field(False, description="Also evaluate on the whole training set at each evaluation.")
     skip_all_evaluation: bool = Field(False, description="Skip evaluation entirely (no best checkpoint, no early stopping).")
     seed: int = Field(42, description="Random seed for shuffling, splitting, adapter initialisation and random retrieval.")
@@ -961,8 +961,17 @@ GenerationSettings.hf_kwargs = _hf_kwargs
 # %% ../nbs/00_config.ipynb #3c52126f
 Strategy = Literal['ddp', 'fsdp', 'deepspeed', 'horovod', 'auto']
 
+def _strategy_dict(v):
+    "Ludwig's long form `strategy: {type: deepspeed, zero_optimization: ...}`: the type, and the rest as its config."
+    if isinstance(v, dict) and isinstance(v.get('strategy'), dict):
+        s = dict(v['strategy'])
+        v = {**v, 'strategy': s.pop('type', 'auto'), 'strategy_config': s}
+    return v
+
 class BackendTrainer(_Section):
     "How the processes share the work; the processes are started by `accelerate launch` or `torchrun`."
+    _long_form = model_validator(mode='before')(_strategy_dict)
+    strategy_config: Optional[dict[str, Any]] = Field(None, description="The strategy's own config (Ludwig's long form of `strategy`); deepspeed: a DeepSpeed config.")
     strategy: Strategy = Field('auto', description="ddp / fsdp / deepspeed; auto: what `accelerate launch` was configured with (DDP on several processes).")
     use_gpu: Optional[bool] = Field(None, description="Ray: workers on GPUs.")
     num_workers: Optional[int] = Field(None, ge=1, description="Ray: workers.")

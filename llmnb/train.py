@@ -815,7 +815,8 @@ def _strategy_plugins(cfg) -> dict:
         if not torch.cuda.is_available(): raise LlmnbError(
             "backend.trainer.strategy: deepspeed needs CUDA GPUs and this machine has none; use ddp (the default) or fsdp")
         from accelerate.utils import DeepSpeedPlugin
-        return dict(deepspeed_plugin=DeepSpeedPlugin(zero_stage=2))
+        ds = b.trainer.strategy_config
+        return dict(deepspeed_plugin=DeepSpeedPlugin(hf_ds_config=ds) if ds else DeepSpeedPlugin(zero_stage=2))
     if s == "fsdp" and os.environ.get("ACCELERATE_USE_FSDP", "false") != "true":
         from accelerate.utils import FullyShardedDataParallelPlugin
         return dict(fsdp_plugin=FullyShardedDataParallelPlugin(fsdp_version=2))
