@@ -4,7 +4,7 @@
 #   bash scripts/test.sh --slow   also the real-model set (the embedded SmolLM2), as CI does
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --gguf
 . .venv/bin/activate
 # warnings stay visible (no PYTHONWARNINGS=ignore): a deprecation must be seen to be fixed
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
