@@ -28,8 +28,8 @@ LLMNB_README_ROWS=${LLMNB_README_ROWS:-} python readme_example.py
 step "the README's CLI verbs"
 python - <<'PY'
 from llmnb.demo import dates_dataset
-dates_dataset(24).to_pandas().to_csv("data.csv", index=False)
-dates_dataset(6, seed=1).to_pandas().to_csv("new.csv", index=False)
+dates_dataset(24).to_csv("data.csv", index=False)
+dates_dataset(6, seed=1).to_csv("new.csv", index=False)
 open("config.yaml", "w").write("""base_model: smollm2-135m-instruct
 input_features: [{name: date, type: text}]
 output_features: [{name: iso, type: text}]
