@@ -30,7 +30,7 @@ CONFIG_CASES = {
     'prompt_width': ({'prompt': {'template': 'Q: {q:999999999999.2f}'}},
         ["llmnb render-config: error: prompt.template: field {q:999999999999.2f} asks for a width or precision over 1000; allowed: at most 1000 (got 'Q: {q:999999999999.2f}')"]),
     'adapter_type': ({'adapter': {'type': 'loar'}},
-        ["llmnb render-config: error: adapter.type: unknown type (got 'loar'); allowed: 'lora', 'adalora', 'ia3', 'prompt_tuning'"]),
+        ["llmnb render-config: error: adapter.type: unknown type (got 'loar'); allowed: 'lora', 'adalora', 'ia3', 'prompt_tuning', 'vera', 'loha', 'lokr', 'fourierft', 'boft', 'tinylora', 'c3a', 'oft', 'hra', 'waveft', 'ln_tuning', 'vblora'"]),
     'adapter_r_zero': ({'adapter': {'type': 'lora', 'r': 0}},
         ['llmnb render-config: error: adapter.r: must be an integer >= 1 (got 0)']),
     'adapter_r_str': ({'adapter': {'type': 'lora', 'r': 'eight'}},
