@@ -45,7 +45,7 @@ llmnb train --config config.yaml --dataset data.csv --output_directory runs/x
 llmnb experiment --config config.yaml --dataset data.csv --output_directory runs/y
 llmnb predict --model_path runs/x --dataset new.csv --output_directory runs/x
 llmnb evaluate --model_path runs/x --dataset new.csv --output_directory runs/x
-test -s runs/x/predictions.csv && test -s runs/x/eval_stats.json
+test -s runs/x/predictions.csv && test -s runs/x/test_statistics.json
 llmnb upload --help >/dev/null && llmnb demo --help >/dev/null
 set +e; llmnb predict --model_path nowhere --dataset new.csv 2>err.txt; rc=$?; set -e
 [ "$rc" = 2 ] && [ "$(wc -l < err.txt)" = 1 ] || { cat err.txt; echo "FAIL: a bad --model_path must print one line and exit 2"; exit 1; }
