@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from .model import write_dir_atomically
 from .errors import LlmnbError, warn_once
+from .upload import make_card_portable
 
 # %% auto #0
 __all__ = ['use_chat_template', 'format_prompts', 'Limits', 'sequence_limits', 'TruncationReport', 'truncate_row',
@@ -23,7 +24,8 @@ __all__ = ['use_chat_template', 'format_prompts', 'Limits', 'sequence_limits', '
            'plain_loss_sum', 'add_neftune', 'resolve_batch_size', 'TrainPlan', 'plan_steps', 'optimizer_class',
            'make_optimizer', 'make_scheduler', 'reduce_lr_on_plateau', 'trainable_state', 'load_trainable_state',
            'evaluate_loss', 'mixed_precision', 'freeze_layers', 'training_layout', 'run_fingerprint', 'train_step',
-           'evaluate', 'save_checkpoint', 'checkpoints', 'resume_from_checkpoint', 'log_values', 'fit', 'fit_on_ray']
+           'evaluate', 'save_checkpoint', 'checkpoints', 'prune_checkpoints', 'resume_from_checkpoint', 'log_values',
+           'fit', 'fit_on_ray']
 
 # %% ../nbs/04_train.ipynb #fecbca6c
 def use_chat_template(cfg, tok) -> bool:
@@ -687,7 +689,9 @@ def save_checkpoint(r) -> Path:
     r.acc.save_state(str(tmp/"accelerate"))
     whole = r.acc.get_state_dict(r.model) if r.acc.is_fsdp2 else None   # FSDP2: every process sends its shards
     if r.acc.is_main_process:
-        r.acc.unwrap_model(r.model).save_pretrained(str(tmp), state_dict=whole, safe_serialization=True)
+        m = r.acc.unwrap_model(r.model)
+        m.save_pretrained(str(tmp), state_dict=whole, safe_serialization=True)
+        make_card_portable(tmp, r.cfg.base_model, getattr(_peft_config(m), "base_model_name_or_path", None))
         state = {k: v for k, v in r.state.items() if k != "window"}
         (tmp/"trainer_state.json").write_text(json.dumps(dict(fingerprint=r.fingerprint, state=state)))
         if d.exists(): shutil.rmtree(d)
@@ -700,6 +704,20 @@ def checkpoints(run_dir) -> list[Path]:
     "The complete `checkpoints/step-N/` folders of `run_dir`, oldest first."
     found = [p for p in (Path(run_dir)/"checkpoints").glob("step-*") if (p/"trainer_state.json").exists()]
     return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+# %% ../nbs/04_train.ipynb #6c911571
+def prune_checkpoints(run_dir) -> list[Path]:
+    "After a finished run, keep one copy of the weights: the last `step-N/` without its optimizer state, and no `best/`."
+    # the run's model/ holds the best weights; Ludwig and HF's Trainer also keep the last (and best) checkpoint only
+    from llmnb.run import atomic_write
+    found = checkpoints(run_dir)
+    for d in found[:-1]: shutil.rmtree(d, ignore_errors=True)
+    if found:
+        s = json.loads((found[-1]/"trainer_state.json").read_text())
+        atomic_write(found[-1]/"trainer_state.json", json.dumps({**s, "finished": True}))
+        shutil.rmtree(found[-1]/"accelerate", ignore_errors=True)
+    shutil.rmtree(Path(run_dir)/"checkpoints"/"best", ignore_errors=True)
+    return checkpoints(run_dir)
 
 # %% ../nbs/04_train.ipynb #b1a0c032
 def _load_weights(model, d: Path):
@@ -722,6 +740,9 @@ def resume_from_checkpoint(r) -> bool:
     if saved["fingerprint"] != r.fingerprint: raise LlmnbError(
         f"--resume: {d} was written for a different config or training data (fingerprint {saved['fingerprint']}, "
         f"this run {r.fingerprint}); resume with the same config and dataset, or train into a new output directory")
+    if saved.get("finished") or not (d/"accelerate").is_dir(): raise LlmnbError(
+        f"--resume: the run in {r.run_dir} finished (at step {saved['state']['step']}); nothing to resume. Train into a "
+        "new output directory, or leave out --resume")
     _load_weights(r.model, d)
     r.acc.load_state(str(d/"accelerate"))
     r.state = {**saved["state"], "window": []}
@@ -805,6 +826,7 @@ def _finish(r, stopped: bool, seconds: float) -> dict:
                  time_s=seconds, steps_done=st["step"], early_stopped=stopped, learning_rate_reductions=st.get("reductions", 0))
     stats["supervised_tokens_per_s"] = stats["supervised_tokens"] / max(seconds, 1e-9)
     r.acc.wait_for_everyone()
+    if r.acc.is_main_process: prune_checkpoints(r.run_dir)
     for tracker in r.acc.trackers: tracker.finish()   # not end_training: it ends the process group the caller may use
     r.acc.unwrap_model(r.model, keep_fp32_wrapper=False)
     return stats
