@@ -308,3 +308,14 @@ def test_embedded_base_adapter_loads_with_plain_peft_offline(tmp_path):
     card = (model/"README.md").read_text()
     assert "base_model: HuggingFaceTB/SmolLM2-135M-Instruct" in card and base not in card
     assert _plain_peft_logits(model) == pytest.approx(_llmnb_logits(llm), rel=1e-5)
+
+
+# ---------------------------------------------------------------- item 12: feedback while the base model is evaluated
+def test_base_model_evaluation_shows_progress(tiny_model_dir, tmp_path, capfd):
+    "trainer: none evaluates the base model (minutes on a real one): a progress bar says how far it is; none when asked."
+    rows = pd.DataFrame(dict(question=[f"q{i}" for i in range(20)], answer=["a"] * 20, split=[0] * 10 + [2] * 10))
+    cfg = {**config(tiny_model_dir), "preprocessing": dict(split=dict(type="fixed"))}
+    LLM(cfg).train(rows, output_directory=tmp_path/"a", progress=True)
+    assert re.search(r"generating: +\d+%\|", capfd.readouterr().err)
+    LLM(cfg).train(rows, output_directory=tmp_path/"b", progress=False)
+    assert "generating" not in capfd.readouterr().err
