@@ -1,5 +1,8 @@
 """GPU benchmark: the CPU benchmark on the GPU, plus a 1B-parameter Llama-shaped model (random weights) in bf16 LoRA and QLoRA.
 
+The 1B runs are: bf16 LoRA, 4-bit QLoRA, and bf16 LoRA under DeepSpeed ZeRO-2 (`backend: {trainer: {strategy:
+deepspeed}}`, one process under torchrun; needs `pip install deepspeed`, else its row says so).
+
     python bench/gpu.py                 # everything: run.py --full on the GPU, then the 1B runs
     python bench/gpu.py --skip-small    # only the 1B runs
     python bench/gpu.py --rows 512 --batch 16x1 --seq-check
@@ -45,7 +48,7 @@ def build_model(dest: Path) -> Path:
     m.save_pretrained(dest, safe_serialization=True); tok.save_pretrained(dest)
     return dest
 
-def train_1b(a, path, quantized: bool) -> dict:
+def train_1b(a, path, quantized: bool, strategy: str | None = None) -> dict:
     import torch, pandas as pd
     from llmnb.api import LLM
     bs, gas = a.batch
@@ -57,6 +60,7 @@ def train_1b(a, path, quantized: bool) -> dict:
                             packing=True, enable_gradient_checkpointing=a.checkpointing, compile=a.compile, seed=42,
                             learning_rate_scheduler=dict(decay="constant", warmup_fraction=0.0)))
     if quantized: cfg["quantization"] = dict(bits=4, bnb_4bit_compute_dtype="bfloat16")
+    if strategy: cfg["backend"] = dict(type="local", trainer=dict(strategy=strategy))
     llm = LLM(cfg, device="cuda", dtype=torch.bfloat16).load_base()
     base = llm.model
     n_all = sum(p.numel() for p in base.parameters()) * (2 if quantized else 1)  # 4-bit params are packed two per byte
@@ -66,7 +70,8 @@ def train_1b(a, path, quantized: bool) -> dict:
         st = llm.train(training_set=df, output_directory=tempfile.mkdtemp(prefix="bench-1b-"), progress=False)
     tot, sup = st["total_tokens"], st["supervised_tokens"]
     flops = 4 * (n_all - n_emb) * tot + 4 * n_emb * sup
-    return dict(variant="1B " + ("QLoRA 4-bit" if quantized else "bf16 LoRA"), params=n_all, wall_s=m.wall,
+    name = "QLoRA 4-bit" if quantized else "bf16 LoRA" + (f", {strategy}" if strategy else "")
+    return dict(variant="1B " + name, params=n_all, wall_s=m.wall,
                 total_tokens=tot, supervised_tokens=sup, tokens_per_s=tot / m.wall, supervised_tokens_per_s=sup / m.wall,
                 model_tflops_per_s=flops / m.wall / 1e12, peak_gpu_mb=m.gpu_peak_mb, batch=f"{bs}x{gas}",
                 checkpointing=a.checkpointing, compile=a.compile)
@@ -89,15 +94,22 @@ def main(argv=None):
     a = parse(argv)
     import torch
     if a.worker:
-        Path(a.json).write_text(json.dumps(train_1b(a, Path(a.model), a.worker == "qlora"))); return
+        got = train_1b(a, Path(a.model), a.worker == "qlora", "deepspeed" if a.worker == "deepspeed" else None)
+        if int(os.environ.get("RANK", "0")) == 0: Path(a.json).write_text(json.dumps(got))
+        return
     if not torch.cuda.is_available(): sys.exit("bench/gpu.py needs a CUDA GPU; on a CPU run bench/run.py")
     res = dict(gpu=torch.cuda.get_device_name(), bf16_matmul_tflops=matmul_tflops())
     if not a.skip_small: res["small"] = bench.main(["--full", "--precision", "bf16", "--out", str(Path(a.out).with_name("gpu_small.json"))])
     path = build_model(Path(tempfile.gettempdir())/"llmnb-bench-llama-1b")
     res["large"] = []
-    for kind in ("lora", "qlora"):
+    import importlib.util
+    for kind in ("lora", "qlora", "deepspeed"):
         out = Path(tempfile.mkstemp(suffix=".json")[1])
-        r = subprocess.run([sys.executable, __file__, "--worker", kind, "--model", str(path), "--json", str(out)] + argv)
+        if kind == "deepspeed" and not importlib.util.find_spec("deepspeed"):
+            res["large"].append(dict(variant="1B bf16 LoRA, deepspeed", error="deepspeed is not installed: pip install deepspeed"))
+            continue
+        launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1"] if kind == "deepspeed" else [sys.executable]
+        r = subprocess.run(launch + [__file__, "--worker", kind, "--model", str(path), "--json", str(out)] + argv)
         got = json.loads(out.read_text()) if r.returncode == 0 else dict(variant=kind, error=f"exit {r.returncode}")
         if "model_tflops_per_s" in got: got["mfu"] = got["model_tflops_per_s"] / res["bf16_matmul_tflops"]
         res["large"].append(got)
@@ -106,7 +118,8 @@ def main(argv=None):
             ("tok/s", lambda r: r.get("tokens_per_s") and round(r["tokens_per_s"])),
             ("sup. tok/s", lambda r: r.get("supervised_tokens_per_s") and round(r["supervised_tokens_per_s"])),
             ("MFU %", lambda r: r.get("mfu") and round(100 * r["mfu"], 1)),
-            ("peak GPU MB", lambda r: r.get("peak_gpu_mb") and round(r["peak_gpu_mb"])), ("wall s", lambda r: r.get("wall_s") and round(r["wall_s"], 1))]
+            ("peak GPU MB", lambda r: r.get("peak_gpu_mb") and round(r["peak_gpu_mb"])), ("wall s", lambda r: r.get("wall_s") and round(r["wall_s"], 1)),
+            ("note", lambda r: r.get("error", ""))]
     print(bench.table(res["large"], cols))
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(res, indent=1, default=str))

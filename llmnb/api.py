@@ -80,7 +80,8 @@ def _render(self: LLM, ds, train_split=None):
     from datasets import DatasetDict
     cfg = self.config
     if cfg.input_feature.preprocessing.format == "chat":   # conversations: the rendered prompt and the reference turn
-        from llmnb.chat import render_conversations
+        from llmnb.chat import render_conversations, check_chat_special_tokens
+        check_chat_special_tokens(ds, cfg, self.load_base().tokenizer)
         return render_conversations(ds, cfg, self.load_base().tokenizer)
     self._refuse_special_tokens(ds)
     if cfg.prompt.retrieval.type:
@@ -389,8 +390,11 @@ def _info(self: LLM, kind) -> dict:
 @patch
 def _write_model(self: LLM, tmp: Path, model, kind):
     if model is not None and kind != "none":
-        if kind == "adapter": model.peft_config["default"].base_model_name_or_path = self.config.base_model
+        # the folder the base was loaded from (a GGUF's de-quantised copy too), which plain PEFT loads offline
+        if kind == "adapter": model.peft_config["default"].base_model_name_or_path = self.base_path
         model.save_pretrained(tmp, safe_serialization=True)
+        from llmnb.upload import make_card_portable
+        make_card_portable(tmp, self.config.base_model, self.base_path)   # the card travels: no local path in it
     self.tokenizer.save_pretrained(tmp)
     (tmp/"llmnb.json").write_text(json.dumps(self._info(kind), indent=2, default=float))
     (tmp/"model_hyperparameters.json").write_text(json.dumps(self.config.to_dict(), indent=2))  # Ludwig's name for the config

@@ -17,8 +17,8 @@ from .train import Limits, TruncationReport, _cut_prompt
 __all__ = ['ROLES', 'SHAREGPT_ROLES', 'ChatError', 'is_chat', 'read_turn', 'read_conversation', 'end_of_turn_ids',
            'has_generation_markers', 'render_chat', 'assistant_spans', 'encode_conversation', 'ConversationReport',
            'fit_turns', 'tokenize_conversations', 'prompt_and_reference', 'encode_chat_prompts', 'render_conversations',
-           'highlight_trained', 'conversation_lengths', 'check_chat_config', 'read_conversations',
-           'conversation_splits']
+           'check_chat_special_tokens', 'highlight_trained', 'conversation_lengths', 'check_chat_config',
+           'read_conversations', 'conversation_splits']
 
 # %% ../nbs/17_chat.ipynb #bc48d7ea
 class ChatError(DataError):
@@ -287,6 +287,23 @@ def render_conversations(ds, # a Dataset (or DatasetDict) with the conversation 
         pr = [prompt_and_reference(_with_system(read_conversation(c, i), cfg)) for c, i in zip(b[col], idx)]
         return {PROMPT: [render_chat(tok, p, True, i) for (p, _), i in zip(pr, idx)], out: [r for _, r in pr]}
     return ds.map(fn, batched=True, with_indices=True, desc="rendering conversations", load_from_cache_file=False)
+
+# %% ../nbs/17_chat.ipynb #bba1aa06
+def check_chat_special_tokens(ds, # a Dataset (or DatasetDict) with the conversation column
+                              cfg, tok, # the loaded config and the tokenizer
+                             ):
+    "Refuse a turn whose content holds a special-token string: control tokens come only from the chat template."
+    from datasets import DatasetDict
+    from llmnb.train import special_token_strings
+    parts, specials = (ds.items() if isinstance(ds, DatasetDict) else [("", ds)]), special_token_strings(tok)
+    for name, part in parts:
+        for i, conv in enumerate(part[_column(cfg)] if _column(cfg) in part.column_names else []):
+            for j, m in enumerate(read_conversation(conv, i)):
+                s = next((s for s in specials if s in m["content"]), None)
+                if s: raise ChatError(
+                    f"row {i}{f' of the {name} split' if name else ''}, turn {j} ({m['role']}): the content holds {s!r}, "
+                    "a special token of this tokenizer, so a data row could forge a chat turn; data is text and control "
+                    "tokens come only from the chat template: remove it from the data")
 
 # %% ../nbs/17_chat.ipynb #4ee369dd
 def highlight_trained(tok, # a tokenizer with a chat template

@@ -1212,8 +1212,7 @@ COMPAT: dict[str, str] = {
        ('learning_rate', 'epochs', 'train_steps', 'early_stop', 'packing', 'steps_per_checkpoint',
         'checkpoints_per_epoch', 'should_shuffle', 'eval_steps', 'packing_max_sequences_per_pack',
         'validation_metric', 'evaluate_training_set', 'skip_all_evaluation')},
-    **{f'backend.trainer.{k}': "a Ray Train option; llmnb's processes come from accelerate launch or torchrun"
-       for k in ('use_gpu', 'num_workers', 'resources_per_worker')},
+
     'backend.cache_dir': "has no effect: llmnb caches in the Hugging Face cache",
     'backend.cache_credentials': "has no effect: llmnb caches in the Hugging Face cache",
     'backend.processor': "Ray data-processing options have no effect: llmnb preprocesses in-process",

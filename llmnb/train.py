@@ -14,7 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from .model import write_dir_atomically
-from .errors import LlmnbError
+from .errors import LlmnbError, warn_once
+from .upload import make_card_portable
 
 # %% auto #0
 __all__ = ['use_chat_template', 'format_prompts', 'Limits', 'sequence_limits', 'TruncationReport', 'truncate_row',
@@ -23,7 +24,8 @@ __all__ = ['use_chat_template', 'format_prompts', 'Limits', 'sequence_limits', '
            'plain_loss_sum', 'add_neftune', 'resolve_batch_size', 'TrainPlan', 'plan_steps', 'optimizer_class',
            'make_optimizer', 'make_scheduler', 'reduce_lr_on_plateau', 'trainable_state', 'load_trainable_state',
            'evaluate_loss', 'mixed_precision', 'freeze_layers', 'training_layout', 'run_fingerprint', 'train_step',
-           'evaluate', 'save_checkpoint', 'checkpoints', 'resume_from_checkpoint', 'log_values', 'fit']
+           'evaluate', 'save_checkpoint', 'checkpoints', 'prune_checkpoints', 'resume_from_checkpoint', 'log_values',
+           'fit', 'fit_on_ray']
 
 # %% ../nbs/04_train.ipynb #fecbca6c
 def use_chat_template(cfg, tok) -> bool:
@@ -429,7 +431,11 @@ def reduce_lr_on_plateau(sched, s, state: dict, value: float) -> bool:
 # %% ../nbs/04_train.ipynb #295b9986
 def trainable_state(model) -> dict:
     "The trainable tensors of `model` (the adapter, or every weight in a full fine-tune), on the CPU."
-    return {k: v.detach().to("cpu", copy=True) for k, v in getattr(model, "module", model).named_parameters() if v.requires_grad}
+    return {k: _full(v).detach().to("cpu", copy=True) for k, v in getattr(model, "module", model).named_parameters() if v.requires_grad}
+
+def _full(v):
+    "A parameter's whole value: under FSDP2 a parameter is a shard (a `DTensor`), gathered from every process."
+    return v.full_tensor() if hasattr(v, "full_tensor") else v
 
 def load_trainable_state(model, state: dict):
     "Copy `state` (from `trainable_state`) back into `model`."
@@ -548,8 +554,8 @@ def _accelerator(cfg, run_dir):
     import importlib.util
     if int(os.environ.get("WORLD_SIZE", "1")) == 1: AcceleratorState._reset_state()
     t = cfg.trainer
-    return Accelerator(cpu=_multi_cpu(), mixed_precision=mixed_precision(t.use_mixed_precision), log_with=_trackers(t),
-                       project_dir=str(run_dir), dynamo_backend="inductor" if t.compile else "no", **_strategy_plugins(cfg))
+    return _fsdp_on_cpu(Accelerator(cpu=_multi_cpu(), mixed_precision=mixed_precision(t.use_mixed_precision), log_with=_trackers(t),
+                        project_dir=str(run_dir), dynamo_backend="inductor" if t.compile else "no", **_strategy_plugins(cfg)), cfg)
 
 # %% ../nbs/04_train.ipynb #b1a0c021
 def _setup(model, tok, rows, val, cfg, plan, run_dir) -> _Run:
@@ -681,8 +687,11 @@ def save_checkpoint(r) -> Path:
     if r.acc.is_main_process: shutil.rmtree(tmp, ignore_errors=True)
     r.acc.wait_for_everyone()
     r.acc.save_state(str(tmp/"accelerate"))
+    whole = r.acc.get_state_dict(r.model) if r.acc.is_fsdp2 else None   # FSDP2: every process sends its shards
     if r.acc.is_main_process:
-        r.acc.unwrap_model(r.model).save_pretrained(str(tmp), safe_serialization=True)
+        m = r.acc.unwrap_model(r.model)
+        m.save_pretrained(str(tmp), state_dict=whole, safe_serialization=True)
+        make_card_portable(tmp, r.cfg.base_model, getattr(_peft_config(m), "base_model_name_or_path", None))
         state = {k: v for k, v in r.state.items() if k != "window"}
         (tmp/"trainer_state.json").write_text(json.dumps(dict(fingerprint=r.fingerprint, state=state)))
         if d.exists(): shutil.rmtree(d)
@@ -695,6 +704,20 @@ def checkpoints(run_dir) -> list[Path]:
     "The complete `checkpoints/step-N/` folders of `run_dir`, oldest first."
     found = [p for p in (Path(run_dir)/"checkpoints").glob("step-*") if (p/"trainer_state.json").exists()]
     return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+# %% ../nbs/04_train.ipynb #6c911571
+def prune_checkpoints(run_dir) -> list[Path]:
+    "After a finished run, keep one copy of the weights: the last `step-N/` without its optimizer state, and no `best/`."
+    # the run's model/ holds the best weights; Ludwig and HF's Trainer also keep the last (and best) checkpoint only
+    from llmnb.run import atomic_write
+    found = checkpoints(run_dir)
+    for d in found[:-1]: shutil.rmtree(d, ignore_errors=True)
+    if found:
+        s = json.loads((found[-1]/"trainer_state.json").read_text())
+        atomic_write(found[-1]/"trainer_state.json", json.dumps({**s, "finished": True}))
+        shutil.rmtree(found[-1]/"accelerate", ignore_errors=True)
+    shutil.rmtree(Path(run_dir)/"checkpoints"/"best", ignore_errors=True)
+    return checkpoints(run_dir)
 
 # %% ../nbs/04_train.ipynb #b1a0c032
 def _load_weights(model, d: Path):
@@ -717,6 +740,9 @@ def resume_from_checkpoint(r) -> bool:
     if saved["fingerprint"] != r.fingerprint: raise LlmnbError(
         f"--resume: {d} was written for a different config or training data (fingerprint {saved['fingerprint']}, "
         f"this run {r.fingerprint}); resume with the same config and dataset, or train into a new output directory")
+    if saved.get("finished") or not (d/"accelerate").is_dir(): raise LlmnbError(
+        f"--resume: the run in {r.run_dir} finished (at step {saved['state']['step']}); nothing to resume. Train into a "
+        "new output directory, or leave out --resume")
     _load_weights(r.model, d)
     r.acc.load_state(str(d/"accelerate"))
     r.state = {**saved["state"], "window": []}
@@ -777,6 +803,7 @@ def fit(model, tok, train_rows, val_rows, cfg, run_dir, resume: bool = False, pr
         plan: TrainPlan | None = None) -> dict:
     "Train `model` on tokenised `train_rows` per `cfg.trainer` (and `plan`); evaluate on `val_rows`; the statistics."
     from tqdm.auto import tqdm
+    if cfg.backend.type == "ray": return fit_on_ray(model, tok, train_rows, val_rows, cfg, run_dir, resume)
     plan = plan or plan_steps(cfg.trainer, train_rows)
     _set_seed(plan.seed)
     r = _setup(model, tok, train_rows, val_rows, cfg, plan, run_dir)
@@ -792,12 +819,14 @@ def fit(model, tok, train_rows, val_rows, cfg, run_dir, resume: bool = False, pr
 def _finish(r, stopped: bool, seconds: float) -> dict:
     "Restore the best weights, release the accelerator's wrappers and hooks; the statistics."
     if r.neftune is not None: r.neftune.remove()
+    if r.acc.is_fsdp2: _unshard(r.model)
     if r.best is not None: load_trainable_state(r.model, r.best)
     st, stats = r.state, r.state["stats"]
     stats.update(best=dict(validation_loss=st["best"], step=st["best_step"], metric=r.t.validation_metric),
                  time_s=seconds, steps_done=st["step"], early_stopped=stopped, learning_rate_reductions=st.get("reductions", 0))
     stats["supervised_tokens_per_s"] = stats["supervised_tokens"] / max(seconds, 1e-9)
     r.acc.wait_for_everyone()
+    if r.acc.is_main_process: prune_checkpoints(r.run_dir)
     for tracker in r.acc.trackers: tracker.finish()   # not end_training: it ends the process group the caller may use
     r.acc.unwrap_model(r.model, keep_fp32_wrapper=False)
     return stats
@@ -806,9 +835,9 @@ def _finish(r, stopped: bool, seconds: float) -> dict:
 def _strategy_plugins(cfg) -> dict:
     "Accelerator arguments for `backend.trainer.strategy`; a clear error where the machine cannot run it."
     b = cfg.backend
-    if b.type == "ray": raise LlmnbError(
-        "backend.type: ray is not implemented in llmnb (it would need Ray Train: pip install 'ray[train]'); use backend: "
-        "local and start the processes with accelerate launch or torchrun (--nnodes/--rdzv_endpoint for several machines)")
+    for k in ("use_gpu", "num_workers", "resources_per_worker"):
+        if k in b.trainer.model_fields_set: warn_once(f"backend.trainer.{k}", f"backend.trainer.{k} is a Ray Train "
+            "option, used only with backend.type: ray; with backend: local the processes come from accelerate launch or torchrun")
     s = b.trainer.strategy
     if s == "horovod": raise LlmnbError("backend.trainer.strategy: horovod is not supported; allowed: ddp, fsdp, deepspeed")
     if s == "deepspeed":
@@ -821,6 +850,77 @@ def _strategy_plugins(cfg) -> dict:
         from accelerate.utils import FullyShardedDataParallelPlugin
         return dict(fsdp_plugin=FullyShardedDataParallelPlugin(fsdp_version=2))
     return {}
+
+# %% ../nbs/04_train.ipynb #2ee0f236
+def _fsdp_on_cpu(acc, cfg):
+    "`acc` with FSDP on, where a multi-process CPU run asks for it (by `backend` or an accelerate config file)."
+    # accelerate turns FSDP on only for accelerator devices (`AcceleratorState.__init__`: MULTI_GPU, MULTI_NPU, ...), so
+    # on a CPU the run would silently be DDP; torch's FSDP2 `fully_shard` runs on CPU with gloo: set what accelerate reads.
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+    env = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and cfg.backend.trainer.strategy != "fsdp"
+    if not (_multi_cpu() and (env or cfg.backend.trainer.strategy == "fsdp")) or acc.is_fsdp2: return acc
+    plugin = FullyShardedDataParallelPlugin() if env else FullyShardedDataParallelPlugin(fsdp_version=2)
+    if plugin.fsdp_version != 2: raise LlmnbError(
+        "FSDP on a CPU needs FSDP2 (fsdp_version: 2 in the accelerate config file); FSDP1 needs GPUs")
+    if acc.mixed_precision != "no": plugin.set_mixed_precision(acc.mixed_precision)
+    from accelerate import PartialState
+    acc.state.fsdp_plugin, acc.state.distributed_type = plugin, DistributedType.FSDP
+    PartialState._shared_state["distributed_type"] = DistributedType.FSDP   # as AcceleratorState.__init__ does
+    return acc
+
+def _unshard(model):
+    "After an FSDP2 run, gather each module's whole weights and keep them, so rank 0 can save and predict alone."
+    from torch.distributed.fsdp import FSDPModule
+    for m in model.modules():
+        if not isinstance(m, FSDPModule): continue
+        m.set_reshard_after_forward(False, recurse=False); m.unshard()
+        for g in m._get_fsdp_state()._fsdp_param_groups:   # FSDP2's state_dict() hooks would shard them again
+            for h in [*g._module_to_pre_save_state_dict_hook_handle.values(), *g._module_to_pre_load_state_dict_hook_handle.values()]:
+                h.remove()
+
+# %% ../nbs/04_train.ipynb #af63ba4d
+def _ray_train():
+    "Ray and its `TorchTrainer`; a clear error naming the extra where Ray Train is not installed."
+    try:
+        import ray, ray.train
+        from ray.train.torch import TorchTrainer
+    except ImportError: raise LlmnbError(
+        "backend.type: ray needs Ray Train, which is not installed: pip install 'llmnb[ray]' (or 'ray[train]'); "
+        "or use backend: local and start the processes with accelerate launch or torchrun") from None
+    return ray, TorchTrainer
+
+def _ray_worker(a: dict):
+    "One Ray Train worker: the same `fit`, in the process group Ray set up; rank 0 reports the trained weights."
+    import ray.train, tempfile
+    from safetensors.torch import save_file
+    cfg, ctx = a["cfg"], ray.train.get_context()
+    local = cfg.model_copy(update=dict(backend=cfg.backend.model_copy(update=dict(type="local"))))
+    stats = fit(a["model"], a["tok"], a["rows"], a["val"], local, a["run_dir"], a["resume"], False, False, a["plan"])
+    state = trainable_state(a["model"])
+    with tempfile.TemporaryDirectory() as d:
+        if ctx.get_world_rank() == 0: save_file({k: v.contiguous() for k, v in state.items()}, f"{d}/trainable.safetensors")
+        ray.train.report(dict(stats=json.dumps(stats), world=ctx.get_world_size()),
+                         checkpoint=ray.train.Checkpoint.from_directory(d) if ctx.get_world_rank() == 0 else None)
+
+# %% ../nbs/04_train.ipynb #1389fbad
+def fit_on_ray(model, tok, train_rows, val_rows, cfg, run_dir, resume: bool = False) -> dict:
+    "`fit` in `backend.trainer.num_workers` Ray Train workers (`backend: {type: ray}`); `model` gets the trained weights."
+    ray, TorchTrainer = _ray_train()
+    from ray.train import RunConfig, ScalingConfig
+    from safetensors.torch import load_file
+    b, run_dir = cfg.backend.trainer, Path(run_dir).resolve()
+    n = b.num_workers or 1
+    if not ray.is_initialized() and not os.environ.get("RAY_ADDRESS"):   # else: the cluster it names, or ray.init's own
+        ray.init(num_cpus=max(os.cpu_count() or 1, n), include_dashboard=False, log_to_driver=False)
+    args = dict(model=model, tok=tok, rows=train_rows, val=val_rows, cfg=cfg, run_dir=str(run_dir), resume=resume,
+                plan=plan_steps(cfg.trainer, train_rows, processes=n))
+    scaling = ScalingConfig(num_workers=n, use_gpu=bool(b.use_gpu), resources_per_worker=b.resources_per_worker)
+    trainer = TorchTrainer(_ray_worker, train_loop_config=args, scaling_config=scaling,
+                           run_config=RunConfig(name="llmnb", storage_path=str(run_dir/".ray")))
+    result = trainer.fit()
+    with result.checkpoint.as_directory() as d: load_trainable_state(model, load_file(f"{d}/trainable.safetensors"))
+    shutil.rmtree(run_dir/".ray", ignore_errors=True)   # Ray's own record of the run; the run folder has the rest
+    return {**json.loads(result.metrics["stats"]), "ray_workers": result.metrics["world"]}
 
 # %% ../nbs/04_train.ipynb #8e2248bd
 def _save_best(run_dir, state):

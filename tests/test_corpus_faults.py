@@ -76,6 +76,18 @@ def test_not_a_gguf(tmp_path, data, capsys, monkeypatch):
     monkeypatch.setenv("LLMNB_CACHE", str(tmp_path/"cache"))
     assert f"base_model: cannot read the GGUF file '{g}'" in train_cli(capsys, tmp_path, config(g), data)
 
+def test_gguf_of_an_architecture_transformers_cannot_load(tmp_path, data, capsys, monkeypatch):
+    "Issue 15 item 6: a well-formed GGUF whose architecture transformers does not support is one line naming the file."
+    import gguf, numpy as np
+    g = tmp_path/"m.gguf"
+    w = gguf.GGUFWriter(str(g), arch="nosucharch")
+    w.add_block_count(1); w.add_context_length(16); w.add_embedding_length(8)
+    w.add_tensor("token_embd.weight", np.zeros((4, 8), dtype=np.float32))
+    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+    monkeypatch.setenv("LLMNB_CACHE", str(tmp_path/"cache"))
+    line = train_cli(capsys, tmp_path, config(g), data)
+    assert f"base_model: cannot read the GGUF file '{g}'" in line and "architecture nosucharch is not supported" in line, line
+
 def test_unwritable_cache(tmp_path, data, capsys, monkeypatch):
     from llmnb.model import embedded_gguf
     g = tmp_path/"m.gguf"; os.symlink(embedded_gguf(), g)

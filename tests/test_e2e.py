@@ -189,3 +189,134 @@ def test_real_model_finetune_save_load_predict(embedded_dir, tmp_path):
         from transformers import AutoModelForCausalLM
         from peft import PeftModel
         PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained({str(embedded_dir)!r}), {str(tmp_path/'run'/'model')!r})""")
+
+# ---------------------------------------------------------------- FSDP2 on 2 CPU processes
+FSDP_SCRIPT = """
+import sys, os, json, torch
+sys.path.insert(0, {tests!r})
+from test_e2e import ROWS, config
+from llmnb.api import LLM
+import llmnb.train as T
+seen, step = [], T.train_step
+def recording(r, group):   # what the model is while it trains: FSDP2 shards (DTensors), not DDP replicas
+    p = next(p for p in r.model.parameters() if p.requires_grad)
+    seen.append([str(r.acc.distributed_type), type(p).__name__, r.acc.is_fsdp2])
+    return step(r, group)
+T.train_step = recording
+cfg = config({base!r}, train_steps=3, use_mixed_precision=False)
+if {backend!r}: cfg["backend"] = dict(type="local", trainer=dict(strategy="fsdp"))
+llm = LLM(cfg)
+stats = llm.train(ROWS, output_directory={out!r}, progress=False)
+import torch.distributed as dist
+w = {{k: v.tolist() for k, v in T.trainable_state(llm.model).items()}}
+print(json.dumps(dict(rank=dist.get_rank(), world=dist.get_world_size(), processes=stats["processes"], seen=seen,
+                      weights=w, loss=stats["train"]["loss"], steps=stats["steps_done"])))
+"""
+
+FSDP_ACCELERATE_CONFIG = """compute_environment: LOCAL_MACHINE
+distributed_type: FSDP
+num_processes: 2
+num_machines: 1
+main_process_port: {port}
+use_cpu: true
+mixed_precision: 'no'
+fsdp_config:
+  fsdp_version: 2
+"""
+
+@pytest.mark.parametrize("how", ["backend", "accelerate_config"])
+def test_fsdp2_two_cpu_processes(how, tiny_model_dir, tmp_path):
+    """FSDP2 (`fully_shard`, gloo) on 2 CPU processes, chosen by `backend.trainer.strategy: fsdp` under torchrun or by
+    an accelerate config file: the weights are sharded while training, the result matches one process accumulating the
+    same batches (weights within 1e-5, loss within 1e-5), and rank 0 writes one run directory that plain PEFT reads."""
+    import llmnb.train as T
+    from safetensors.torch import load_file
+    script, run = tmp_path/"fsdp.py", tmp_path/"run"
+    script.write_text(FSDP_SCRIPT.format(tests=str(Path(__file__).parent), base=str(tiny_model_dir), out=str(run),
+                                         backend=how == "backend"))
+    if how == "backend": cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29519"]
+    else:
+        (tmp_path/"fsdp.yaml").write_text(FSDP_ACCELERATE_CONFIG.format(port=29521))
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(tmp_path/"fsdp.yaml")]
+    r = subprocess.run(cmd + [str(script)], capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = sorted((json.loads(l) for l in r.stdout.splitlines() if l.startswith("{")), key=lambda x: x["rank"])
+    assert [x["rank"] for x in res] == [0, 1] and all(x["world"] == 2 and x["processes"] == 2 for x in res)
+    assert all(s == ["DistributedType.FSDP", "DTensor", True] for x in res for s in x["seen"]) and len(res[0]["seen"]) == 3
+    assert res[0]["weights"] == res[1]["weights"]
+    one = LLM(config(tiny_model_dir, train_steps=3, use_mixed_precision=False, gradient_accumulation_steps=2))
+    stats = one.train(ROWS, output_directory=tmp_path/"one", progress=False)
+    mine = T.trainable_state(one.model)
+    assert max((mine[k] - torch.tensor(v)).abs().max().item() for k, v in res[0]["weights"].items()) < 1e-5
+    assert stats["train"]["loss"] == pytest.approx(res[0]["loss"], abs=1e-5)
+    saved = load_file(str(run/"model"/"adapter_model.safetensors"))   # written by rank 0 from the gathered weights
+    ref = load_file(str(tmp_path/"one"/"model"/"adapter_model.safetensors"))
+    assert saved.keys() == ref.keys() and max((saved[k] - ref[k]).abs().max().item() for k in ref) < 1e-5
+    assert (run/"checkpoints"/"step-3"/"adapter_model.safetensors").exists()
+
+# ---------------------------------------------------------------- Ray Train: backend {type: ray}
+RAY_SCRIPT = """
+import sys, json
+sys.path.insert(0, {tests!r})
+from test_e2e import ROWS, config
+from llmnb.api import LLM
+import llmnb.train as T
+fit = T.fit
+def recording(model, tok, rows, val, cfg, run_dir, *a, **k):   # inside each worker: the world Ray set up
+    import torch.distributed as dist, ray.train
+    ctx = ray.train.get_context()
+    print("WORKER", json.dumps(dict(rank=ctx.get_world_rank(), world=ctx.get_world_size(), torch_world=dist.get_world_size(),
+                                   backend=cfg.backend.type)), flush=True)
+    return fit(model, tok, rows, val, cfg, run_dir, *a, **k)
+T.fit = recording
+cfg = config({base!r}, train_steps=3, use_mixed_precision=False)
+cfg["backend"] = dict(type="ray", trainer=dict(num_workers=2))
+llm = LLM(cfg)
+stats = llm.train(ROWS, output_directory={out!r}, progress=False)
+w = {{k: v.tolist() for k, v in T.trainable_state(llm.model).items()}}
+print("RESULT", json.dumps(dict(workers=stats["ray_workers"], processes=stats["processes"], loss=stats["train"]["loss"],
+                                steps=stats["steps_done"], weights=w)))
+"""
+
+def _start_ray():
+    "A local Ray node of 2 CPUs for the test, or a skip saying why there is none."
+    ray = pytest.importorskip("ray", reason="backend: ray needs the extra: pip install 'llmnb[ray]'")
+    pytest.importorskip("ray.train.torch", reason="backend: ray needs the extra: pip install 'llmnb[ray]'")
+    try: return ray.init(num_cpus=2, include_dashboard=False)
+    except Exception as e: pytest.skip(f"Ray could not start a local node here ({e}); on a loaded machine its agents "
+                                       "miss the raylet's 30 s start-up deadline")
+
+def test_ray_two_cpu_workers(tiny_model_dir, tmp_path):
+    "`backend: {type: ray}`: the same `fit` in 2 Ray Train workers; each sees world size 2, the result equals DDP's."
+    import llmnb.train as T
+    ctx = _start_ray()
+    script = tmp_path/"ray_run.py"
+    script.write_text(RAY_SCRIPT.format(tests=str(Path(__file__).parent), base=str(tiny_model_dir), out=str(tmp_path/"run")))
+    try:
+        r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600,
+                           env={**os.environ, "OMP_NUM_THREADS": "1", "RAY_ADDRESS": ctx.address_info["address"]})
+    finally:
+        import ray; ray.shutdown()
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    out = r.stdout + r.stderr
+    workers = sorted((json.loads(l.split("WORKER ", 1)[1]) for l in out.splitlines() if "WORKER {" in l), key=lambda x: x["rank"])
+    assert workers == [dict(rank=0, world=2, torch_world=2, backend="local"), dict(rank=1, world=2, torch_world=2, backend="local")]
+    res = json.loads(next(l for l in r.stdout.splitlines() if l.startswith("RESULT ")).split(" ", 1)[1])
+    assert res["workers"] == 2 and res["processes"] == 2 and res["steps"] == 3
+    one = LLM(config(tiny_model_dir, train_steps=3, use_mixed_precision=False, gradient_accumulation_steps=2))
+    one.train(ROWS, output_directory=tmp_path/"one", progress=False)
+    mine = T.trainable_state(one.model)
+    assert max((mine[k] - torch.tensor(v)).abs().max().item() for k, v in res["weights"].items()) < 1e-5
+    assert (tmp_path/"run"/"model"/"adapter_model.safetensors").exists() and not (tmp_path/"run"/".ray").exists()
+
+def test_ray_backend_without_ray_names_the_extra(tiny_model_dir, tmp_path, monkeypatch):
+    import builtins
+    real = builtins.__import__
+    def no_ray(name, *a, **k):
+        if name == "ray" or name.startswith("ray."): raise ImportError(f"No module named {name!r}")
+        return real(name, *a, **k)
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    cfg = config(tiny_model_dir, train_steps=1); cfg["backend"] = dict(type="ray")
+    from llmnb.errors import LlmnbError
+    with pytest.raises(LlmnbError, match=r"backend.type: ray needs Ray Train.*llmnb\[ray\]"):
+        LLM(cfg).train(ROWS, output_directory=tmp_path/"run", progress=False)

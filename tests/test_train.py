@@ -276,13 +276,34 @@ def test_checkpoint_folders_load_with_plain_peft(tiny_dir, tmp_path):
     from peft import PeftModel
     _, stats, _ = run(tiny_dir, tmp_path, adapter=None)
     d = T.checkpoints(tmp_path)[-1]
-    assert d.name == "step-4" and (d/"accelerate").is_dir() and (d/"trainer_state.json").exists()
+    assert d.name == "step-4" and (d/"trainer_state.json").exists() and (d/"model.safetensors").exists()
+
+
+def test_finished_full_finetune_keeps_one_copy_of_the_weights(tiny_dir, tmp_path):
+    "Issue 15: a finished full fine-tune kept ~4x its weights in checkpoints/ (2 steps with optimizer state, and best/)."
+    sizes = []
+    orig = T.save_checkpoint
+    def record(r):
+        d = orig(r); sizes.append(sum(f.stat().st_size for f in (r.run_dir/"checkpoints").rglob("*") if f.is_file())); return d
+    import unittest.mock
+    with unittest.mock.patch.object(T, "save_checkpoint", record):
+        model, stats, _ = run(tiny_dir, tmp_path, adapter=None)
+    weights_bytes = (T.checkpoints(tmp_path)[-1]/"model.safetensors").stat().st_size
+    kept = sum(f.stat().st_size for f in (tmp_path/"checkpoints").rglob("*") if f.is_file())
+    assert max(sizes) > 3 * weights_bytes   # while training: weights, optimizer state, best/
+    assert kept < 1.05 * weights_bytes and [p.name for p in T.checkpoints(tmp_path)] == ["step-4"]
+    assert not (tmp_path/"checkpoints"/"best").exists()
+    with pytest.raises(LlmnbError, match="finished.*nothing to resume"): run(tiny_dir, tmp_path, adapter=None, resume=True)
 
 
 def test_early_checkpoint_in_a_long_first_epoch(tiny_dir, tmp_path):
     rows = ROWS * 4   # 32 steps in the epoch; the first checkpoint comes after 8, not at the end
-    _, stats, _ = run(tiny_dir, tmp_path, rows=rows, train_steps=9, steps_per_checkpoint=0)
-    assert [p.name for p in T.checkpoints(tmp_path)] == ["step-8", "step-9"]
+    written, orig = [], T.save_checkpoint
+    def record(r): written.append(orig(r).name); return written[-1]
+    import unittest.mock
+    with unittest.mock.patch.object(T, "save_checkpoint", record):
+        _, stats, _ = run(tiny_dir, tmp_path, rows=rows, train_steps=9, steps_per_checkpoint=0)
+    assert written == ["step-8", "step-9"] and [p.name for p in T.checkpoints(tmp_path)] == ["step-9"]
 
 
 class Crash(Exception): pass
