@@ -18,7 +18,7 @@ from .train import pack_batch, tokenize_rows, TruncationReport, _prompt_learning
 # %% auto #0
 __all__ = ['answer_logps', 'dpo_loss', 'kto_loss', 'kto_kl', 'orpo_loss', 'group_advantages', 'grpo_token_loss', 'reference',
            'frozen_copy', 'builtin_reward', 'score', 'Objective', 'Sampler', 'alignment_mode', 'check_alignment_data',
-           'alignment_rows', 'precompute_reference', 'make_objective']
+           'alignment_rows', 'precompute_reference', 'make_objective', 'dates_pairs', 'preference_accuracy']
 
 # %% ../nbs/20_align.ipynb #88100343
 def _row_of_labels(batch: dict) -> torch.Tensor:
@@ -405,3 +405,40 @@ def make_objective(model, cfg, tok=None, gen=None, reward_functions=None) -> Obj
         o.weights = [r.weight for r in t.rewards] + [1.0] * len(reward_functions or [])
         o.sampler = Sampler(tok, gen)
     return o
+
+# %% ../nbs/20_align.ipynb #c9510f02
+def _wrong_date(iso: str, rng) -> str:
+    "A plausible wrong ISO date for `iso`."
+    import datetime as dt
+    d = dt.date.fromisoformat(iso)
+    moves = [lambda: d.replace(day=d.month, month=d.day) if d.day <= 12 and d.day != d.month else None,
+             lambda: d + dt.timedelta(days=rng.choice([-3, -2, -1, 1, 2, 3])),
+             lambda: d.replace(month=d.month % 12 + 1) if d.day <= 28 else None,
+             lambda: d.replace(year=d.year + rng.choice([-10, -1, 1, 10])) if (d.month, d.day) != (2, 29) else None]
+    while (w := rng.choice(moves)()) is None: pass
+    return w.isoformat()
+
+def dates_pairs(n: int = 600, seed: int = 0):
+    "Preference pairs from the dates task: `date` (the prompt's column), `iso` (chosen), `rejected` (a plausible wrong date)."
+    import random
+    from llmnb.demo import dates_dataset
+    df, rng = dates_dataset(n, seed), random.Random(seed + 1)
+    return df.assign(rejected=[_wrong_date(x, rng) for x in df["iso"]])
+
+# %% ../nbs/20_align.ipynb #0482ee81
+@torch.no_grad()
+def preference_accuracy(model, tok, cfg, df, batch_size: int = 16) -> float:
+    "Share of `df`'s pairs (cfg's output column chosen, `trainer.rejected_column` rejected) that `model` ranks right."
+    from datasets import Dataset
+    from llmnb.prompt import render_prompts
+    from llmnb.train import sequence_limits
+    from llmnb.model import context_length
+    ds = render_prompts(Dataset.from_pandas(df.reset_index(drop=True)), cfg)
+    rows, _ = alignment_rows(ds, tok, cfg, sequence_limits(cfg, context_length(model.config)), "dpo", cfg.output_feature.column)
+    was = model.training; model.eval()
+    hits = 0
+    for i in range(0, len(rows), batch_size):
+        s, _ = answer_logps(model, [h for r in rows[i:i + batch_size] for h in _halves(r)])
+        hits += int((s[0::2] > s[1::2]).sum())
+    model.train(was)
+    return hits / max(len(rows), 1)
