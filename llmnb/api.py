@@ -237,21 +237,20 @@ def _align(self: LLM, splits, run, resume: bool, progress: bool, reward_function
     lim = sequence_limits(cfg, self.context_length, reserve=gen.max_new_tokens if gen else 0)
     rows, rep = alignment_rows(splits["train"], tok, cfg, lim, mode, tgt)
     vrows, _ = alignment_rows(splits["validation"], tok, cfg, lim, mode, tgt)
+    te, _ = alignment_rows(splits["test"], tok, cfg, lim, mode, tgt) if len(splits["test"]) else ([], None)
     _check_dropped(rep, len(rows), cfg)
     if tgt in splits["train"].column_names: self.longest_target = _longest_target(tok, splits["train"][tgt])
     plan = plan_steps(cfg.trainer, rows)
     _set_seed(cfg.trainer.seed)
     self._prepare_for_finetune(plan.total_steps)
     o = make_objective(self.model, cfg, tok, gen, reward_functions)
-    if getattr(cfg.trainer, "precompute_ref_log_probs", False): precompute_reference(self.model, rows + vrows)
+    if getattr(cfg.trainer, "precompute_ref_log_probs", False): precompute_reference(self.model, rows + vrows + te)
     if _is_main_process(): warnings.warn(f"trainer.type {cfg.trainer.type}: {mode} ({len(rows)} training rows)", LlmnbWarning, stacklevel=3)
     stats = fit(self.model, tok, rows, vrows, cfg, run, resume=resume, progress=progress, plan=plan, objective=o)
     stats.update(alignment=dict(mode=mode, reference="precomputed" if getattr(cfg.trainer, "precompute_ref_log_probs", False)
                  else "none" if mode == "orpo" else "frozen copy" if o.ref_model is not None else "adapter disabled"),
                  truncation=asdict(rep))
-    if len(splits["test"]):
-        te, _ = alignment_rows(splits["test"], tok, cfg, lim, mode, tgt)
-        stats["test"] = o.evaluate(self.model, te, plan.batch_size)
+    if te: stats["test"] = o.evaluate(self.model, te, plan.batch_size)
     return stats
 
 # %% ../nbs/06_api.ipynb #a7496c8c

@@ -195,3 +195,33 @@ def test_ludwig_alignment_example_cli_embedded(kind, tmp_path):
     run, stats = _ludwig_example(kind, 'smollm2-135m-instruct', tmp_path)
     assert stats['steps_done'] == 2
     _reload_and_predict(run, tmp_path)
+
+# --- the reference, and Python rewards through the API (tiny model) ----------------------------------------------
+def _train(tiny_model_dir, tmp_path, trainer, adapter=dict(type='lora', r=4), out='chosen', **kw):
+    from llmnb.api import LLM
+    cfg = dict(base_model=str(tiny_model_dir), input_features=[dict(name='prompt', type='text')],
+               output_features=[dict(name=out, type='text')], adapter=adapter, generation=dict(max_new_tokens=3),
+               trainer=dict(train_steps=2, batch_size=4, learning_rate=1e-3, trackers=[], **trainer))
+    return LLM(cfg).train(PREF, output_directory=str(tmp_path/'run'), progress=False, **kw)
+
+@pytest.mark.parametrize('adapter,pre,ref', [(None, False, 'frozen copy'), (None, True, 'precomputed'),
+                                             (dict(type='lora', r=4), True, 'precomputed')])
+def test_reference_variants(tiny_model_dir, tmp_path, adapter, pre, ref):
+    st = _train(tiny_model_dir, tmp_path, dict(type='dpo', precompute_ref_log_probs=pre), adapter=adapter)
+    assert st['alignment'] == dict(mode='dpo', reference=ref) and st['steps_done'] == 2
+    assert all(math.isfinite(v[-1]) for v in st['validation'].values() if v)
+
+def test_precomputed_equals_on_the_fly(tiny_model_dir, tmp_path):
+    "Precomputed reference log-probs give the same training as the adapter-disabled reference on the fly."
+    a = _train(tiny_model_dir, tmp_path/'a', dict(type='dpo'))
+    b = _train(tiny_model_dir, tmp_path/'b', dict(type='dpo', precompute_ref_log_probs=True))
+    assert abs(a['train']['loss'][-1] - b['train']['loss'][-1]) < 1e-5
+
+def test_grpo_python_reward(tiny_model_dir, tmp_path):
+    calls = []
+    def longer_is_better(prompts, completions, **cols):
+        calls.append((len(completions), sorted(cols)))
+        return [float(len(c)) for c in completions]
+    st = _train(tiny_model_dir, tmp_path, dict(type='grpo', grpo_num_generations=2), out='response', reward_functions=[longer_is_better])
+    assert st['alignment']['mode'] == 'grpo-online' and 'reward' in st['validation']
+    assert calls and calls[0][0] == 8 and {'chosen', 'rejected', 'label'} <= set(calls[0][1])   # 4 prompts x 2, the data's columns
