@@ -195,7 +195,7 @@ class Objective:
         return len(idx) * (2 if self.mode == "grpo-offline" else 1)
 
 # %% ../nbs/20_align.ipynb #1dbb79cd
-def _per_seq(values, seg, n, counts):
+def _per_seq(values, seg, n: int):
     "Per-sequence sums of per-token `values` (`seg`: each token's sequence)."
     return torch.zeros(n, device=values.device, dtype=values.dtype).index_add(0, seg, values)
 
@@ -236,7 +236,7 @@ def _grpo_sum(o, model, seqs, advantages):
     _, n, tok, seg = answer_logps(model, seqs, per_token=True)
     ref = _ref_logps(model, o.ref_model, seqs, per_token=True)[2] if o.t.grpo_beta else tok.detach()
     per_tok = grpo_token_loss(tok, tok.detach(), ref, advantages.to(tok.device)[seg], o.t.grpo_beta, o.t.grpo_epsilon)
-    return (_per_seq(per_tok, seg, len(seqs), n) / n.clamp(min=1)).sum()
+    return (_per_seq(per_tok, seg, len(seqs)) / n.clamp(min=1)).sum()
 
 def _loss_grpo_offline(o, model, rows):
     "Ludwig's offline GRPO: each pair is a group of two completions, rewarded 1 (chosen) and 0 (rejected)."

@@ -225,3 +225,20 @@ def test_grpo_python_reward(tiny_model_dir, tmp_path):
     st = _train(tiny_model_dir, tmp_path, dict(type='grpo', grpo_num_generations=2), out='response', reward_functions=[longer_is_better])
     assert st['alignment']['mode'] == 'grpo-online' and 'reward' in st['validation']
     assert calls and calls[0][0] == 8 and {'chosen', 'rejected', 'label'} <= set(calls[0][1])   # 4 prompts x 2, the data's columns
+
+def test_builtin_rewards():
+    from llmnb.config import Reward
+    from llmnb.align import builtin_reward, score
+    R = lambda **kw: builtin_reward(Reward(**kw))
+    comps, cols = ['2001-02-03', 'It is 2001-02-03.', '{"a": 1}', '{"a": "x"}'], dict(iso=['2001-02-03'] * 4)
+    assert R(type='exact', column='iso')([''] * 4, comps, **cols) == [1, 0, 0, 0]
+    assert R(type='contains', column='iso')([''] * 4, comps, **cols) == [1, 1, 0, 0]
+    assert R(type='regex', pattern=r'^\d{4}-\d\d-\d\d$')([''] * 4, comps) == [1, 0, 0, 0]
+    assert R(type='json')([''] * 4, comps) == [0, 0, 1, 1]
+    schema = {'type': 'object', 'properties': {'a': {'type': 'integer'}}, 'required': ['a']}
+    assert R(type='json_schema', schema=schema)([''] * 4, comps) == [0, 0, 1, 0]
+    assert R(type='length', max_length=10)([''] * 4, comps) == [0, -0.7, 0, 0]
+    s = score([R(type='exact', column='iso'), R(type='length', max_length=10)], [2.0, 1.0], [''] * 4, comps, cols)
+    assert torch.allclose(s, torch.tensor([2.0, -0.7, 0, 0]))
+    with pytest.raises(LlmnbError, match='returned 1 values for 4 completions'):
+        score([lambda p, c, **k: [1.0]], [1.0], [''] * 4, comps, {})
