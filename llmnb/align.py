@@ -368,6 +368,7 @@ def _encode(prompts, answers, tok, cfg, limits, rep):
 
 def alignment_rows(ds, tok, cfg, limits, mode: str, chosen: str, prompt_col: str = "__prompt__"):
     "Engine rows of a rendered split for `mode` (pairs, labelled KTO answers, or GRPO prompts) and a `TruncationReport`."
+    if not len(ds): return [], TruncationReport()   # an empty split (e.g. no validation rows) is never rendered
     rep, t, P = TruncationReport(), cfg.trainer, [str(p) for p in ds[prompt_col]]
     if mode == "grpo-online":
         from llmnb.generate import encode_prompts

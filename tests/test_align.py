@@ -242,3 +242,12 @@ def test_builtin_rewards():
     assert torch.allclose(s, torch.tensor([2.0, -0.7, 0, 0]))
     with pytest.raises(LlmnbError, match='returned 1 values for 4 completions'):
         score([lambda p, c, **k: [1.0]], [1.0], [''] * 4, comps, {})
+
+def test_no_validation_split(tiny_model_dir, tmp_path):
+    "Training rows only (validation split empty): trains, with no validation metrics."
+    from llmnb.api import LLM
+    cfg = dict(base_model=str(tiny_model_dir), input_features=[dict(name='prompt', type='text')],
+               output_features=[dict(name='chosen', type='text')], adapter=dict(type='lora', r=4),
+               trainer=dict(type='dpo', train_steps=1, batch_size=4, trackers=[]))
+    st = LLM(cfg).train(training_set=PREF, output_directory=str(tmp_path/'run'), progress=False)
+    assert st['steps_done'] == 1
