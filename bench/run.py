@@ -19,6 +19,14 @@ Training: the embedded SmolLM2-135M-Instruct, LoRA r=16 (alpha 32, no dropout) o
 Every variant's validation loss is computed afterwards by the same function (`validation_loss`): completion-only,
 token-mean cross-entropy on the same validation rows, from full logits, in fp32.
 
+DPO (`--only dpo_llmnb,dpo_trl`): --rows pairs from `llmnb.align.dates_pairs` (correct ISO date chosen, a plausible
+wrong one rejected), --val-rows held-out pairs; LoRA as above, beta 0.1, effective batch 16 pairs, one epoch, constant rate.
+  dpo_llmnb    `LLM(config).train(...)` with `trainer.type: dpo`: chosen and rejected in one packed forward, answer-only
+               logits, the reference as the adapter-disabled policy
+  dpo_trl      TRL `DPOTrainer` with `peft_config` (its reference: the adapter-disabled policy), no gradient checkpointing
+Both report pair tokens/s (prompt + chosen + prompt + rejected tokens of the shared encoding, per second of training),
+peak RSS and the held-out preference accuracy (`llmnb.align.preference_accuracy`, the same function for both).
+
 Prediction: the same prompts, greedy, `max_new_tokens` 64, base model, fp32:
   llmnb        `LLM(config).predict(...)`: prompts sorted by length, batched, KV cache, each row cut at its EOS
   loop         one `model.generate` call per prompt (what the reference does)
@@ -41,6 +49,7 @@ TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down
 SUFFIX = "\nAnswer:\n"  # appended to every prompt; a newline boundary tokenises the same alone or joined to the answer
 TRAIN_VARIANTS = ["llmnb", "trl_typical", "trl_best", "hf_trainer"]
 PREDICT_VARIANTS = ["llmnb", "loop", "pipeline", "llama_cpp"]
+DPO_VARIANTS = ["dpo_llmnb", "dpo_trl"]   # run when named in --only: DPO on the same date pairs, LoRA, same precision
 CHAT_VARIANTS = ["llmnb_single", "llmnb_chat"]   # run when named in --only: the same rows as chat-template single turns / conversations
 N_ROWS, VAL, PRED = 1000, slice(936, 1000), slice(680, 936)  # fixed validation and prediction rows
 
@@ -246,6 +255,61 @@ def run_train(a, name):
                     validation_s=time.perf_counter() - t0, **info)
     finally: shutil.rmtree(tmp, ignore_errors=True)
 
+# ---------------------------------------------------------------- DPO workers
+
+DPO_TEMPLATE = "Write this date in ISO format (YYYY-MM-DD): {date}"
+
+def _dpo_config(a):
+    bs, gas = a.llmnb_batch
+    return dict(base_model="smollm2-135m-instruct", input_features=[dict(name="date", type="text")],
+                output_features=[dict(name="iso", type="text")], prompt=dict(template=DPO_TEMPLATE + SUFFIX),
+                adapter=dict(type="lora", r=16, alpha=32, dropout=0.0, target_modules=TARGETS),
+                trainer=dict(type="dpo", dpo_beta=0.1, learning_rate=a.lr, epochs=1, batch_size=bs, gradient_accumulation_steps=gas,
+                             seed=42, use_mixed_precision=a.precision == "bf16", trackers=[], early_stop=-1, skip_all_evaluation=True,
+                             learning_rate_scheduler=dict(decay="constant", warmup_fraction=0.0)))
+
+def dpo_llmnb(a, train, tmp):
+    from llmnb.api import LLM
+    llm = LLM(_dpo_config(a), dtype=None).load_base()
+    with Meter(llm.model) as m: st = llm.train(training_set=train, output_directory=str(tmp/"run"), progress=False)
+    return m, llm.model, llm.tokenizer, dict(steps=st["steps_done"], batch="%dx%d packed pairs" % a.llmnb_batch)
+
+def dpo_trl(a, train, tmp):
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+    model, tok = load_plain()
+    bs, gas = a.trl_batch
+    ds = Dataset.from_dict(dict(prompt=[DPO_TEMPLATE.format(date=d) + SUFFIX for d in train["date"]],
+                                chosen=list(train["iso"]), rejected=list(train["rejected"])))
+    args = DPOConfig(output_dir=str(tmp/"trl"), learning_rate=a.lr, num_train_epochs=1, lr_scheduler_type="constant", beta=0.1,
+                     warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0, logging_steps=1, save_strategy="no", report_to=[],
+                     per_device_train_batch_size=bs, gradient_accumulation_steps=gas, gradient_checkpointing=False, seed=42,
+                     bf16=a.precision == "bf16", use_cpu=not __import__('torch').cuda.is_available(), disable_tqdm=True)
+    with Meter(model) as m:
+        tr = DPOTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, peft_config=lora_config())
+        out = tr.train()
+    return m, tr.model, tok, dict(steps=out.global_step, batch=f"{bs}x{gas} padded pairs")
+
+def run_dpo(a, name):
+    import torch
+    from llmnb.align import dates_pairs, preference_accuracy
+    from llmnb.config import load_config
+    if a.threads: torch.set_num_threads(a.threads)
+    df = dates_pairs(a.rows + a.val_rows, seed=0)
+    train, val = df[:a.rows], df[a.rows:]
+    tmp = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
+    try:
+        m, model, tok, info = globals()[name](a, train, tmp)
+        rss = peak_rss_mb()
+        P = tok([DPO_TEMPLATE.format(date=d) + SUFFIX for d in train["date"]])["input_ids"]
+        A = [len(x) + 1 for c in ("iso", "rejected") for x in tok(list(train[c]), add_special_tokens=False)["input_ids"]]
+        real = 2 * sum(map(len, P)) + sum(A)
+        acc = preference_accuracy(model, tok, load_config(_dpo_config(a)), val)
+        return dict(variant=name, wall_s=m.wall, cpu_s=m.cpu, pair_tokens=real, pair_tokens_per_s=real / m.wall,
+                    pair_tokens_per_cpu_s=real / max(m.cpu, 1e-9), peak_rss_mb=rss, peak_gpu_mb=m.gpu_peak_mb,
+                    preference_accuracy=acc, pairs=len(train), held_out=len(val), **info)
+    finally: shutil.rmtree(tmp, ignore_errors=True)
+
 # ---------------------------------------------------------------- prediction workers
 
 def predict_llmnb(a, prompts):
@@ -351,7 +415,7 @@ def import_times(repeat=3) -> dict:
 
 def worker(a):
     kind, name = a.worker.split(":")
-    res = run_train(a, name) if kind == "train" else run_predict(a, name)
+    res = run_train(a, name) if kind == "train" else run_dpo(a, name) if kind == "dpo" else run_predict(a, name)
     if int(os.environ.get("RANK", "0")) == 0: Path(a.json).write_text(json.dumps(res))
 
 def spawn(a, kind, name) -> dict:
@@ -409,6 +473,16 @@ def report(res) -> str:
         out.append(f"  conversations vs the same rows as single turns: {conv['llmnb_supervised_tokens_per_s'] / one['llmnb_supervised_tokens_per_s']:.3f}x "
                    f"trained tokens/s ({conv['llmnb_supervised_tokens']} vs {one['llmnb_supervised_tokens']} trained, "
                    f"{conv['llmnb_total_tokens']} vs {one['llmnb_total_tokens']} total tokens)")
+    dp = [r for r in res.get("dpo", []) if "error" not in r]
+    if dp:
+        out.append(f"\nDPO: {dp[0]['pairs']} date pairs, 1 epoch, LoRA r=16, effective batch 16 pairs, {res['settings']['precision']}; "
+                   f"preference accuracy on {dp[0]['held_out']} held-out pairs")
+        out.append(table(dp, [("variant", lambda r: r["variant"]), ("batch", lambda r: r.get("batch", "")),
+                              ("pair tok/s", lambda r: round(r["pair_tokens_per_s"], 1)), ("wall s", lambda r: round(r["wall_s"], 1)),
+                              ("peak RSS MB", lambda r: round(r["peak_rss_mb"])), ("pref. acc.", lambda r: f"{r['preference_accuracy']:.3f}")]))
+        ll, tl = (next((r for r in dp if r["variant"] == v), None) for v in DPO_VARIANTS)
+        if ll and tl: out.append(f"  llmnb vs TRL DPOTrainer: {ll['pair_tokens_per_s'] / tl['pair_tokens_per_s']:.2f}x tokens/s, "
+                                 f"RSS {ll['peak_rss_mb'] / tl['peak_rss_mb']:.2f}x")
     pr = [r for r in res["predict"] if "error" not in r]
     if pr:
         ref = next((r for r in pr if r["variant"] == "loop"), pr[0])
@@ -423,7 +497,7 @@ def report(res) -> str:
         if ll:
             for r in pr:
                 if r is not ll: out.append(f"  llmnb vs {r['variant']}: {ll['prompts_per_s'] / r['prompts_per_s']:.2f}x prompts/s")
-    for r in res["train"] + res["predict"]:
+    for r in res["train"] + res.get("dpo", []) + res["predict"]:
         if "error" in r: out.append(f"  {r['variant']}: FAILED {r['error']}")
     it = res.get("import")
     if it: out.append(f"\nimport llmnb: {it['import_llmnb_minus_startup_s']:.2f} s over Python start-up ({it['import_llmnb_s']:.2f} s in all; "
@@ -477,6 +551,8 @@ def main(argv=None):
         opt_in = CHAT_VARIANTS + ["llmnb_ddp2"]
         for v in TRAIN_VARIANTS + opt_in:
             if (only is None and v not in opt_in) or (only and v in only): res["train"].append(spawn(a, "train", v)); _save(a, res)
+    for v in DPO_VARIANTS:
+        if only and v in only: res.setdefault("dpo", []).append(spawn(a, "dpo", v)); _save(a, res)
     if not a.skip_predict:
         for v in PREDICT_VARIANTS:
             if only is None or v in only: res["predict"].append(spawn(a, "predict", v)); _save(a, res)

@@ -23,6 +23,8 @@ from .errors import LlmnbWarning
 from .train import tokenize_dataset, sequence_limits, fit, evaluate_loss, TruncationReport
 from .generate import generation_config, encode_prompts, generate_batch
 from .evaluate import category_vocab, match_rules, extract_category, text_metrics, category_metrics
+from .config import PREFERENCE_TRAINERS
+from .align import check_alignment_data
 
 # %% auto #0
 __all__ = ['LLM', 'generation_config_for']
@@ -168,7 +170,7 @@ def _check_before_work(self: LLM):
     from llmnb.adapters import check_adapter
     from llmnb.lengths import check_template_length
     cfg = self.config
-    if cfg.trainer.type == "finetune" and not hasattr(self.model, "peft_config"): check_adapter(self.model, cfg.adapter)
+    if cfg.trainer.type != "none" and not hasattr(self.model, "peft_config"): check_adapter(self.model, cfg.adapter)
     check_template_length(cfg, self.tokenizer, sequence_limits(cfg, self.context_length))
 
 @patch
@@ -179,6 +181,7 @@ def train(self: LLM,
           output_directory: str = "results", # the run directory (exactly this folder)
           resume: bool = False, # continue an interrupted fine-tune from its last checkpoint in `output_directory`
           progress: bool = True, # show progress bars (and a live loss plot in notebooks)
+          reward_functions: list | None = None, # GRPO: Python rewards `f(prompts, completions, **columns)` -> floats
          ) -> dict:
     "Fine-tune (or, with `trainer: none`, evaluate) on the data; save the run to `output_directory`; return its statistics."
     cfg = self.config
@@ -186,6 +189,7 @@ def train(self: LLM,
     seed = cfg.trainer.seed
     splits, report = load_splits(cfg, dataset, training_set, validation_set, test_set, seed=seed)
     check_prompt_columns(cfg, splits["train"].column_names)
+    if cfg.trainer.type in PREFERENCE_TRAINERS: check_alignment_data(cfg, splits["train"].column_names, reward_functions)
     if cfg.output_feature.type == "category":
         self.vocab = category_vocab(cfg.output_feature, splits["train"][self._target_column()])
         _check_match_labels(cfg.output_feature, self.vocab)
@@ -194,7 +198,8 @@ def train(self: LLM,
     self._check_before_work()
     splits = self._render(splits, splits["train"])
     stats = dict(data=dict(rows=report.rows, dropped=report.dropped, filled=report.filled))
-    if cfg.trainer.type == "finetune":
+    if cfg.trainer.type in PREFERENCE_TRAINERS: stats.update(self._align(splits, run, resume, progress, reward_functions))
+    elif cfg.trainer.type == "finetune":
         if not len(splits["train"]): raise DataError("The training split has no rows: trainer: finetune needs training data.")
         lim = sequence_limits(cfg, self.context_length)
         tgt = self._target_column()
@@ -218,6 +223,35 @@ def train(self: LLM,
             if len(splits[split]): stats[split] = self._evaluate_rendered(splits[split], progress=progress)[0]
     self.stats = stats
     if _is_main_process(): self.save(run)
+    return stats
+
+# %% ../nbs/06_api.ipynb #234d2ce3
+@patch
+def _align(self: LLM, splits, run, resume: bool, progress: bool, reward_functions=None) -> dict:
+    "Preference tuning (`trainer.type` dpo/kto/orpo/grpo) on the fine-tuning engine; its statistics and which mode ran."
+    from llmnb.align import alignment_mode, alignment_rows, make_objective, precompute_reference
+    from llmnb.train import plan_steps, _set_seed, check_special_tokens
+    cfg, tok = self.config, self.tokenizer
+    mode, tgt = alignment_mode(cfg, reward_functions), self._target_column()
+    for name, part in splits.items(): check_special_tokens(part, [cfg.trainer.rejected_column], tok, f"{name} split")
+    gen = generation_config_for(self, dict(do_sample=True)) if mode == "grpo-online" else None
+    lim = sequence_limits(cfg, self.context_length, reserve=gen.max_new_tokens if gen else 0)
+    rows, rep = alignment_rows(splits["train"], tok, cfg, lim, mode, tgt)
+    vrows, _ = alignment_rows(splits["validation"], tok, cfg, lim, mode, tgt)
+    te, _ = alignment_rows(splits["test"], tok, cfg, lim, mode, tgt) if len(splits["test"]) else ([], None)
+    _check_dropped(rep, len(rows), cfg)
+    if tgt in splits["train"].column_names: self.longest_target = _longest_target(tok, splits["train"][tgt])
+    plan = plan_steps(cfg.trainer, rows)
+    _set_seed(cfg.trainer.seed)
+    self._prepare_for_finetune(plan.total_steps)
+    o = make_objective(self.model, cfg, tok, gen, reward_functions)
+    if getattr(cfg.trainer, "precompute_ref_log_probs", False): precompute_reference(self.model, rows + vrows + te)
+    if _is_main_process(): warnings.warn(f"trainer.type {cfg.trainer.type}: {mode} ({len(rows)} training rows)", LlmnbWarning, stacklevel=3)
+    stats = fit(self.model, tok, rows, vrows, cfg, run, resume=resume, progress=progress, plan=plan, objective=o)
+    stats.update(alignment=dict(mode=mode, reference="precomputed" if getattr(cfg.trainer, "precompute_ref_log_probs", False)
+                 else "none" if mode == "orpo" else "frozen copy" if o.ref_model is not None else "adapter disabled"),
+                 truncation=asdict(rep))
+    if te: stats["test"] = o.evaluate(self.model, te, plan.batch_size)
     return stats
 
 # %% ../nbs/06_api.ipynb #a7496c8c

@@ -9,17 +9,18 @@ __all__ = ['PRESETS', 'BaseModelName', 'MissingStrategy', 'OutputFeature', 'Inpu
            'DEFAULT_EMBEDDING_MODEL', 'Probabilities', 'Split', 'TargetModules', 'VeraAdapter', 'LohaAdapter',
            'LokrAdapter', 'FourierftAdapter', 'BoftAdapter', 'TinyloraAdapter', 'C3AAdapter', 'OftAdapter',
            'HraAdapter', 'WaveftAdapter', 'LnTuningAdapter', 'VbloraAdapter', 'Adapter', 'PositiveOrAuto',
-           'OptimizerName', 'DecayName', 'ValidationMetric', 'Trainer', 'Strategy', 'COMPAT', 'DEFAULT_CHANGES',
-           'ConfigError', 'template_fields', 'TextPreprocessing', 'TextOutputPreprocessing', 'PassthroughEncoder',
-           'TextExtractorDecoder', 'NextTokenLoss', 'TextInputPreprocessing', 'TextInputFeature', 'TextOutputFeature',
-           'MatchRule', 'CategoryPreprocessing', 'CategoryExtractorDecoder', 'CategoryLoss', 'CategoryOutputFeature',
-           'RetrievalConfig', 'PromptConfig', 'RandomSplit', 'FixedSplit', 'StratifySplit', 'HashSplit',
-           'DateTimeSplit', 'TruncationConfig', 'PreprocessingConfig', 'TextDefaults', 'DefaultsConfig',
+           'OptimizerName', 'DecayName', 'ValidationMetric', 'PREFERENCE_TRAINERS', 'Trainer', 'Strategy', 'COMPAT',
+           'DEFAULT_CHANGES', 'ConfigError', 'template_fields', 'TextPreprocessing', 'TextOutputPreprocessing',
+           'PassthroughEncoder', 'TextExtractorDecoder', 'NextTokenLoss', 'TextInputPreprocessing', 'TextInputFeature',
+           'TextOutputFeature', 'MatchRule', 'CategoryPreprocessing', 'CategoryExtractorDecoder', 'CategoryLoss',
+           'CategoryOutputFeature', 'RetrievalConfig', 'PromptConfig', 'RandomSplit', 'FixedSplit', 'StratifySplit',
+           'HashSplit', 'DateTimeSplit', 'TruncationConfig', 'PreprocessingConfig', 'TextDefaults', 'DefaultsConfig',
            'Postprocessor', 'LoraAdapter', 'AdaloraAdapter', 'IA3Adapter', 'PromptTuningAdapter', 'QuantizationConfig',
            'RopeScaling', 'ModelParameters', 'OptimizerConfig', 'LRSchedulerConfig', 'GradientClipping', 'NoneTrainer',
-           'FinetuneTrainer', 'GenerationSettings', 'BackendTrainer', 'BackendConfig', 'LLMConfig', 'compat_notes',
-           'load_config', 'render_config', 'default_changes_table', 'resolve_max_new_tokens', 'config_json_schema',
-           'save_config_json_schema', 'config_fields_table']
+           'FinetuneTrainer', 'DpoTrainer', 'KtoTrainer', 'OrpoTrainer', 'Reward', 'GrpoTrainer', 'GenerationSettings',
+           'BackendTrainer', 'BackendConfig', 'LLMConfig', 'compat_notes', 'load_config', 'render_config',
+           'default_changes_table', 'resolve_max_new_tokens', 'config_json_schema', 'save_config_json_schema',
+           'config_fields_table']
 
 # %% ../nbs/00_config.ipynb #a092f635
 import difflib, json, re, string, types, warnings
@@ -849,10 +850,87 @@ class FinetuneTrainer(_TrainerBase):
         if p: _fail(*p)
         return self
 
+# %% ../nbs/00_config.ipynb #a2a251ff
+def _beta_alias(v):
+    "Ludwig's alignment examples write `beta:` for `<type>_beta`: rename it, with a note (render-config shows it)."
+    if not (isinstance(v, dict) and 'beta' in v): return v
+    key = f"{v.get('type')}_beta"
+    if key in v: _fail(('beta', f"given together with {key} (got beta {_show(v['beta'])}, {key} {_show(v[key])}); allowed: one of them"))
+    warn_once(f'trainer.beta:{key}', f"trainer.beta: Ludwig's example spelling of trainer.{key}; read as {key}: {v['beta']}")
+    return {**{k: x for k, x in v.items() if k != 'beta'}, key: v['beta']}
+
+class _PreferenceTrainer(FinetuneTrainer):
+    "What the alignment trainers add to fine-tuning: the rejected column (every fine-tuning field still applies)."
+    rejected_column: str = Field('rejected', description="Column of the rejected completions; the output feature names the chosen one.")
+    @model_validator(mode='before')
+    @classmethod
+    def _alias(cls, v): return _beta_alias(v)
+
+# %% ../nbs/00_config.ipynb #b6f1e866
+_REF = "Reference log-probs computed once before training (TRL's `precompute_ref_log_probs`); false: on the fly (the base under `disable_adapter()`, or a frozen copy with `adapter: null`)."
+
+class DpoTrainer(_PreferenceTrainer):
+    "Direct Preference Optimization (Rafailov et al. 2023): chosen over rejected, against a frozen reference."
+    type: Literal['dpo'] = Field(description="DPO.")
+    dpo_beta: float = Field(0.1, gt=0, description="How far the policy may move from the reference (the KL weight).")
+    dpo_loss_type: Literal['sigmoid', 'ipo'] = Field('sigmoid', description="sigmoid: DPO; ipo: squared loss on the per-token log-ratio margin.")
+    dpo_label_smoothing: float = Field(0.0, ge=0, le=0.5, description="Probability that a pair is mislabelled (conservative DPO); 0: none.")
+    precompute_ref_log_probs: bool = Field(False, description=_REF)
+
+class KtoTrainer(_PreferenceTrainer):
+    "Kahneman-Tversky Optimization (Ethayarajh et al. 2024): desirable and undesirable answers, unpaired."
+    type: Literal['kto'] = Field(description="KTO.")
+    kto_beta: float = Field(0.1, gt=0, description="KTO temperature.")
+    desirable_weight: float = Field(1.0, gt=0, description="Loss weight of desirable (chosen) answers.")
+    undesirable_weight: float = Field(1.0, gt=0, description="Loss weight of undesirable (rejected) answers.")
+
+class OrpoTrainer(_PreferenceTrainer):
+    "Odds Ratio Preference Optimization (Hong et al. 2024): SFT on chosen plus an odds-ratio term; no reference model."
+    type: Literal['orpo'] = Field(description="ORPO.")
+    orpo_beta: float = Field(0.1, gt=0, description="Weight of the odds-ratio term.")
+
+# %% ../nbs/00_config.ipynb #b26d6d31
+class Reward(_Section):
+    "One built-in GRPO reward (safe: no code from a config), scored per completion and summed with `weight`."
+    type: Literal['exact', 'contains', 'regex', 'json', 'json_schema', 'length'] = Field(
+        description="exact / contains: the reference column's text; regex: a search; json: parses; json_schema: validates; length: penalty past max_length.")
+    column: Optional[str] = Field(None, description="exact, contains: the column holding the reference answer.")
+    pattern: Optional[str] = Field(None, description="regex: the pattern searched for (1 if found, else 0).")
+    json_schema: Optional[dict[str, Any]] = Field(None, alias='schema', description="json_schema: the JSON schema completions must satisfy.")
+    max_length: Optional[int] = Field(None, ge=1, description="length: characters allowed before the penalty (-excess/max_length).")
+    weight: float = Field(1.0, description="Weight of this reward in the sum.")
+
+    @model_validator(mode='after')
+    def _needs(self):
+        need = dict(exact='column', contains='column', regex='pattern', json_schema='json_schema', length='max_length').get(self.type)
+        if need and getattr(self, need) is None: _fail((need if need != 'json_schema' else 'schema', f"required by a {self.type} reward"))
+        if self.pattern is not None:
+            try: re.compile(self.pattern)
+            except re.error as e: _fail(('pattern', f"invalid regular expression (got {_show(self.pattern)}): {e}"))
+        return self
+
+# %% ../nbs/00_config.ipynb #a1d9655e
+class GrpoTrainer(_PreferenceTrainer):
+    "Group Relative Policy Optimization (Shao et al. 2024): online with rewards, else Ludwig's offline chosen/rejected."
+    type: Literal['grpo'] = Field(description="GRPO.")
+    grpo_beta: float = Field(0.04, ge=0, description="Weight of the KL term to the reference; 0: no reference pass.")
+    grpo_epsilon: float = Field(0.2, ge=0, le=1, description="PPO clipping of the probability ratio.")
+    grpo_num_generations: int = Field(4, description="Completions sampled per prompt (the group); at least 2.")
+    rewards: list[Reward] = Field([], description="Built-in rewards (online GRPO); []: offline, from chosen/rejected, unless `LLM.train(reward_functions=...)`.")
+
+    @model_validator(mode='after')
+    def _group(self):
+        if self.grpo_num_generations < 2: _fail(('grpo_num_generations', f"must be at least 2 (got {self.grpo_num_generations}): "
+                                                 "advantages are normalised within a group; allowed: an integer >= 2"))
+        return self
+
+PREFERENCE_TRAINERS = ('dpo', 'kto', 'orpo', 'grpo')
+
 def _trainer_type(v):
     return {'type': 'none', **v} if isinstance(v, dict) and 'type' not in v else v
 
-Trainer = Annotated[Union[FinetuneTrainer, NoneTrainer], Discriminator('type'), BeforeValidator(_trainer_type)]
+Trainer = Annotated[Union[FinetuneTrainer, NoneTrainer, DpoTrainer, KtoTrainer, OrpoTrainer, GrpoTrainer],
+                    Discriminator('type'), BeforeValidator(_trainer_type)]
 
 # %% ../nbs/00_config.ipynb #ce6b59d7
 def _no_constrained_beams(v):
@@ -1061,9 +1139,9 @@ def _cross_problems(c) -> list:
     "Rules that span sections; `c` may hold `_FAILED` for sections that did not validate (their rules are skipped)."
     ok = lambda *xs: not any(x is _FAILED for x in xs)
     p, ad, q, tr = [], c.adapter, c.quantization, c.trainer
-    if ok(ad, tr) and ad is not None and tr.type != 'finetune' and ad.pretrained_adapter_weights is None:
+    if ok(ad, tr) and ad is not None and tr.type == 'none' and ad.pretrained_adapter_weights is None:
         p.append(('adapter', f"an adapter needs trainer.type: finetune (got trainer.type {tr.type!r}); allowed: trainer finetune, or adapter.pretrained_adapter_weights to predict with a trained adapter"))
-    if ok(q, ad, tr) and q is not None and tr.type == 'finetune' and (ad is None or ad.type != 'lora'):
+    if ok(q, ad, tr) and q is not None and tr.type != 'none' and (ad is None or ad.type != 'lora'):
         p.append(('quantization', f"fine-tuning a quantized model needs adapter.type: lora (got adapter {'null' if ad is None else repr(ad.type)}); allowed: adapter {{type: lora}}, or no quantization"))
     if ok(q, ad) and q is not None and ad is not None and q.bits == 4 and getattr(ad, 'postprocessor', None) and ad.postprocessor.merge_adapter_into_base_model:
         p.append(('adapter.postprocessor.merge_adapter_into_base_model', "merging an adapter into a 4-bit quantized model is unsupported (got quantization.bits 4); allowed: quantization.bits: 8, or no quantization"))
@@ -1074,6 +1152,8 @@ def _cross_problems(c) -> list:
         uses_input = c.prompt.template is None or '__sample__' in template_fields(c.prompt.template)
         if c.input_features[0].column == out.column and uses_input:
             p.append(('input_features[0].column', f"is the output column too (got {out.column!r}); allowed: a different column, or a prompt template"))
+        if ok(tr) and tr.type in PREFERENCE_TRAINERS and out.type != 'text':
+            p.append(('output_features[0].type', f"trainer.type {tr.type} trains on text answers (got {out.type!r}); allowed: text"))
         if ok(tr) and tr.validation_field not in (None, out.name, 'combined'):
             p.append(('trainer.validation_field', f"not an output feature (got {tr.validation_field!r}); allowed: {out.name!r}"))
     return p
@@ -1374,7 +1454,7 @@ def _ludwig_defaults(raw: dict) -> dict:
         if ' ' in key or '[category]' in key: continue
         path, feat = key.split('.'), None
         if path[0] == _FT:
-            if not (isinstance(raw.get('trainer'), dict) and raw['trainer'].get('type') == 'finetune'): continue
+            if not (isinstance(raw.get('trainer'), dict) and raw['trainer'].get('type') in ('finetune', *PREFERENCE_TRAINERS)): continue
             path[0] = 'trainer'
         if path[0] == 'input_features': continue  # padding: llmnb always pads on the left for generation (COMPAT)
         o = over

@@ -532,6 +532,7 @@ class _Run:
     acc: object; model: object; opt: object; sched: object; plan: TrainPlan; cfg: object
     rows: list; val: list; pad: int; run_dir: Path; packing: bool; fingerprint: str
     state: dict = field(default_factory=dict); best: dict | None = None; neftune: object = None; live: object = None
+    objective: object = None   # a preference objective (`llmnb.align.Objective`); None: fine-tuning's loss
     @property
     def t(self): return self.cfg.trainer
 
@@ -618,11 +619,12 @@ def train_step(r, group: list[list[int]]) -> float:
     "One optimizer step over `group` (row indices per batch); the mean loss per answer token, over all processes."
     mine, weight = _my_share(r, _packs(r, group))
     n_step = sum(len(r.rows[i]["input_ids"]) - r.rows[i]["n_prompt"] for b in group for i in b)
-    scale, lsum = weight * r.plan.processes / max(n_step, 1), 0.0
+    n_units = n_step if r.objective is None else r.objective.units(r.rows, [i for b in group for i in b])
+    scale, lsum = weight * r.plan.processes / max(n_units, 1), 0.0
     for j, b in enumerate(mine):
         last = j == len(mine) - 1
         with (nullcontext() if last else r.acc.no_sync(r.model)), r.acc.autocast():
-            s, _ = loss_sum(r.model, _batch(r, b))
+            s = loss_sum(r.model, _batch(r, b))[0] if r.objective is None else r.objective.loss(r.model, [r.rows[i] for i in b])
             r.acc.backward(s * scale + (_adapter_penalty(r.model) if last else 0))
         lsum += float(s.detach()) * weight
         r.state["stats"]["total_tokens"] += int(weight * sum(len(r.rows[i]["input_ids"]) for i in b))
@@ -631,7 +633,7 @@ def train_step(r, group: list[list[int]]) -> float:
     _adapter_step(r.model, r.state["step"])  # AdaLoRA reads the gradients: before zero_grad
     r.opt.zero_grad(set_to_none=True)
     r.state["stats"]["supervised_tokens"] += n_step
-    return float(r.acc.reduce(torch.tensor(lsum, device=r.acc.device), "sum")) / max(n_step, 1)
+    return float(r.acc.reduce(torch.tensor(lsum, device=r.acc.device), "sum")) / max(n_units, 1)
 
 # %% ../nbs/04_train.ipynb #b1a0c026
 def _clip_gradients(r):
@@ -655,6 +657,10 @@ def _evaluate_rows(r, rows) -> dict:
 def evaluate(r) -> dict:
     "Validation (and, with `evaluate_training_set`, training-set) loss and perplexity; {} with `skip_all_evaluation`."
     if r.t.skip_all_evaluation: return {}
+    if r.objective is not None:   # preference metrics (llmnb.align), the same on every process
+        bs = r.t.eval_batch_size if isinstance(r.t.eval_batch_size, int) else r.plan.batch_size
+        ev = lambda rows: r.objective.evaluate(r.model, rows[:r.t.eval_steps * bs] if r.t.eval_steps else rows, bs)
+        return {**(dict(validation=ev(r.val)) if r.val else {}), **(dict(training_set=ev(r.rows)) if r.t.evaluate_training_set else {})}
     out = dict(validation=_evaluate_rows(r, r.val)) if r.val else {}
     if r.t.evaluate_training_set: out["training_set"] = _evaluate_rows(r, r.rows)
     return out
@@ -669,7 +675,7 @@ def _after_evaluation(r, ev: dict, train_loss: float):
     "Record `ev`; keep the best weights; count evaluations without improvement; reduce the rate on a plateau."
     st, stats = r.state, r.state["stats"]
     for split, m in ev.items():
-        for k in ("loss", "perplexity"): stats[split][k].append(m[k])
+        for k, v in m.items(): stats.setdefault(split, {}).setdefault(k, []).append(v)
     value = _watched(r, ev)
     if value is not None and (st["best"] is None or value < st["best"]):
         st.update(best=value, best_step=st["step"], bad_evals=0); r.best = trainable_state(r.model)
@@ -800,13 +806,14 @@ def _train_steps(r, bar) -> bool:
 
 # %% ../nbs/04_train.ipynb #17bc317a
 def fit(model, tok, train_rows, val_rows, cfg, run_dir, resume: bool = False, progress: bool = True, plot: bool = True,
-        plan: TrainPlan | None = None) -> dict:
+        plan: TrainPlan | None = None, objective=None) -> dict:
     "Train `model` on tokenised `train_rows` per `cfg.trainer` (and `plan`); evaluate on `val_rows`; the statistics."
     from tqdm.auto import tqdm
     if cfg.backend.type == "ray": return fit_on_ray(model, tok, train_rows, val_rows, cfg, run_dir, resume)
     plan = plan or plan_steps(cfg.trainer, train_rows)
     _set_seed(plan.seed)
     r = _setup(model, tok, train_rows, val_rows, cfg, plan, run_dir)
+    r.objective = objective   # preference tuning (llmnb.align): its loss and metrics, this engine
     if resume: resume_from_checkpoint(r)
     r.live = _LivePlot(plot and r.acc.is_main_process)
     bar = tqdm(total=plan.total_steps, initial=r.state["step"], disable=not (progress and r.acc.is_main_process), desc="fine-tuning")

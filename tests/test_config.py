@@ -432,7 +432,7 @@ BAD = [
     ({'model_parameters': {'rope_scaling': {'type': 'yarn', 'factor': 2}}}, "model_parameters.rope_scaling.rope_type: invalid value (got 'yarn'); allowed: 'linear' or 'dynamic'"),
     ({'model_parameters': {'rope_scaling': {'type': 'linear', 'rope_type': 'dynamic', 'factor': 2}}}, 'model_parameters.rope_scaling.type: conflicts with rope_type'),
     ({'model_parameters': {'neftune_noise_alpha': -1}}, 'model_parameters.neftune_noise_alpha: must be a number >= 0 (got -1)'),
-    ({'trainer': {'type': 'dpo'}}, "trainer.type: unknown type (got 'dpo'); allowed: 'finetune', 'none'"),
+    ({'trainer': {'type': 'ppo'}}, "trainer.type: unknown type (got 'ppo'); allowed: 'finetune', 'none', 'dpo', 'kto', 'orpo', 'grpo'"),
     ({'trainer': {'type': 'finetune', 'lerning_rate': 0.1}}, "trainer.lerning_rate: unknown key; did you mean 'learning_rate'?"),
     ({'trainer': {'type': 'finetune', 'learning_rate': 0}}, 'trainer.learning_rate: must be a number > 0 (got 0)'),
     ({'trainer': {'type': 'finetune', 'batch_size': 0}}, "trainer.batch_size: invalid value (got 0); allowed: an integer >= 1 or 'auto'"),
