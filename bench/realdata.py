@@ -24,6 +24,14 @@ from datasets import Dataset
 from llmnb.api import LLM
 from llmnb.evaluate import predict_categories, category_metrics, neighbour_vote
 from llmnb.retrieval import DEFAULT_EXAMPLE_TEMPLATE
+import llmnb.evaluate as E
+
+_memo, _label_probabilities = {}, E.label_probabilities
+def _cached(model, tok, prompt_ids, label_ids, eos, constrained=False, batch_size=16):
+    "The decoder options of one prompt setting score the same prompts: each (prompts, labels) pair is scored once."
+    key = (id(model), tuple(map(tuple, prompt_ids)), tuple(map(tuple, label_ids)), eos, constrained)
+    if key not in _memo: _memo[key] = _label_probabilities(model, tok, prompt_ids, label_ids, eos, constrained, batch_size)
+    return _memo[key]
 
 def penguins():
     from palmerpenguins import load_penguins
@@ -100,12 +108,14 @@ def icl(name, settings):
             if not shots and "neighbour" in dname: continue
             oo = o.model_copy(update=dict(decoder=o.decoder.model_copy(update=opts)))
             llm.config.output_features[0] = oo
+            E.label_probabilities = _cached
             c = predict_categories(llm.model, llm.tokenizer, res, oo, labels, 16, free_ids=llm._content_free_ids())
             out.append(dict(dataset=name, prompt=pname, decoder=dname, **score(c["labels"], truth, labels, c["fell_back"])))
-        llm.config.output_features[0] = o
+        llm.config.output_features[0] = o; _memo.clear()
         if shots:
             votes = [neighbour_vote(r["neighbours"]) for r in res]
             out.append(dict(dataset=name, prompt=pname, decoder="(the examples' vote alone)", **score(votes, truth, labels, [0] * len(te))))
+        print(pd.DataFrame(out[-len(DECODERS) - 1:]).to_string(index=False), flush=True)
         print(f"# {name} / {pname}: generation {gen_s:.1f}s, {n_said}/{len(res)} answers name a label; first answer {res[0]['text']!r}", flush=True)
     return out
 
@@ -133,13 +143,14 @@ def speed(name="penguins", repeats=3):
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(); ap.add_argument("what", choices=["icl", "speed"])
-    ap.add_argument("--datasets", default="penguins,iris,wine"); ap.add_argument("--quick", action="store_true", help="no chat-template or input/output rows")
+    ap.add_argument("--datasets", default="penguins,iris,wine"); ap.add_argument("--quick", action="store_true", help="the first dataset too only zero-shot and 3-shot (query format); the others always")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--settings", default=None, help="e.g. 0:query:chat,3:query:plain (shots:examples:chat|plain); default: all")
     a = ap.parse_args()
     if a.what == "speed": speed(); sys.exit()
     settings = [(0, "query", False), (3, "query", False), (3, "input/output", False), (0, "query", True), (3, "query", True)]
-    if a.quick: settings = settings[:2]
-    rows = [r for d in a.datasets.split(",") for r in icl(d, settings)]
+    if a.settings: settings = [(int(x.split(":")[0]), x.split(":")[1], x.split(":")[2] == "chat") for x in a.settings.split(",")]
+    rows = [r for i, d in enumerate(a.datasets.split(",")) for r in icl(d, settings if i == 0 and not a.quick or a.settings else settings[:2])]
     df = pd.DataFrame(rows)
     with pd.option_context("display.width", 200, "display.max_rows", 500, "display.max_colwidth", 60): print(df.to_string(index=False))
     if a.json: Path(a.json).write_text(json.dumps(rows, indent=1))
