@@ -86,6 +86,8 @@ DECODERS = {   # name: decoder options; the first is Ludwig's behaviour (ludwig_
     "rules, else neighbour vote (contextual)": dict(no_match="neighbour_vote", label_calibration="contextual"),
 }
 
+SKIP_LABELS_ONLY = False   # --no-labels-only: one scoring pass per setting instead of two
+
 def score(pred, truth, vocab, fell):
     m = category_metrics(pred, truth, vocab, fell_back=fell)
     return dict(accuracy=round(m["accuracy"], 3), macro_f1=round(m["macro_f1"], 3), fallback=round(m["fallback_rate"], 3))
@@ -105,7 +107,7 @@ def icl(name, settings):
         pname = ("zero-shot" if not shots else f"semantic {shots}-shot, {examples} examples") + (", chat template" if chat else "")
         n_said = sum(any(l.lower() in r["text"].lower() for l in labels) for r in res)
         for dname, opts in DECODERS.items():
-            if not shots and "neighbour" in dname: continue
+            if not shots and "neighbour" in dname or SKIP_LABELS_ONLY and dname.startswith("labels only"): continue
             oo = o.model_copy(update=dict(decoder=o.decoder.model_copy(update=opts)))
             llm.config.output_features[0] = oo
             E.label_probabilities = _cached
@@ -115,7 +117,7 @@ def icl(name, settings):
         if shots:
             votes = [neighbour_vote(r["neighbours"]) for r in res]
             out.append(dict(dataset=name, prompt=pname, decoder="(the examples' vote alone)", **score(votes, truth, labels, [0] * len(te))))
-        print(pd.DataFrame(out[-len(DECODERS) - 1:]).to_string(index=False), flush=True)
+        print(pd.DataFrame(out).to_string(index=False), flush=True)
         print(f"# {name} / {pname}: generation {gen_s:.1f}s, {n_said}/{len(res)} answers name a label; first answer {res[0]['text']!r}", flush=True)
     return out
 
@@ -146,7 +148,9 @@ if __name__ == "__main__":
     ap.add_argument("--datasets", default="penguins,iris,wine"); ap.add_argument("--quick", action="store_true", help="the first dataset too only zero-shot and 3-shot (query format); the others always")
     ap.add_argument("--json", default=None)
     ap.add_argument("--settings", default=None, help="e.g. 0:query:chat,3:query:plain (shots:examples:chat|plain); default: all")
+    ap.add_argument("--no-labels-only", action="store_true", help="skip the labels-only rows (saves one scoring pass)")
     a = ap.parse_args()
+    SKIP_LABELS_ONLY = a.no_labels_only
     if a.what == "speed": speed(); sys.exit()
     settings = [(0, "query", False), (3, "query", False), (3, "input/output", False), (0, "query", True), (3, "query", True)]
     if a.settings: settings = [(int(x.split(":")[0]), x.split(":")[1], x.split(":")[2] == "chat") for x in a.settings.split(",")]
