@@ -278,14 +278,31 @@ def _generate_rendered(self: LLM, ds, generation_config=None, batch_size=None, p
     if rep.prompt_rows or rep.total_rows: warnings.warn(
         f"prompts were cut: {rep.prompt_rows} by the prompt limit ({rep.prompt_tokens} tokens), {rep.total_rows} to fit the context "
         f"({rep.total_tokens} tokens); see preprocessing.truncation.")
-    if not generate: return [dict(text="", ids=[], prompt_ids=i) for i in ids]
+    if not generate: return _with_neighbours([dict(text="", ids=[], prompt_ids=i) for i in ids], ds)
     eb = self.config.trainer.eval_batch_size if isinstance(self.config.trainer.eval_batch_size, int) else 0
     # default: batches by a token budget (measured in bench/: 15-25% faster than 16 rows on a CPU); `batch_size`: fixed batches
     size = dict(batch_size=batch_size) if batch_size else dict(batch_size=max(eb, 64), max_tokens=4096, min_rows=max(eb, 16))
     scores = self.config.output_feature.type == "text"   # a category output's probabilities come from scoring the labels
     with warnings.catch_warnings():   # for this call only: no process-wide filter
         warnings.filterwarnings("ignore", message=".*generation flags are not valid.*")
-        return generate_batch(self.model, self.tokenizer, ids, gc, scores=scores, progress=progress, **size)
+        return _with_neighbours(generate_batch(self.model, self.tokenizer, ids, gc, scores=scores, progress=progress, **size), ds)
+
+def _with_neighbours(results, ds):
+    "Each result with its row's retrieved examples' labels (`neighbours`), when retrieval filled them."
+    from llmnb.retrieval import NEIGHBOURS
+    if NEIGHBOURS in ds.column_names:
+        for r, n in zip(results, ds[NEIGHBOURS]): r["neighbours"] = n
+    return results
+
+@patch
+def _content_free_ids(self: LLM):
+    "The ids of the content-free prompt that `decoder.label_calibration` calibrates against (None: raw scores)."
+    how = self.config.output_feature.decoder.label_calibration
+    if how == "auto": how = "contextual" if self.kind == "none" else "none"   # fine-tuned scores are trained to discriminate
+    if how == "none" or self.config.input_feature.preprocessing.format == "chat": return None
+    from llmnb.prompt import content_free_prompt
+    ids, _ = encode_prompts([content_free_prompt(self.config, how)], self.tokenizer, self.config, sequence_limits(self.config, self.context_length))
+    return ids[0]
 
 @patch
 def _labels_only(self: LLM) -> bool:
@@ -307,10 +324,14 @@ def _predictions_frame(self: LLM, results) -> pd.DataFrame:
                        f"{o.name}_probability": [r.get("probability") for r in results], f"{o.name}_response": texts,
                        f"{o.name}_num_tokens": [len(r["ids"]) for r in results]})
     if o.type == "category":
-        from llmnb.evaluate import category_predictions, label_token_ids
+        from llmnb.evaluate import predict_categories, label_token_ids
         vocab = self.vocab or (category_vocab(o) if o.preprocessing.vocab else None)
         if not vocab: raise DataError(f"output_features.{o.name}: category output with no labels: set preprocessing.vocab, or train() on data first.")
-        labels, answers, P = category_predictions(self.model, self.tokenizer, results, o, vocab, batch_size=max(self.config.trainer.eval_batch_size or 0, 16))
+        c = predict_categories(self.model, self.tokenizer, results, o, vocab, batch_size=max(self.config.trainer.eval_batch_size or 0, 16),
+                               free_ids=self._content_free_ids() if results else None)
+        labels, answers, P = c["labels"], c["answers"], c["probabilities"]
+        df.attrs["fell_back"] = c["fell_back"]
+        if self.config.prompt.retrieval.type: df[f"{o.name}_neighbour_vote"] = c["votes"]
         df[f"{o.name}_predictions"], df[f"{o.name}_response"] = labels, answers
         df[f"{o.name}_probabilities"] = [list(map(float, p)) for p in P]
         df[f"{o.name}_probability"] = [float(P[i, vocab.index(l)]) for i, l in enumerate(labels)]
@@ -358,7 +379,7 @@ def _evaluate_rendered(self: LLM, ds, generation_config=None, batch_size=None, p
     pred = df[f"{o.name}_predictions"].tolist()
     if o.type == "category":
         vocab = self.vocab or category_vocab(o, truth)
-        m = category_metrics(pred, truth, vocab)
+        m = category_metrics(pred, truth, vocab, fell_back=df.attrs.get("fell_back"))
         p_true = [df[f"{o.name}_probabilities_{t}"].iloc[i] for i, t in enumerate(truth) if t in vocab]
         m["loss"] = float(-np.mean(np.log(np.maximum(p_true, 1e-12)))) if p_true else None   # cross-entropy of the true label
     else: m = text_metrics(pred, truth)

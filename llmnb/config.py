@@ -292,6 +292,8 @@ class CategoryExtractorDecoder(_LudwigSection):
     match: Optional[dict[str, MatchRule]] = Field(None, description="label → rule; null: derived from the vocab.")
     fallback_label: Optional[str] = Field(None, description="null or `\"\"` (Ludwig's default): copied from `preprocessing.fallback_label`.")
     constrain_to_vocabulary: bool = Field(False, description="Restrict generation to tokens that spell a label.")
+    no_match: Literal['best_label', 'neighbour_vote', 'fallback_label'] = Field('best_label', description="Ours: the label of an answer no rule matches: `best_label` (the label the model scores highest), `neighbour_vote` (the retrieved examples' majority label; without retrieval, best_label), `fallback_label` (Ludwig's behaviour).")
+    label_calibration: Literal['auto', 'contextual', 'pmi', 'none'] = Field('auto', description="Ours: label scores divided by those after a content-free prompt (`contextual`: the template with every field `N/A` and no examples; `pmi`: the last line of the template's text after its last field), renormalised; `none`: raw; `auto`: contextual without fine-tuned weights (`trainer: none`), else none.")
     match_strategy: Optional[str] = Field(None, description="Accepted for compatibility; unused.")
 
 class CategoryLoss(_LudwigSection):
@@ -1438,6 +1440,10 @@ DEFAULT_CHANGES = {  # key: (Ludwig 0.17's default, llmnb's, why)
         "a missing label becomes the fallback label instead of dropping the row"),
     "generation.max_new_tokens (unset)": ("context / 2", "longest target + 25%, else 32",
         "half an 8k context is 4,096 new tokens a row: minutes per row on a CPU"),
+    "output_features[category].decoder.no_match": ("fallback_label", "best_label",
+        "a small model often answers in a form no rule matches; the fallback label then scores the majority class at best"),
+    "output_features[category].decoder.label_calibration": ("none", "auto",
+        "in-context (trainer: none), raw label scores put the same label first on every row; calibrated ones discriminate (the classification guide)"),
 }
 
 def default_changes_table() -> str:
@@ -1460,7 +1466,15 @@ def _ludwig_defaults(raw: dict) -> dict:
         o = over
         for p in path[:-1]: o = o.setdefault(p, {})
         o[path[-1]] = ludwig
-    return _merge(over, raw)
+    return _ludwig_category_decoder(_merge(over, raw))
+
+def _ludwig_category_decoder(raw: dict) -> dict:
+    "A category output's decoder keys of `DEFAULT_CHANGES` at Ludwig's behaviour, where the output does not set them."
+    dec = {k.split('.')[-1]: l for k, (l, _, _) in DEFAULT_CHANGES.items() if k.startswith('output_features[category].decoder.')}
+    outs = raw.get('output_features')
+    if not isinstance(outs, list): return raw
+    fix = lambda o: {**o, 'decoder': {**dec, **(o.get('decoder') or {})}} if isinstance(o, dict) and o.get('type') == 'category' else o
+    return {**raw, 'output_features': [fix(o) for o in outs]}
 
 # %% ../nbs/00_config.ipynb #84fae307
 def resolve_max_new_tokens(cfg:LLMConfig, # a loaded config

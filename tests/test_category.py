@@ -211,3 +211,50 @@ def test_constraint_on_real_model():
     probs = df[[f"output_probabilities_{v}" for v in ("positive", "negative", "neutral")]].to_numpy()
     assert df.output_response.tolist() == df.output_predictions.tolist()
     assert df.output_predictions.tolist() == [["positive", "negative", "neutral"][i] for i in probs.argmax(1)]
+
+# ------------------------------------------------------------------ issue 13: answers no rule matches, calibration, the examples' vote
+def test_unmatched_answer_gets_the_best_label_and_is_counted(tiny_model_dir):
+    "The random model writes no label: by default each row gets its best-scoring label (not the fallback), and evaluate says how many fell back."
+    data = REVIEWS10.head(6)
+    m, df = LLM(cat_config(tiny_model_dir, generation=dict(max_new_tokens=3))).evaluate(data)
+    vocab = ["positive", "negative", "neutral"]
+    P = df[[f"output_probabilities_{v}" for v in vocab]].to_numpy()
+    assert not any(l in t for t in df.output_response for l in vocab)            # nothing matched ...
+    assert df.output_predictions.tolist() == [vocab[j] for j in P.argmax(1)]    # ... so the best label
+    assert m["fallback_rate"] == 1.0
+    m, df = LLM(cat_config(tiny_model_dir, out=dict(decoder=dict(no_match="fallback_label")), generation=dict(max_new_tokens=3))).evaluate(data)
+    assert set(df.output_predictions) == {"neutral"} and m["fallback_rate"] == 1.0   # Ludwig's behaviour, when asked for
+    m, _ = LLM(cat_config(tiny_model_dir, out=dict(decoder=dict(constrain_to_vocabulary=True)))).evaluate(data)
+    assert m["fallback_rate"] == 0.0
+
+def test_ludwig_defaults_give_ludwig_fallback():
+    cfg = load_config(cat_config("x"), ludwig_defaults=True).output_feature.decoder
+    assert (cfg.no_match, cfg.label_calibration) == ("fallback_label", "none")
+    cfg = load_config(cat_config("x", out=dict(decoder=dict(no_match="best_label"))), ludwig_defaults=True).output_feature.decoder
+    assert cfg.no_match == "best_label"   # a key the config sets wins
+
+def test_contextual_calibration_divides_out_one_prior(tiny_model_dir):
+    "Calibrated and raw probabilities differ by one per-label factor shared by every row (the content-free prompt's)."
+    vocab = ["positive", "negative", "neutral"]
+    probs = lambda cal: LLM(cat_config(tiny_model_dir, out=dict(decoder=dict(constrain_to_vocabulary=True, label_calibration=cal)))
+                            ).predict(REVIEWS10)[[f"output_probabilities_{v}" for v in vocab]].to_numpy()
+    raw, cal = probs("none"), probs("contextual")
+    assert not np.allclose(raw, cal, atol=1e-4)
+    ratio = raw / cal; ratio /= ratio.sum(1, keepdims=True)
+    assert np.allclose(ratio, ratio[0], atol=1e-5)
+    assert np.allclose(probs("auto"), cal)   # auto: contextual when nothing was fine-tuned
+
+def test_neighbour_vote_column_and_fallback(tiny_model_dir, tmp_path):
+    "Few-shot: each row's examples' majority label is reported, and `no_match: neighbour_vote` uses it; a row never votes for itself."
+    from collections import Counter
+    prompt = dict(template="Examples:\n{__context__}\n\nReview: {review}\nSentiment:", retrieval=dict(type="random", k=3))
+    llm = LLM(cat_config(tiny_model_dir, prompt=prompt, out=dict(decoder=dict(no_match="neighbour_vote")), generation=dict(max_new_tokens=2)))
+    llm.train(REVIEWS10, output_directory=tmp_path/"run", progress=False)
+    df = llm.predict(REVIEWS10)
+    assert df.output_predictions.tolist() == df.output_neighbour_vote.tolist()
+    from llmnb.retrieval import add_context, NEIGHBOURS
+    from datasets import Dataset
+    ds = add_context(Dataset.from_pandas(REVIEWS10), llm.config, llm=llm)
+    assert "Sentiment: positive" in ds["__context__"][0] or "Sentiment: negative" in ds["__context__"][0]   # examples in the query's format
+    for n, v in zip(ds[NEIGHBOURS], df.output_neighbour_vote):
+        top = max(Counter(n).values()); assert Counter(n)[v] == top
