@@ -40,7 +40,7 @@ import data as bench_data
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 SUFFIX = "\nAnswer:\n"  # appended to every prompt; a newline boundary tokenises the same alone or joined to the answer
 TRAIN_VARIANTS = ["llmnb", "trl_typical", "trl_best", "hf_trainer"]
-PREDICT_VARIANTS = ["llmnb", "loop", "pipeline", "llama_cpp"]
+PREDICT_VARIANTS = ["llmnb", "loop", "pipeline", "llama_cpp", "llama_cpp_batched"]
 CHAT_VARIANTS = ["llmnb_single", "llmnb_chat"]   # run when named in --only: the same rows as chat-template single turns / conversations
 N_ROWS, VAL, PRED = 1000, slice(936, 1000), slice(680, 936)  # fixed validation and prediction rows
 
@@ -319,6 +319,29 @@ def predict_llama_cpp(a, prompts):
             texts.append(tok.decode(out, skip_special_tokens=True).strip()); counts.append(len(out))
     return meter, texts, counts
 
+def _llama_cpp_gguf(a):
+    "The GGUF of the bench's weights (f32: exactly the fp32 weights the other variants use), exported once into the cache."
+    from llmnb.export import to_gguf
+    from llmnb.model import cache_dir
+    f = cache_dir()/"bench"/f"smollm2-135m-{a.llama_cpp_type}.gguf"
+    if not f.exists(): to_gguf(model_path(), f, a.llama_cpp_type)
+    return f
+
+def predict_llama_cpp_batched(a, prompts):
+    """llama.cpp as its docs recommend for batch work: parallel sequences decoded together (the `parallel` / `batched`
+    examples, what llama-server's `--parallel` slots do): `--llama-cpp-slots` sequences share each `llama_decode`; a
+    finished sequence's KV cells are freed and the next prompt's prefill joins the next batch (continuous batching)."""
+    from llmnb.export import llama_cpp_generate
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(model_path())
+    ids = [tok(r["prompt"] + SUFFIX)["input_ids"] for r in prompts]
+    from transformers import GenerationConfig
+    eos, f = GenerationConfig.from_pretrained(model_path()).eos_token_id, _llama_cpp_gguf(a)
+    with Meter() as meter:
+        outs = llama_cpp_generate(f, ids, a.max_new_tokens, eos, slots=a.llama_cpp_slots,
+                                  threads=a.threads or os.cpu_count())
+    return meter, [tok.decode(o, skip_special_tokens=True).strip() for o in outs], [len(o) for o in outs]
+
 def run_predict(a, name):
     import torch
     if a.threads: torch.set_num_threads(a.threads)
@@ -449,6 +472,7 @@ def parse(argv=None):
     ap.add_argument("--predict-batch", type=int, default=16, help="prompts per batch of the pipeline")
     ap.add_argument("--llmnb-predict-batch", type=int, default=None, help="llmnb: fixed prompts per batch (default: its token-budget batching)")
     ap.add_argument("--llama-cpp-type", default="f32", help="GGUF type of the llama_cpp variant (f32: the same weights; f16, q8_0, ...)")
+    ap.add_argument("--llama-cpp-slots", type=int, default=32, help="llama_cpp_batched: parallel sequences (llama-server's --parallel)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads in every worker (default: torch's)")
     ap.add_argument("--out", default=str(HERE/"results"/"latest.json"))
     ap.add_argument("--report", metavar="JSON", help="only print the table of a saved results file")

@@ -48,6 +48,16 @@ def test_gguf_f16_loads_in_llama_cpp_and_answers_as_the_run(gguf_f16, expected, 
         got.append(llm.tokenizer.decode(out, skip_special_tokens=True).strip())
     assert got == expected["a_predictions"].tolist()
 
+def test_llama_cpp_generate_batched_answers_as_the_run(gguf_f16, expected, run):
+    "Continuous batching in llama.cpp: 2 slots for 5 prompts, so finished sequences are refilled; same answers as the run."
+    pytest.importorskip("llama_cpp")
+    from llmnb.export import llama_cpp_generate
+    llm = LLM.load(run)
+    ids = [r["prompt_ids"] for r in llm._generate_rendered(llm._render(llm._as_dataset(HELD_OUT)), generate=False)]
+    outs = llama_cpp_generate(gguf_f16, ids, 8, llm.tokenizer.eos_token_id, slots=2, threads=1)
+    assert [llm.tokenizer.decode(o, skip_special_tokens=True).strip() for o in outs] == expected["a_predictions"].tolist()
+    assert all(len(o) <= 8 for o in outs)
+
 def test_ollama_export_and_cli(run, tmp_path):
     _converter_or_skip()
     r = subprocess.run([sys.executable, "-c", "from llmnb.cli import main; main()", "export", "-m", str(run), "-f", "ollama", "-od", str(tmp_path/"o")],
