@@ -244,6 +244,9 @@ def _generate_rendered(self: LLM, ds, generation_config=None, batch_size=None, p
         f"prompts were cut: {rep.prompt_rows} by the prompt limit ({rep.prompt_tokens} tokens), {rep.total_rows} to fit the context "
         f"({rep.total_tokens} tokens); see preprocessing.truncation.")
     if not generate: return [dict(text="", ids=[], prompt_ids=i) for i in ids]
+    if getattr(self, "engine", "transformers") == "llama_cpp":   # `llmnb predict --engine llama_cpp`
+        from llmnb.export import llama_cpp_results
+        return llama_cpp_results(self, ids, gc)
     eb = self.config.trainer.eval_batch_size if isinstance(self.config.trainer.eval_batch_size, int) else 0
     # default: batches by a token budget (measured in bench/: 15-25% faster than 16 rows on a CPU); `batch_size`: fixed batches
     size = dict(batch_size=batch_size) if batch_size else dict(batch_size=max(eb, 64), max_tokens=4096, min_rows=max(eb, 16))

@@ -6,15 +6,15 @@ Docs: https://llmnb.github.io/llmnb/export.html.md"""
 
 # %% ../nbs/18_export.ipynb #5d92c14f
 from __future__ import annotations
-import ctypes, json, os, re, shutil, subprocess, sys, tarfile, tempfile
+import ctypes, json, os, re, shutil, subprocess, sys, tarfile, tempfile, time
 from pathlib import Path
 import numpy as np
 from .errors import LlmnbError
 from .model import cache_dir, write_dir_atomically
 
 # %% auto #0
-__all__ = ['CONVERTER_TYPES', 'QUANTIZER_TYPES', 'FORMATS', 'llama_cpp_converter', 'export_merged', 'to_gguf',
-           'llama_cpp_generate', 'modelfile', 'export_model']
+__all__ = ['CONVERTER_TYPES', 'QUANTIZER_TYPES', 'ENGINES', 'FORMATS', 'llama_cpp_converter', 'export_merged', 'to_gguf',
+           'llama_cpp_generate', 'llama_cpp_results', 'modelfile', 'export_model']
 
 # %% ../nbs/18_export.ipynb #66231b74
 _CONVERTER_PARTS = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/")
@@ -212,6 +212,37 @@ def llama_cpp_generate(gguf, # a GGUF file
                 if t in eos or len(outs[r]) >= max_new: L.llama_memory_seq_rm(mem, s, -1, -1); slot[s] = None
     finally: L.llama_batch_free(batch); L.llama_free(ctx); L.llama_model_free(model)
     return outs
+
+# %% ../nbs/18_export.ipynb #37638ea7
+ENGINES = ("transformers", "llama_cpp")
+
+def _gguf_of(llm) -> Path:
+    "An f32 GGUF of `llm`'s model (adapter merged), written once per loaded model into a temporary folder."
+    if getattr(llm, "_gguf", None) and Path(llm._gguf).exists(): return Path(llm._gguf)
+    import copy
+    model = copy.deepcopy(llm.model)
+    if hasattr(model, "merge_and_unload"): model = model.merge_and_unload()
+    llm._gguf_dir = tempfile.TemporaryDirectory(prefix="llmnb-gguf-")   # removed with the LLM object
+    d = Path(llm._gguf_dir.name)
+    model.save_pretrained(d/"merged", safe_serialization=True); llm.tokenizer.save_pretrained(d/"merged")
+    llm._gguf = to_gguf(d/"merged", d/"model-f32.gguf", "f32")
+    shutil.rmtree(d/"merged")
+    return llm._gguf
+
+def llama_cpp_results(llm, # a loaded `llmnb.api.LLM`
+                      prompt_ids: list[list[int]], # encoded prompts
+                      gc, # the `GenerationConfig` of the call
+                     ) -> list[dict]:
+    "`generate_batch`'s result dicts, decoded by llama.cpp (greedy only)."
+    from llmnb.generate import _plain_greedy, _eos_list
+    if not _plain_greedy(gc):
+        raise LlmnbError("engine llama_cpp: only greedy decoding (do_sample: false, num_beams: 1, no penalties) runs on "
+                         "llama.cpp; use engine transformers for these generation settings.")
+    t0 = time.time()
+    outs = llama_cpp_generate(_gguf_of(llm), prompt_ids, gc.max_new_tokens, _eos_list(gc), slots=32)
+    dt = (time.time() - t0) / max(len(prompt_ids), 1)
+    return [dict(text=llm.tokenizer.decode(o, skip_special_tokens=True).strip(), ids=o, prompt_ids=list(p), seconds=dt)
+            for o, p in zip(outs, prompt_ids)]
 
 # %% ../nbs/18_export.ipynb #f13fd4b4
 _CHATML = ('{{- if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}'
