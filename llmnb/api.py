@@ -80,7 +80,9 @@ def _render(self: LLM, ds, train_split=None):
     from datasets import DatasetDict
     cfg = self.config
     if cfg.input_feature.preprocessing.format == "chat":   # conversations: the rendered prompt and the reference turn
-        from llmnb.chat import render_conversations
+        from llmnb.chat import render_conversations, add_chat_examples
+        if cfg.prompt.retrieval.type:   # few-shot exchanges retrieved by the last user turn
+            ds = add_chat_examples(ds, cfg, train_split if train_split is not None else getattr(self, "_index_split", None), self)
         return render_conversations(ds, cfg, self.load_base().tokenizer)
     self._refuse_special_tokens(ds)
     if cfg.prompt.retrieval.type:
