@@ -25,7 +25,9 @@ Prediction: the same prompts, greedy, `max_new_tokens` 64, base model, fp32:
   pipeline     transformers `text-generation` pipeline with `batch_size`
   llama_cpp    llama.cpp (llama-cpp-python, built portably: GGML_NATIVE=OFF + AVX2/FMA/F16C) on a GGUF that llmnb's
                exporter writes from the same weights (f32 by default, `--llama-cpp-type`), greedy, one prompt at a time
-               through `Llama.generate` (the high-level API; its multi-sequence batched API is not used yet)
+               through `Llama.generate` (the high-level API)
+  llama_cpp_batched  llama.cpp's batched API as its `parallel` example / `llama-server --parallel` use it: `--llama-cpp-slots`
+               sequences per `llama_decode`, continuous batching (`llmnb.export.llama_cpp_generate`, what `--engine llama_cpp` runs)
 Outputs are compared text for text.
 """
 from __future__ import annotations
