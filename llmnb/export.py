@@ -149,7 +149,7 @@ def _llama_cpp():
     "llama-cpp-python, imported with passive OpenMP waiting unless the user chose otherwise."
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try: import llama_cpp
-    except ImportError: raise LlmnbError("the llama_cpp engine needs llama-cpp-python: pip install 'llmnb[export]'") from None
+    except ImportError: raise LlmnbError("the llama_cpp engine needs llama-cpp-python: pip install 'llmnb[gguf]'") from None
     global _QUIET
     if _QUIET is None:   # llama.cpp logs every load to stderr; the callback must outlive the call
         _QUIET = llama_cpp.llama_log_callback(lambda level, text, data: None)
