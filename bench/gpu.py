@@ -6,6 +6,13 @@ deepspeed}}`, one process under torchrun; needs `pip install deepspeed`, else it
     python bench/gpu.py                 # everything: run.py --full on the GPU, then the 1B runs
     python bench/gpu.py --skip-small    # only the 1B runs
     python bench/gpu.py --rows 512 --batch 16x1 --seq-check
+    python bench/gpu.py --only-engines  # only prediction engines: vLLM against transformers (llmnb), same prompts
+
+Prediction engines (issue 17): the 256 bench prompts, greedy, `max_new_tokens` 64, the embedded model in bf16:
+llmnb's `predict` (transformers, its batching) against vLLM's offline `LLM.generate` (continuous batching, paged
+attention) on the same token ids, each in its own process; prompts/s, generated tokens/s and the number of
+answers identical to llmnb's. vLLM is not a dependency: `pip install vllm` on the GPU machine first (a row says
+so when it is missing).
 
 For the 1B model it reports, per run (each in its own process): supervised and total tokens/s, wall time,
 peak GPU memory, and MFU: achieved model FLOP/s over a bf16 matmul rate measured on this GPU at the start.
@@ -76,12 +83,64 @@ def train_1b(a, path, quantized: bool, strategy: str | None = None) -> dict:
                 model_tflops_per_s=flops / m.wall / 1e12, peak_gpu_mb=m.gpu_peak_mb, batch=f"{bs}x{gas}",
                 checkpointing=a.checkpointing, compile=a.compile)
 
+def _engine_prompts(a):
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(bench.model_path())
+    _, _, prompts = bench.rows_for(argparse.Namespace(rows=0, val_rows=0, predict_rows=a.predict_rows))
+    return tok, [p["prompt"] + bench.SUFFIX for p in prompts]
+
+def predict_transformers(a) -> dict:
+    "llmnb's default engine on the GPU in bf16."
+    import torch, pandas as pd
+    from llmnb.api import LLM
+    tok, texts = _engine_prompts(a)
+    cfg = dict(base_model="smollm2-135m-instruct", input_features=[dict(name="prompt", type="text")],
+               output_features=[dict(name="answer", type="text")], prompt=dict(template="{prompt}"),
+               generation=dict(max_new_tokens=a.max_new_tokens, do_sample=False))
+    llm = LLM(cfg, device="cuda", dtype=torch.bfloat16).load_base()
+    with bench.Meter() as m: out = llm.predict(pd.DataFrame(dict(prompt=texts)))
+    return dict(variant="llmnb (transformers)", wall_s=m.wall, texts=out["answer_predictions"].tolist(),
+                generated_tokens=int(out["answer_num_tokens"].sum()), peak_gpu_mb=m.gpu_peak_mb)
+
+def predict_vllm(a) -> dict:
+    "vLLM's offline engine on the same token ids (the tokenizer's BOS handling as transformers'), greedy."
+    try: import vllm
+    except ImportError: return dict(variant="vllm", error="vllm is not installed (pip install vllm)")
+    tok, texts = _engine_prompts(a)
+    ids = tok(texts)["input_ids"]
+    eng = vllm.LLM(model=str(bench.model_path()), dtype="bfloat16", seed=0, gpu_memory_utilization=0.5)
+    sp = vllm.SamplingParams(temperature=0.0, max_tokens=a.max_new_tokens, skip_special_tokens=True)
+    with bench.Meter() as m: outs = eng.generate([vllm.TokensPrompt(prompt_token_ids=i) for i in ids], sp, use_tqdm=False)
+    return dict(variant=f"vllm {vllm.__version__}", wall_s=m.wall, texts=[o.outputs[0].text.strip() for o in outs],
+                generated_tokens=sum(len(o.outputs[0].token_ids) for o in outs), peak_gpu_mb=m.gpu_peak_mb)
+
+def engines(a, argv) -> list[dict]:
+    "Each engine in its own process, transformers first; agreement is counted against llmnb's answers."
+    rows = []
+    for kind in ("transformers", "vllm"):
+        out = Path(tempfile.mkstemp(suffix=".json")[1])
+        r = subprocess.run([sys.executable, __file__, "--worker", f"predict_{kind}", "--json", str(out)] + argv)
+        rows.append(json.loads(out.read_text()) if r.returncode == 0 else dict(variant=kind, error=f"exit {r.returncode}"))
+    ref = rows[0].get("texts")
+    for r in rows:
+        if "wall_s" in r:
+            r.update(prompts_per_s=a.predict_rows / r["wall_s"], generated_tokens_per_s=r["generated_tokens"] / r["wall_s"])
+            if ref: r["same_as_llmnb"] = f"{sum(x == y for x, y in zip(r['texts'], ref))}/{len(ref)}"
+    print(bench.table(rows, [("variant", lambda r: r["variant"]), ("prompts/s", lambda r: r.get("prompts_per_s") and round(r["prompts_per_s"], 2)),
+                             ("gen. tok/s", lambda r: r.get("generated_tokens_per_s") and round(r["generated_tokens_per_s"])),
+                             ("peak GPU MB", lambda r: r.get("peak_gpu_mb") and round(r["peak_gpu_mb"])),
+                             ("same as llmnb", lambda r: r.get("same_as_llmnb", r.get("error", "")))]))
+    return rows
+
 def parse(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=512, help="training rows for the 1B runs")
     ap.add_argument("--batch", default="16x1", help="rows per step x accumulation steps")
     ap.add_argument("--checkpointing", action="store_true"); ap.add_argument("--compile", action="store_true")
     ap.add_argument("--skip-small", action="store_true", help="skip run.py --full (the 135M comparison)")
+    ap.add_argument("--only-engines", action="store_true", help="only the prediction engines (vLLM against transformers)")
+    ap.add_argument("--skip-engines", action="store_true", help="skip the prediction engines")
+    ap.add_argument("--predict-rows", type=int, default=256); ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--out", default=str(HERE/"results"/"gpu.json"))
     ap.add_argument("--worker", help=argparse.SUPPRESS); ap.add_argument("--model", help=argparse.SUPPRESS)
     ap.add_argument("--json", help=argparse.SUPPRESS)
@@ -94,11 +153,14 @@ def main(argv=None):
     a = parse(argv)
     import torch
     if a.worker:
-        got = train_1b(a, Path(a.model), a.worker == "qlora", "deepspeed" if a.worker == "deepspeed" else None)
+        got = globals()[a.worker](a) if a.worker.startswith("predict_") else train_1b(a, Path(a.model), a.worker == "qlora", "deepspeed" if a.worker == "deepspeed" else None)
         if int(os.environ.get("RANK", "0")) == 0: Path(a.json).write_text(json.dumps(got))
         return
     if not torch.cuda.is_available(): sys.exit("bench/gpu.py needs a CUDA GPU; on a CPU run bench/run.py")
     res = dict(gpu=torch.cuda.get_device_name(), bf16_matmul_tflops=matmul_tflops())
+    if not a.skip_engines: res["engines"] = engines(a, [x for x in argv if x != "--only-engines"])
+    if a.only_engines:
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True); Path(a.out).write_text(json.dumps(res, indent=1, default=str)); return
     if not a.skip_small: res["small"] = bench.main(["--full", "--precision", "bf16", "--out", str(Path(a.out).with_name("gpu_small.json"))])
     path = build_model(Path(tempfile.gettempdir())/"llmnb-bench-llama-1b")
     res["large"] = []

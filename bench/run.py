@@ -33,7 +33,9 @@ Prediction: the same prompts, greedy, `max_new_tokens` 64, base model, fp32:
   pipeline     transformers `text-generation` pipeline with `batch_size`
   llama_cpp    llama.cpp (llama-cpp-python, built portably: GGML_NATIVE=OFF + AVX2/FMA/F16C) on a GGUF that llmnb's
                exporter writes from the same weights (f32 by default, `--llama-cpp-type`), greedy, one prompt at a time
-               through `Llama.generate` (the high-level API; its multi-sequence batched API is not used yet)
+               through `Llama.generate` (the high-level API)
+  llama_cpp_batched  llama.cpp's batched API as its `parallel` example / `llama-server --parallel` use it: `--llama-cpp-slots`
+               sequences per `llama_decode`, continuous batching (`llmnb.export.llama_cpp_generate`, what `--engine llama_cpp` runs)
 Outputs are compared text for text.
 """
 from __future__ import annotations
@@ -48,7 +50,7 @@ import data as bench_data
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 SUFFIX = "\nAnswer:\n"  # appended to every prompt; a newline boundary tokenises the same alone or joined to the answer
 TRAIN_VARIANTS = ["llmnb", "trl_typical", "trl_best", "hf_trainer"]
-PREDICT_VARIANTS = ["llmnb", "loop", "pipeline", "llama_cpp"]
+PREDICT_VARIANTS = ["llmnb", "loop", "pipeline", "llama_cpp", "llama_cpp_batched"]
 DPO_VARIANTS = ["dpo_llmnb", "dpo_trl"]   # run when named in --only: DPO on the same date pairs, LoRA, same precision
 CHAT_VARIANTS = ["llmnb_single", "llmnb_chat"]   # run when named in --only: the same rows as chat-template single turns / conversations
 N_ROWS, VAL, PRED = 1000, slice(936, 1000), slice(680, 936)  # fixed validation and prediction rows
@@ -383,10 +385,34 @@ def predict_llama_cpp(a, prompts):
             texts.append(tok.decode(out, skip_special_tokens=True).strip()); counts.append(len(out))
     return meter, texts, counts
 
+def _llama_cpp_gguf(a):
+    "The GGUF of the bench's weights (f32: exactly the fp32 weights the other variants use), exported once into the cache."
+    from llmnb.export import to_gguf
+    from llmnb.model import cache_dir
+    f = cache_dir()/"bench"/f"smollm2-135m-{a.llama_cpp_type}.gguf"
+    if not f.exists(): to_gguf(model_path(), f, a.llama_cpp_type)
+    return f
+
+def predict_llama_cpp_batched(a, prompts):
+    """llama.cpp as its docs recommend for batch work: parallel sequences decoded together (the `parallel` / `batched`
+    examples, what llama-server's `--parallel` slots do): `--llama-cpp-slots` sequences share each `llama_decode`; a
+    finished sequence's KV cells are freed and the next prompt's prefill joins the next batch (continuous batching)."""
+    from llmnb.export import llama_cpp_generate
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(model_path())
+    ids = [tok(r["prompt"] + SUFFIX)["input_ids"] for r in prompts]
+    from transformers import GenerationConfig
+    eos, f = GenerationConfig.from_pretrained(model_path()).eos_token_id, _llama_cpp_gguf(a)
+    with Meter() as meter:
+        outs = llama_cpp_generate(f, ids, a.max_new_tokens, eos, slots=a.llama_cpp_slots,
+                                  threads=a.threads or os.cpu_count())
+    return meter, [tok.decode(o, skip_special_tokens=True).strip() for o in outs], [len(o) for o in outs]
+
 def run_predict(a, name):
     import torch
     if a.threads: torch.set_num_threads(a.threads)
     _, _, prompts = rows_for(a)
+    if name == "loop" and a.loop_rows: prompts = prompts[:a.loop_rows]   # a sample: its cost per prompt does not depend on the others
     m, texts, counts = globals()[f"predict_{name}"](a, prompts)
     return dict(variant=name, wall_s=m.wall, cpu_s=m.cpu, prompts=len(prompts), generated_tokens=int(sum(counts)),
                 prompts_per_s=len(prompts) / m.wall, generated_tokens_per_s=sum(counts) / m.wall,
@@ -487,12 +513,13 @@ def report(res) -> str:
     if pr:
         ref = next((r for r in pr if r["variant"] == "loop"), pr[0])
         for r in pr: r["identical"] = sum(x == y for x, y in zip(r["texts"], ref["texts"]))
+        for r in pr: r["compared"] = min(len(r["texts"]), len(ref["texts"]))
         out.append(f"\nPrediction: {pr[0]['prompts']} prompts, greedy, max_new_tokens {res['settings']['max_new_tokens']}; pipeline batch {res['settings']['predict_batch']}, "
                    f"llmnb {res['settings'].get('llmnb_predict_batch') or 'default (16-64 rows by a 4,096-token budget)'}")
         out.append(table(pr, [("variant", lambda r: r["variant"]), ("prompts/s", lambda r: f"{r['prompts_per_s']:.3f}"),
                               ("gen. tok/s", lambda r: round(r["generated_tokens_per_s"], 1)), ("wall s", lambda r: round(r["wall_s"], 1)),
                               ("peak RSS MB", lambda r: round(r["peak_rss_mb"])), ("peak GPU MB", lambda r: r["peak_gpu_mb"] and round(r["peak_gpu_mb"])),
-                              ("same text as loop", lambda r: f"{r['identical']}/{r['prompts']}")]))
+                              ("same text as loop", lambda r: f"{r['identical']}/{r['compared']}")]))
         ll = next((r for r in pr if r["variant"] == "llmnb"), None)
         if ll:
             for r in pr:
@@ -523,6 +550,8 @@ def parse(argv=None):
     ap.add_argument("--predict-batch", type=int, default=16, help="prompts per batch of the pipeline")
     ap.add_argument("--llmnb-predict-batch", type=int, default=None, help="llmnb: fixed prompts per batch (default: its token-budget batching)")
     ap.add_argument("--llama-cpp-type", default="f32", help="GGUF type of the llama_cpp variant (f32: the same weights; f16, q8_0, ...)")
+    ap.add_argument("--loop-rows", type=int, default=None, help="loop: only the first N prompts (its prompts/s is compared; text on those N)")
+    ap.add_argument("--llama-cpp-slots", type=int, default=32, help="llama_cpp_batched: parallel sequences (llama-server's --parallel)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads in every worker (default: torch's)")
     ap.add_argument("--out", default=str(HERE/"results"/"latest.json"))
     ap.add_argument("--report", metavar="JSON", help="only print the table of a saved results file")

@@ -82,8 +82,10 @@ def _render(self: LLM, ds, train_split=None):
     from datasets import DatasetDict
     cfg = self.config
     if cfg.input_feature.preprocessing.format == "chat":   # conversations: the rendered prompt and the reference turn
-        from llmnb.chat import render_conversations, check_chat_special_tokens
+        from llmnb.chat import render_conversations, check_chat_special_tokens, add_chat_examples
         check_chat_special_tokens(ds, cfg, self.load_base().tokenizer)
+        if cfg.prompt.retrieval.type:   # few-shot exchanges retrieved by the last user turn
+            ds = add_chat_examples(ds, cfg, train_split if train_split is not None else getattr(self, "_index_split", None), self)
         return render_conversations(ds, cfg, self.load_base().tokenizer)
     self._refuse_special_tokens(ds)
     if cfg.prompt.retrieval.type:
@@ -279,6 +281,9 @@ def _generate_rendered(self: LLM, ds, generation_config=None, batch_size=None, p
         f"prompts were cut: {rep.prompt_rows} by the prompt limit ({rep.prompt_tokens} tokens), {rep.total_rows} to fit the context "
         f"({rep.total_tokens} tokens); see preprocessing.truncation.")
     if not generate: return _with_neighbours([dict(text="", ids=[], prompt_ids=i) for i in ids], ds)
+    if getattr(self, "engine", "transformers") == "llama_cpp":   # `llmnb predict --engine llama_cpp`
+        from llmnb.export import llama_cpp_results
+        return _with_neighbours(llama_cpp_results(self, ids, gc), ds)
     eb = self.config.trainer.eval_batch_size if isinstance(self.config.trainer.eval_batch_size, int) else 0
     # default: batches by a token budget (measured in bench/: 15-25% faster than 16 rows on a CPU); `batch_size`: fixed batches
     size = dict(batch_size=batch_size) if batch_size else dict(batch_size=max(eb, 64), max_tokens=4096, min_rows=max(eb, 16))

@@ -18,7 +18,7 @@ __all__ = ['ROLES', 'SHAREGPT_ROLES', 'ChatError', 'is_chat', 'read_turn', 'read
            'has_generation_markers', 'render_chat', 'assistant_spans', 'encode_conversation', 'ConversationReport',
            'fit_turns', 'tokenize_conversations', 'prompt_and_reference', 'encode_chat_prompts', 'render_conversations',
            'check_chat_special_tokens', 'highlight_trained', 'conversation_lengths', 'check_chat_config',
-           'read_conversations', 'conversation_splits']
+           'read_conversations', 'conversation_splits', 'add_chat_examples']
 
 # %% ../nbs/17_chat.ipynb #bc48d7ea
 class ChatError(DataError):
@@ -340,8 +340,6 @@ def check_chat_config(cfg):
     for k in ("template", "task"):
         if getattr(cfg.prompt, k): p.append(f"prompt.{k}: not used with input_features[0].preprocessing.format: chat "
                                             "(the conversation is the prompt); allowed: leave it out, or format: text")
-    if cfg.prompt.retrieval.type:
-        p.append("prompt.retrieval.type: few-shot retrieval is not available with format: chat; allowed: null, or format: text")
     if o.type != "text": p.append(f"output_features[0].type: format: chat predicts the next assistant turn, a text output "
                                   f"(got {o.type!r}); allowed: 'text'")
     elif o.preprocessing.max_sequence_length is not None:
@@ -386,3 +384,49 @@ def conversation_splits(dd:dict, # split name -> Dataset, as `load_splits` gathe
     report.rows = {k: len(v) for k, v in dd.items()}
     if report.n_dropped: warnings.warn(f"Dropped {report.n_dropped} row(s) with no conversation", stacklevel=2)
     return DatasetDict(dd), report
+
+# %% ../nbs/17_chat.ipynb #ee8e48c5
+def _query_and_answer(msgs: list[dict]) -> tuple[str, str | None]:
+    "The last user turn (the query) and the assistant turn that answers it, if the conversation has one."
+    p, ref = prompt_and_reference(msgs)
+    return next(m["content"] for m in reversed(p) if m["role"] == "user"), ref
+
+def _chat_index_rows(split, cfg):
+    "The training conversations as retrieval rows: the conversation column holds the last user turn, the output column its answer."
+    from datasets import Dataset
+    col, out = _column(cfg), cfg.output_feature.column or cfg.output_feature.name
+    qa = [_query_and_answer(read_conversation(c, i, training=True)) for i, c in enumerate(split[col])]
+    return Dataset.from_dict({col: [q for q, _ in qa], out: [a for _, a in qa]})
+
+def _with_examples(msgs: list[dict], pairs: list[tuple[str, str]]) -> list[dict]:
+    "The conversation with few-shot user/assistant pairs inserted after its system turn."
+    shots = [dict(role=r, content=t) for q, a in pairs for r, t in (("user", q), ("assistant", a))]
+    i = 1 if msgs and msgs[0]["role"] == "system" else 0
+    return msgs[:i] + shots + msgs[i:]
+
+# %% ../nbs/17_chat.ipynb #f8c55884
+def _add_shots(ds, idx, cfg, own: bool):
+    import numpy as np
+    from llmnb.retrieval import TEXT
+    col, r = _column(cfg), cfg.prompt.retrieval
+    convs = [read_conversation(c, i) for i, c in enumerate(ds[col])]
+    ids = idx.search([_query_and_answer(m)[0] for m in convs], r.k, exclude=np.arange(len(ds)) if own else None,
+                     seed=r.seed if r.seed is not None else cfg.trainer.seed)
+    q, a = idx.rows[TEXT], idx.rows[idx.settings["label_column"]]
+    new = [_with_examples(m, [(q[j], a[j]) for j in row]) for m, row in zip(convs, ids.tolist())]
+    # a split is a view (add_column needs its own rows), and a table left with no column has no rows: add, then drop
+    return ds.flatten_indices().add_column("__shots__", new).remove_columns(col).rename_column("__shots__", col)
+
+def add_chat_examples(ds, # a Dataset or DatasetDict of conversations
+                      cfg, # the loaded config (`format: chat`, `prompt.retrieval` set)
+                      index_split=None, # the training split of conversations (None: the cached or saved index)
+                      llm=None, # an `LLM`: the index is cached on it, and saved with the run
+                     ):
+    "Conversations with their `k` retrieved few-shot exchanges inserted after the system turn."
+    from datasets import DatasetDict
+    from llmnb.retrieval import _index_for
+    rows = None if index_split is None else _chat_index_rows(index_split, cfg)
+    idx = _index_for(cfg, rows, llm)
+    own = lambda d: index_split is not None and (d is index_split or d._fingerprint == index_split._fingerprint)
+    if isinstance(ds, DatasetDict): return DatasetDict({k: _add_shots(v, idx, cfg, own(v)) for k, v in ds.items()})
+    return _add_shots(ds, idx, cfg, own(ds))

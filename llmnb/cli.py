@@ -84,6 +84,7 @@ def _predict_args(p, what):
         _skip(p, "-sses", "eval_stats", "test_statistics.json")
         p.add_argument("-scp", "--skip_collect_predictions", action="store_true", help="do not write predictions")
         p.add_argument("-scos", "--skip_collect_overall_stats", action="store_true", help="no overall statistics (llmnb has no others)")
+    p.add_argument("--engine", default="transformers", choices=["transformers", "llama_cpp"], help="decoding engine: llama_cpp converts the model to an f32 GGUF once and batches greedy decoding in llama.cpp")
     p.add_argument("--trust_remote_code", action="store_true", help="run custom model code shipped with the run (never decided by the run itself)")
     _common_args(p)
 
@@ -313,6 +314,7 @@ def _predict(a, evaluate=False):
     from llmnb.api import LLM
     _say_notes(a); _apply_devices(a)
     llm = LLM.load(a.model_path, trust_remote_code=a.trust_remote_code)
+    llm.engine = a.engine
     data = _read(a.dataset, a.data_format)
     if a.split != "full":
         from llmnb.data import load_splits

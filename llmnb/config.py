@@ -380,12 +380,12 @@ class PromptConfig(_Section):
         return self.template is None and self.task is None and self.retrieval.type is None and not self.retrieval.k
 
     @model_validator(mode='after')
-    def _rules(self):
+    def _rules(self, info):
         p, t = [], self.template
         if self.system is not None and self.chat_template is False:
             p.append(('system', "only used with a chat template (got chat_template: false); allowed: set prompt.chat_template to true or 'auto'"))
         if self.is_default(): return _fail(*p) if p else self
-        if t is None and self.task is None:
+        if t is None and self.task is None and not (info.context or {}).get("chat"):   # chat: retrieved exchanges are turns
             p.append(('', "retrieval needs prompt.template or prompt.task (got neither); allowed: set a template with {__context__}, or a task"))
         if t is not None:
             try: fields = template_fields(t)
@@ -1380,7 +1380,9 @@ def _partial(raw: dict):
     return SimpleNamespace(**ns)
 
 def _validate(raw: dict) -> LLMConfig:
-    try: return LLMConfig.model_validate(raw)
+    chat = isinstance(raw, dict) and any(isinstance(f, dict) and (f.get("preprocessing") or {}).get("format") == "chat"
+                                         for f in (raw.get("input_features") or [])[:1])
+    try: return LLMConfig.model_validate(raw, context=dict(chat=chat))
     except ValidationError as e: problems = _problems(e)
     try: extra = [f"{k}: {m}" for k, m in _cross_problems(_partial(raw))] if isinstance(raw, dict) else []
     except Exception: extra = []

@@ -6,14 +6,15 @@ Docs: https://llmnb.github.io/llmnb/export.html.md"""
 
 # %% ../nbs/18_export.ipynb #5d92c14f
 from __future__ import annotations
-import json, os, re, shutil, subprocess, sys, tarfile, tempfile
+import ctypes, json, os, re, shutil, subprocess, sys, tarfile, tempfile, time
 from pathlib import Path
+import numpy as np
 from .errors import LlmnbError
 from .model import cache_dir, write_dir_atomically
 
 # %% auto #0
-__all__ = ['CONVERTER_TYPES', 'QUANTIZER_TYPES', 'FORMATS', 'llama_cpp_converter', 'export_merged', 'to_gguf', 'modelfile',
-           'export_model']
+__all__ = ['CONVERTER_TYPES', 'QUANTIZER_TYPES', 'ENGINES', 'FORMATS', 'llama_cpp_converter', 'export_merged', 'to_gguf',
+           'llama_cpp_generate', 'llama_cpp_results', 'modelfile', 'export_model']
 
 # %% ../nbs/18_export.ipynb #66231b74
 _CONVERTER_PARTS = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/")
@@ -142,6 +143,106 @@ def to_gguf(model_dir, # a transformers model folder (a merged export, or any sa
         if q in QUANTIZER_TYPES: _quantize(f16, Path(t)/"out.gguf", q)
         os.replace(Path(t)/"out.gguf", out)
     return out
+
+# %% ../nbs/18_export.ipynb #ac2837fe
+def _llama_cpp():
+    "llama-cpp-python, imported with passive OpenMP waiting unless the user chose otherwise."
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    try: import llama_cpp
+    except ImportError: raise LlmnbError("the llama_cpp engine needs llama-cpp-python: pip install 'llmnb[gguf]'") from None
+    global _QUIET
+    if _QUIET is None:   # llama.cpp logs every load to stderr; the callback must outlive the call
+        _QUIET = llama_cpp.llama_log_callback(lambda level, text, data: None)
+        llama_cpp.llama_log_set(_QUIET, ctypes.c_void_p(0))
+    return llama_cpp
+
+_QUIET = None
+
+def _llama_context(L, gguf, slots: int, per_seq: int, threads: int, n_batch: int):
+    "Model, context and batch for `slots` parallel sequences of up to `per_seq` tokens each."
+    model = L.llama_model_load_from_file(str(gguf).encode(), L.llama_model_default_params())
+    if not model: raise LlmnbError(f"llama.cpp could not load {gguf}")
+    cp = L.llama_context_default_params()
+    cp.n_ctx, cp.n_batch, cp.n_ubatch, cp.n_seq_max = slots * per_seq, n_batch, min(512, n_batch), slots
+    cp.n_threads = cp.n_threads_batch = threads
+    cp.kv_unified = False   # each sequence attends over its own cells only
+    return model, L.llama_init_from_model(model, cp), L.llama_batch_init(n_batch, 0, 1)
+
+# %% ../nbs/18_export.ipynb #51b22aa4
+def _fill(batch, slot, todo, prompts, n_batch):
+    "Put each running sequence's last token, then as many waiting prompts as fit, into `batch`; rows that get logits."
+    n, rows = 0, []
+    def add(tok, pos, seq, logits):
+        nonlocal n
+        batch.token[n], batch.pos[n], batch.n_seq_id[n], batch.logits[n] = tok, pos, 1, logits
+        batch.seq_id[n][0] = seq; n += 1
+    for s, st in enumerate(slot):
+        if st is not None: add(st[2], st[1], s, 1); st[1] += 1; rows.append((s, n - 1))
+    for s, st in enumerate(slot):
+        if st is None and todo and n + len(prompts[todo[-1]]) <= n_batch:
+            r = todo.pop(); p = prompts[r]
+            for k, t in enumerate(p): add(t, k, s, int(k == len(p) - 1))
+            slot[s] = [r, len(p), None]; rows.append((s, n - 1))
+    batch.n_tokens = n
+    return rows
+
+def llama_cpp_generate(gguf, # a GGUF file
+                       prompts: list[list[int]], # prompt token ids
+                       max_new: int, # tokens to generate at most per prompt
+                       eos, # end-of-sequence id(s): a sequence ends after one
+                       slots: int = 32, # sequences decoded together (llama-server's `--parallel`)
+                       threads: int | None = None, # CPU threads (default: all)
+                       n_batch: int = 2048, # tokens per `llama_decode` at most
+                      ) -> list[list[int]]:
+    "Greedy ids for every prompt (in order, each ending with its EOS if it stopped there), batched by llama.cpp."
+    L = _llama_cpp()
+    eos = set(eos if isinstance(eos, (list, tuple, set)) else [eos])
+    slots = max(1, min(slots, len(prompts)))
+    if any(len(p) > n_batch for p in prompts): raise LlmnbError(f"llama_cpp_generate: a prompt is longer than n_batch={n_batch} tokens.")
+    model, ctx, batch = _llama_context(L, gguf, slots, max(map(len, prompts), default=1) + max_new + 1, threads or os.cpu_count(), n_batch)
+    mem, nv = L.llama_get_memory(ctx), L.llama_vocab_n_tokens(L.llama_model_get_vocab(model))
+    todo, outs, slot = list(range(len(prompts)))[::-1], [[] for _ in prompts], [None] * slots
+    try:
+        while todo or any(s is not None for s in slot):
+            rows = _fill(batch, slot, todo, prompts, n_batch)
+            if (rc := L.llama_decode(ctx, batch)) != 0: raise LlmnbError(f"llama.cpp: llama_decode failed ({rc}).")
+            for s, i in rows:
+                t = int(np.ctypeslib.as_array(L.llama_get_logits_ith(ctx, i), shape=(nv,)).argmax())
+                r = slot[s][0]; outs[r].append(t); slot[s][2] = t
+                if t in eos or len(outs[r]) >= max_new: L.llama_memory_seq_rm(mem, s, -1, -1); slot[s] = None
+    finally: L.llama_batch_free(batch); L.llama_free(ctx); L.llama_model_free(model)
+    return outs
+
+# %% ../nbs/18_export.ipynb #37638ea7
+ENGINES = ("transformers", "llama_cpp")
+
+def _gguf_of(llm) -> Path:
+    "An f32 GGUF of `llm`'s model (adapter merged), written once per loaded model into a temporary folder."
+    if getattr(llm, "_gguf", None) and Path(llm._gguf).exists(): return Path(llm._gguf)
+    import copy
+    model = copy.deepcopy(llm.model)
+    if hasattr(model, "merge_and_unload"): model = model.merge_and_unload()
+    llm._gguf_dir = tempfile.TemporaryDirectory(prefix="llmnb-gguf-")   # removed with the LLM object
+    d = Path(llm._gguf_dir.name)
+    model.save_pretrained(d/"merged", safe_serialization=True); llm.tokenizer.save_pretrained(d/"merged")
+    llm._gguf = to_gguf(d/"merged", d/"model-f32.gguf", "f32")
+    shutil.rmtree(d/"merged")
+    return llm._gguf
+
+def llama_cpp_results(llm, # a loaded `llmnb.api.LLM`
+                      prompt_ids: list[list[int]], # encoded prompts
+                      gc, # the `GenerationConfig` of the call
+                     ) -> list[dict]:
+    "`generate_batch`'s result dicts, decoded by llama.cpp (greedy only)."
+    from llmnb.generate import _plain_greedy, _eos_list
+    if not _plain_greedy(gc):
+        raise LlmnbError("engine llama_cpp: only greedy decoding (do_sample: false, num_beams: 1, no penalties) runs on "
+                         "llama.cpp; use engine transformers for these generation settings.")
+    t0 = time.time()
+    outs = llama_cpp_generate(_gguf_of(llm), prompt_ids, gc.max_new_tokens, _eos_list(gc), slots=32)
+    dt = (time.time() - t0) / max(len(prompt_ids), 1)
+    return [dict(text=llm.tokenizer.decode(o, skip_special_tokens=True).strip(), ids=o, prompt_ids=list(p), seconds=dt)
+            for o, p in zip(outs, prompt_ids)]
 
 # %% ../nbs/18_export.ipynb #f13fd4b4
 _CHATML = ('{{- if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}'

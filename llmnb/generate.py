@@ -169,54 +169,31 @@ def _group_step(s, beam_scores, rows0, n, eos, t, gc, hyps, input_ids, hist):
         if len(src) == n: break
     return src, tok, sc
 
-@torch.no_grad()
-def _group_beam_search(model, input_ids, logits_processor, stopping_criteria, generation_config, synced_gpus=False, streamer=None, **model_kwargs):
-    "Diverse (group) beam search as a `custom_generate` function."
-    from transformers import DynamicCache
+def _group_candidates(proc, beam_scores, B, N, G, n, pad, eos, t, gc, hyps, done, input_ids, hist, max_new):
+    "Each group's next beams, in order, the earlier groups' tokens penalising the later ones: (source rows, tokens, scores)."
+    BN, V, dev = B * N, proc.shape[-1], proc.device
+    src = torch.arange(BN, device=dev).view(B, N).clone()
+    tok = torch.full((B, N), pad, dtype=torch.long, device=dev)
+    nsc = torch.zeros(B, N, device=dev)
+    for g in range(G):
+        s = proc.view(B, N, V)[:, g * n:(g + 1) * n].clone()
+        if g and gc.diversity_penalty:
+            used = torch.zeros(B, V, device=dev).scatter_add_(1, tok[:, :g * n], torch.ones(B, g * n, device=dev))
+            s -= gc.diversity_penalty * used[:, None]
+        for b in range(B):
+            if done[b][g]: continue
+            r, k, v = _group_step(s[b], beam_scores[b, g * n:(g + 1) * n], b * N + g * n, n, eos, t, gc, hyps[b][g], input_ids, hist)
+            src[b, g * n:g * n + len(r)] = torch.tensor(r, device=dev)
+            tok[b, g * n:g * n + len(k)] = torch.tensor(k, device=dev)
+            nsc[b, g * n:g * n + len(v)] = torch.tensor(v, device=dev)
+            nsc[b, g * n + len(v):(g + 1) * n] = -1e9
+            done[b][g] = hyps[b][g].done(max(v) if v else -1e9, t, gc, max_new)
+    return src, tok, nsc
+
+def _group_output(gc, hyps, done, beam_scores, input_ids, hist, B, N, G, n, L0, pad, steps):
+    "Close the unfinished groups with their running beams and return the best `num_return_sequences` of each item."
     from transformers.generation.utils import GenerateBeamDecoderOnlyOutput
-    gc = generation_config
-    N, G = gc.num_beams, gc.num_beam_groups; n = N // G
-    BN, L0 = input_ids.shape; B, dev = BN // N, input_ids.device
-    eos, pad = _eos_list(gc), gc.pad_token_id if gc.pad_token_id is not None else 0
-    max_new = gc.max_length - L0
-    mask = model_kwargs.get("attention_mask")
-    mask = torch.ones_like(input_ids) if mask is None else mask
-    cache = DynamicCache(config=model.config)
-    beam_scores = torch.full((B, N), -1e9, device=dev); beam_scores[:, ::n] = 0     # one live beam per group at first
-    hyps = [[_Hyps(n) for _ in range(G)] for _ in range(B)]
-    done = [[False] * G for _ in range(B)]
-    hist = torch.zeros(BN, 0, dtype=torch.long, device=dev)
-    steps, new = [], input_ids
-    keep = gc.return_dict_in_generate and gc.output_scores
-    while True:
-        out = _forward(model, new, mask, cache)
-        proc = logits_processor(input_ids, torch.log_softmax(out.logits[:, -1].float(), -1))
-        if keep: steps.append(proc)
-        V, t = proc.shape[-1], input_ids.shape[1] - L0 + 1
-        src = torch.arange(BN, device=dev).view(B, N).clone()
-        tok = torch.full((B, N), pad, dtype=torch.long, device=dev)
-        nsc = torch.zeros(B, N, device=dev)
-        for g in range(G):
-            s = proc.view(B, N, V)[:, g * n:(g + 1) * n].clone()
-            if g and gc.diversity_penalty:
-                used = torch.zeros(B, V, device=dev).scatter_add_(1, tok[:, :g * n], torch.ones(B, g * n, device=dev))
-                s -= gc.diversity_penalty * used[:, None]
-            for b in range(B):
-                if done[b][g]: continue
-                r, k, v = _group_step(s[b], beam_scores[b, g * n:(g + 1) * n], b * N + g * n, n, eos, t, gc, hyps[b][g], input_ids, hist)
-                src[b, g * n:g * n + len(r)] = torch.tensor(r, device=dev)
-                tok[b, g * n:g * n + len(k)] = torch.tensor(k, device=dev)
-                nsc[b, g * n:g * n + len(v)] = torch.tensor(v, device=dev)
-                nsc[b, g * n + len(v):(g + 1) * n] = -1e9
-                done[b][g] = hyps[b][g].done(max(v) if v else -1e9, t, gc, max_new)
-        flat = src.view(-1)
-        input_ids = torch.cat([input_ids[flat], tok.view(-1, 1)], 1)
-        hist = torch.cat([hist[flat], flat[:, None]], 1)
-        beam_scores, new = nsc, tok.view(-1, 1)
-        cache.reorder_cache(flat)
-        mask = torch.cat([mask[flat], mask.new_ones(BN, 1)], 1)
-        if all(map(all, done)) or stopping_criteria(input_ids, None).all(): break
-    t = input_ids.shape[1] - L0
+    dev, t = input_ids.device, input_ids.shape[1] - L0
     for b in range(B):
         for g in range(G):
             if done[b][g]: continue
@@ -233,7 +210,39 @@ def _group_beam_search(model, input_ids, logits_processor, stopping_criteria, ge
         seqs[i, :len(ids)] = torch.tensor(ids, device=dev); bidx[i, :len(hi)] = torch.tensor(hi, device=dev)
     if not gc.return_dict_in_generate: return seqs
     return GenerateBeamDecoderOnlyOutput(sequences=seqs, sequences_scores=torch.tensor([h[0] for h in flat_best], device=dev),
-                                         scores=tuple(steps) if keep else None, beam_indices=bidx)
+                                         scores=tuple(steps) if steps is not None else None, beam_indices=bidx)
+
+@torch.no_grad()
+def _group_beam_search(model, input_ids, logits_processor, stopping_criteria, generation_config, synced_gpus=False, streamer=None, **model_kwargs):
+    "Diverse (group) beam search as a `custom_generate` function."
+    from transformers import DynamicCache
+    gc = generation_config
+    N, G = gc.num_beams, gc.num_beam_groups; n = N // G
+    BN, L0 = input_ids.shape; B, dev = BN // N, input_ids.device
+    eos, pad = _eos_list(gc), gc.pad_token_id if gc.pad_token_id is not None else 0
+    max_new = gc.max_length - L0
+    mask = model_kwargs.get("attention_mask")
+    mask = torch.ones_like(input_ids) if mask is None else mask
+    cache = DynamicCache(config=model.config)
+    beam_scores = torch.full((B, N), -1e9, device=dev); beam_scores[:, ::n] = 0     # one live beam per group at first
+    hyps = [[_Hyps(n) for _ in range(G)] for _ in range(B)]
+    done = [[False] * G for _ in range(B)]
+    hist = torch.zeros(BN, 0, dtype=torch.long, device=dev)
+    new, steps = input_ids, ([] if gc.return_dict_in_generate and gc.output_scores else None)
+    while True:
+        out = _forward(model, new, mask, cache)
+        proc = logits_processor(input_ids, torch.log_softmax(out.logits[:, -1].float(), -1))
+        if steps is not None: steps.append(proc)
+        t = input_ids.shape[1] - L0 + 1
+        src, tok, nsc = _group_candidates(proc, beam_scores, B, N, G, n, pad, eos, t, gc, hyps, done, input_ids, hist, max_new)
+        flat = src.view(-1)
+        input_ids = torch.cat([input_ids[flat], tok.view(-1, 1)], 1)
+        hist = torch.cat([hist[flat], flat[:, None]], 1)
+        beam_scores, new = nsc, tok.view(-1, 1)
+        cache.reorder_cache(flat)
+        mask = torch.cat([mask[flat], mask.new_ones(BN, 1)], 1)
+        if all(map(all, done)) or stopping_criteria(input_ids, None).all(): break
+    return _group_output(gc, hyps, done, beam_scores, input_ids, hist, B, N, G, n, L0, pad, steps)
 
 # %% ../nbs/05_generate.ipynb #b0e9cbd4
 _OWN_DECODERS = {"contrastive search": _contrastive_search, "diverse beam search": _group_beam_search}

@@ -156,3 +156,25 @@ def test_lengths_and_decoding_on_conversations(tmp_path, tok, tiny_model_dir):
     t = compare_decoding(llm, [dict(messages=CHAT[:4])], {"greedy": dict(max_new_tokens=3), "beam": dict(num_beams=2, max_new_tokens=3)})
     assert t["prompt"][0].endswith("And of Italy?<|im_end|>\n<|im_start|>assistant\n") and t["greedy: tokens"][0] <= 3
     with pytest.raises(DataError, match="ends on a user turn"): llm.evaluate([dict(messages=CHAT[:4])])
+
+def test_retrieval_on_conversations_train_save_load_predict(tmp_path, tiny_model_dir):
+    "Few-shot exchanges retrieved by the last user turn: inserted after the system turn, never the row itself, saved with the run."
+    from llmnb.api import LLM
+    from llmnb.data import PROMPT
+    qa = [(f"Capital number {i}?", f"City{i}.") for i in range(6)]
+    rows = [dict(messages=[S, dict(role="user", content=q), dict(role="assistant", content=a)]) for q, a in qa]
+    cfg = {**_cfg(), "base_model": str(tiny_model_dir), "adapter": {"type": "lora"}, "prompt": {"retrieval": {"type": "random", "k": 2}},
+           "preprocessing": {"split": {"type": "random", "probabilities": [1.0, 0.0, 0.0]}},
+           "trainer": {"type": "finetune", "epochs": 1, "batch_size": 2, "learning_rate": 0.001}}
+    llm = LLM(cfg)
+    llm.train(pd.DataFrame(rows), output_directory=str(tmp_path / "run"), progress=False)
+    assert (tmp_path / "run" / "model" / "retrieval").is_dir()
+    d = llm._as_dataset(pd.DataFrame(rows))
+    for i, p in enumerate(llm._render(d, d)[PROMPT]):   # two other rows' exchanges, after the system turn, before the row's own question
+        assert p.count("<|im_start|>user") == 3 and p.index("Be brief.") < p.index("City") and f"City{i}." not in p
+    back = LLM.load(tmp_path / "run")
+    new = back._render(back._as_dataset(pd.DataFrame(dict(messages=[[S, dict(role="user", content="Capital number 9?")]]))))
+    p = new[PROMPT][0]
+    assert p.count("<|im_start|>user") == 3 and p.count("<|im_start|>assistant") == 3 and p.rstrip().endswith("<|im_start|>assistant")
+    assert sum(f"City{i}." in p for i in range(6)) == 2
+    assert len(back.predict(pd.DataFrame(dict(messages=[[S, dict(role="user", content="Capital number 9?")]])), generation_config=dict(max_new_tokens=2))) == 1

@@ -48,6 +48,28 @@ def test_gguf_f16_loads_in_llama_cpp_and_answers_as_the_run(gguf_f16, expected, 
         got.append(llm.tokenizer.decode(out, skip_special_tokens=True).strip())
     assert got == expected["a_predictions"].tolist()
 
+def test_llama_cpp_generate_batched_answers_as_the_run(gguf_f16, expected, run):
+    "Continuous batching in llama.cpp: 2 slots for 5 prompts, so finished sequences are refilled; same answers as the run."
+    pytest.importorskip("llama_cpp")
+    from llmnb.export import llama_cpp_generate
+    llm = LLM.load(run)
+    ids = [r["prompt_ids"] for r in llm._generate_rendered(llm._render(llm._as_dataset(HELD_OUT)), generate=False)]
+    outs = llama_cpp_generate(gguf_f16, ids, 8, llm.tokenizer.eos_token_id, slots=2, threads=1)
+    assert [llm.tokenizer.decode(o, skip_special_tokens=True).strip() for o in outs] == expected["a_predictions"].tolist()
+    assert all(len(o) <= 8 for o in outs)
+
+def test_predict_engine_llama_cpp_answers_as_transformers(run, expected, tmp_path):
+    "`llmnb predict --engine llama_cpp`: the run converted to an f32 GGUF, decoded by llama.cpp; same answers; sampling refused."
+    _converter_or_skip(); pytest.importorskip("llama_cpp")
+    HELD_OUT.to_csv(tmp_path/"q.csv", index=False)
+    r = subprocess.run([sys.executable, "-c", "from llmnb.cli import main; main()", "predict", "-m", str(run), "--dataset", str(tmp_path/"q.csv"),
+                        "--engine", "llama_cpp", "-od", str(tmp_path/"out")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    got = pd.read_csv(tmp_path/"out"/"predictions.csv", keep_default_na=False)["a_predictions"].tolist()
+    assert got == expected["a_predictions"].tolist()
+    llm = LLM.load(run); llm.engine = "llama_cpp"
+    with pytest.raises(LlmnbError, match="only greedy decoding"): llm.predict(HELD_OUT, generation_config=dict(do_sample=True))
+
 def test_ollama_export_and_cli(run, tmp_path):
     _converter_or_skip()
     r = subprocess.run([sys.executable, "-c", "from llmnb.cli import main; main()", "export", "-m", str(run), "-f", "ollama", "-od", str(tmp_path/"o")],
