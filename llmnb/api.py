@@ -65,6 +65,9 @@ def load_base(self: LLM):
         from llmnb.adapters import attach_adapter
         self.model = attach_adapter(self.model, a, trainable=False)
         self.kind = "adapter"
+    if self.config.adapters is not None and self.config.trainer.type == "none":   # named trained adapters, merged as configured
+        from llmnb.adapters import attach_adapters
+        self.model, self.kind = attach_adapters(self.model, self.config.adapters, trainable=False), "adapter"
     return self
 
 @patch(as_prop=True)
@@ -156,6 +159,10 @@ def _prepare_for_finetune(self: LLM, total_steps: int):
         if not hasattr(self.model, "peft_config"):
             self.model = attach_adapter(self.model, cfg.adapter, trainable=True, total_steps=total_steps, tokenizer_path=self.base_path)
         self.kind = "adapter"
+    elif cfg.adapters is not None:   # several named adapters: the active one trains
+        from llmnb.adapters import attach_adapters
+        self.model = attach_adapters(self.model, cfg.adapters, True, total_steps, self.base_path)
+        self.kind = "adapter"
     else:
         for p in self.model.parameters(): p.requires_grad_(True)
         self.kind = "full"
@@ -208,6 +215,9 @@ def train(self: LLM,
         _set_seed(seed)  # the adapter's initial weights are part of what the seed reproduces
         self._prepare_for_finetune(plan.total_steps)
         stats.update(fit(self.model, self.tokenizer, rows, vrows, cfg, run, resume=resume, progress=progress, plan=plan))
+        if cfg.adapters is not None:
+            from llmnb.adapters import merge_trained
+            merge_trained(self.model, cfg.adapters)
         stats["truncation"] = asdict(rep)
         if len(splits["test"]):
             te, _ = tokenize_dataset(splits["test"], self.tokenizer, cfg, lim, PROMPT, tgt)
@@ -389,7 +399,7 @@ def _info(self: LLM, kind) -> dict:
 @patch
 def _write_model(self: LLM, tmp: Path, model, kind):
     if model is not None and kind != "none":
-        if kind == "adapter": model.peft_config["default"].base_model_name_or_path = self.config.base_model
+        for pc in (model.peft_config.values() if kind == "adapter" else ()): pc.base_model_name_or_path = self.config.base_model
         model.save_pretrained(tmp, safe_serialization=True)
     self.tokenizer.save_pretrained(tmp)
     (tmp/"llmnb.json").write_text(json.dumps(self._info(kind), indent=2, default=float))
@@ -461,7 +471,10 @@ def load(cls: LLM,
         if info["kind"] == "adapter":
             from llmnb.adapters import load_adapter
             if hasattr(llm.model, "peft_config"): llm.model = llm.model.unload()  # drop the config's pretrained adapter: the run's replaces it
-            llm.model = load_adapter(llm.model, d, key="model_path")
+            if llm.config.adapters is not None:   # named adapters: one subfolder each
+                from llmnb.adapters import load_adapters
+                llm.model = load_adapters(llm.model, d, llm.config.adapters.active)
+            else: llm.model = load_adapter(llm.model, d, key="model_path")
     llm.stats = {k: v for k, v in info.get("metrics", {}).items()}
     if llm.config.prompt.retrieval.type:  # predict with the saved few-shot index, no training data needed
         from llmnb.retrieval import load_retrieval

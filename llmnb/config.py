@@ -15,11 +15,12 @@ __all__ = ['PRESETS', 'BaseModelName', 'MissingStrategy', 'OutputFeature', 'Inpu
            'MatchRule', 'CategoryPreprocessing', 'CategoryExtractorDecoder', 'CategoryLoss', 'CategoryOutputFeature',
            'RetrievalConfig', 'PromptConfig', 'RandomSplit', 'FixedSplit', 'StratifySplit', 'HashSplit',
            'DateTimeSplit', 'TruncationConfig', 'PreprocessingConfig', 'TextDefaults', 'DefaultsConfig',
-           'Postprocessor', 'LoraAdapter', 'AdaloraAdapter', 'IA3Adapter', 'PromptTuningAdapter', 'QuantizationConfig',
-           'RopeScaling', 'ModelParameters', 'OptimizerConfig', 'LRSchedulerConfig', 'GradientClipping', 'NoneTrainer',
-           'FinetuneTrainer', 'GenerationSettings', 'BackendTrainer', 'BackendConfig', 'LLMConfig', 'compat_notes',
-           'load_config', 'render_config', 'default_changes_table', 'resolve_max_new_tokens', 'config_json_schema',
-           'save_config_json_schema', 'config_fields_table']
+           'Postprocessor', 'LoraAdapter', 'AdaloraAdapter', 'IA3Adapter', 'PromptTuningAdapter', 'MergeAdapters',
+           'NamedAdapters', 'QuantizationConfig', 'RopeScaling', 'ModelParameters', 'OptimizerConfig',
+           'LRSchedulerConfig', 'GradientClipping', 'NoneTrainer', 'FinetuneTrainer', 'GenerationSettings',
+           'BackendTrainer', 'BackendConfig', 'LLMConfig', 'compat_notes', 'load_config', 'render_config',
+           'default_changes_table', 'resolve_max_new_tokens', 'config_json_schema', 'save_config_json_schema',
+           'config_fields_table']
 
 # %% ../nbs/00_config.ipynb #a092f635
 import difflib, json, re, string, types, warnings
@@ -638,6 +639,71 @@ def _adapter_type(v):
 Adapter = Annotated[Union[(LoraAdapter, AdaloraAdapter, IA3Adapter, PromptTuningAdapter, *_MORE_ADAPTERS)],
                     Discriminator('type'), BeforeValidator(_adapter_type)]
 
+# %% ../nbs/00_config.ipynb #8386d5ed
+_COMBINATIONS = ('linear', 'svd', 'ties', 'dare_linear', 'dare_ties', 'magnitude_prune',   # Ludwig's
+                 'cat', 'ties_svd', 'dare_linear_svd', 'dare_ties_svd', 'magnitude_prune_svd')  # and the rest of PEFT's
+
+class MergeAdapters(_Section):
+    "A weighted merge of named adapters into one more (PEFT `add_weighted_adapter`)."
+    name: str = Field('merged', min_length=1, description="Name the merged adapter is registered under.")
+    sources: Optional[list[str]] = Field(None, description="Names of the adapters to merge; null: all of them.")
+    weights: Optional[list[float]] = Field(None, description="One weight per source; null: 1.0 each.")
+    combination_type: Literal[_COMBINATIONS] = Field('linear', description="PEFT's merge: `linear` (weighted sum of the LoRA factors), `svd` (rank-r SVD of the weighted sum of the updates), `ties`, `dare_linear`, `dare_ties`, `magnitude_prune` (on the factors); `cat` and the `*_svd` forms (on the updates) are PEFT's too.")
+    density: float = Field(0.5, ge=0, le=1, description="Fraction of values kept by `ties`, `dare_*` and `magnitude_prune`.")
+
+class NamedAdapters(_Section):
+    "Several named adapters on one base model: one is trained (or used) per run, and they can be merged."
+    adapters: dict[str, Adapter] = Field(min_length=1, description="name → adapter section (as `adapter:`); in order, the first is the default `active`.")
+    active: Optional[str] = Field(None, description="The adapter this run trains (or predicts with); null: the first. May name `merge.name`.")
+    merge: Optional[MergeAdapters] = Field(None, description="Merge some of the adapters into a new one; null: no merge.")
+
+    @model_validator(mode='after')
+    def _names(self):
+        names, m, p = list(self.adapters), self.merge, []
+        if m is not None:
+            if m.sources is None: _fill(m, 'sources', names)
+            p += [('merge.sources', f"not an adapter name (got {_show(s)}); allowed: {', '.join(map(repr, names))}") for s in m.sources if s not in names]
+            if m.weights is not None and len(m.weights) != len(m.sources):
+                p.append(('merge.weights', f"needs one weight per source ({len(m.sources)}; got {len(m.weights)})"))
+            if m.name in names: p.append(('merge.name', f"is already an adapter's name (got {_show(m.name)}); allowed: a new name"))
+            p += _merge_problems(self.adapters, m)
+        ok = names + ([m.name] if m is not None else [])
+        if self.active is None: _fill(self, 'active', names[0])
+        elif self.active not in ok: p.append(('active', f"not an adapter name (got {_show(self.active)}); allowed: {', '.join(map(repr, ok))}"))
+        if p: _fail(*p)
+        return self
+
+def _merge_problems(adapters, m) -> list:
+    "PEFT merges LoRA adapters only; all but `cat` and the SVD forms need one rank."
+    src = [(s, adapters[s]) for s in m.sources if s in adapters]
+    p = [(f'adapters.{s}.type', f"PEFT merges LoRA adapters only (got {_show(a.type)}); allowed: 'lora'") for s, a in src if a.type != 'lora']
+    ranks = {a.r for _, a in src if a.type == 'lora'}
+    if len(ranks) > 1 and m.combination_type != 'cat' and not m.combination_type.endswith('svd'):
+        p.append(('merge.combination_type', f"{m.combination_type} needs sources of one rank (got r {sorted(ranks)}); allowed: equal r, or svd / cat"))
+    return p
+
+def _trained_adapter(c):
+    "The adapter section a run trains: `adapter`, or the active one of `adapters` (a merge's first source)."
+    if c.adapters is None: return c.adapter
+    n = c.adapters
+    return n.adapters.get(n.active) or n.adapters[n.merge.sources[0]]
+
+def _named_adapter_problems(c, ok) -> list:
+    "`adapters:` against the rest: not with `adapter:`; with `trainer: none` every adapter it uses is a trained one."
+    n, p = c.adapters, []
+    if not ok(n, c.adapter, c.trainer) or n is None: return p
+    if c.adapter is not None: p.append(('adapters', "is Ludwig's multi-adapter form of `adapter`; set one of them (got both)"))
+    used = [n.active] if n.active in n.adapters else []
+    used += [s for s in (n.merge.sources if n.merge else []) if s not in used]
+    if c.trainer.type != 'finetune':
+        p += [(f'adapters.adapters.{s}', f"trainer.type {c.trainer.type!r} trains nothing, so this adapter needs "
+               "pretrained_adapter_weights (got null); allowed: a trained adapter folder, or trainer finetune")
+              for s in used if n.adapters[s].pretrained_adapter_weights is None]
+    p += [(f'adapters.adapters.{s}.postprocessor.merge_adapter_into_base_model', "not with several adapters (got true); "
+           "allowed: false (export the run's merged model with `llmnb export`)")
+          for s, a in n.adapters.items() if getattr(getattr(a, 'postprocessor', None), 'merge_adapter_into_base_model', False)]
+    return p
+
 # %% ../nbs/00_config.ipynb #4b8fa087
 class QuantizationConfig(_Section):
     "bitsandbytes quantization of the base model."
@@ -1018,7 +1084,7 @@ class LLMConfig(_Section):
     ludwig_defaults: bool = Field(False, description="Ours: Ludwig 0.17's defaults where llmnb's differ (`DEFAULT_CHANGES`); keys set here win.")
     is_multimodal: Annotated[bool, _not_supported("multimodal models are not supported yet (got true); allowed: false")] = Field(False, description="Not supported yet.")
     hyperopt: Optional[dict[str, Any]] = Field(None, description="Accepted and ignored (with a warning).")
-    adapters: Annotated[Optional[Any], _not_supported("multiple adapters are not supported yet; allowed: one adapter under `adapter:`")] = Field(None, exclude=True, description="Not supported yet: use `adapter`.")
+    adapters: Optional[NamedAdapters] = Field(None, description="Several named adapters (Ludwig's multi-adapter form; instead of `adapter`): one trains per run, `merge` combines them.")
 
     @model_validator(mode='before')
     @classmethod
@@ -1061,10 +1127,12 @@ def _cross_problems(c) -> list:
     "Rules that span sections; `c` may hold `_FAILED` for sections that did not validate (their rules are skipped)."
     ok = lambda *xs: not any(x is _FAILED for x in xs)
     p, ad, q, tr = [], c.adapter, c.quantization, c.trainer
+    p += _named_adapter_problems(c, ok)
     if ok(ad, tr) and ad is not None and tr.type != 'finetune' and ad.pretrained_adapter_weights is None:
         p.append(('adapter', f"an adapter needs trainer.type: finetune (got trainer.type {tr.type!r}); allowed: trainer finetune, or adapter.pretrained_adapter_weights to predict with a trained adapter"))
-    if ok(q, ad, tr) and q is not None and tr.type == 'finetune' and (ad is None or ad.type != 'lora'):
-        p.append(('quantization', f"fine-tuning a quantized model needs adapter.type: lora (got adapter {'null' if ad is None else repr(ad.type)}); allowed: adapter {{type: lora}}, or no quantization"))
+    t = ad if ad is not None or not ok(c.adapters) else _trained_adapter(c)
+    if ok(q, ad, tr, c.adapters) and q is not None and tr.type == 'finetune' and (t is None or t.type != 'lora'):
+        p.append(('quantization', f"fine-tuning a quantized model needs adapter.type: lora (got adapter {'null' if t is None else repr(t.type)}); allowed: adapter {{type: lora}}, or no quantization"))
     if ok(q, ad) and q is not None and ad is not None and q.bits == 4 and getattr(ad, 'postprocessor', None) and ad.postprocessor.merge_adapter_into_base_model:
         p.append(('adapter.postprocessor.merge_adapter_into_base_model', "merging an adapter into a 4-bit quantized model is unsupported (got quantization.bits 4); allowed: quantization.bits: 8, or no quantization"))
     if ok(c.prompt, c.output_features, c.input_features):
