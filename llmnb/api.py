@@ -260,7 +260,9 @@ def _generate_rendered(self: LLM, ds, generation_config=None, batch_size=None, p
     scores = self.config.output_feature.type == "text"   # a category output's probabilities come from scoring the labels
     with warnings.catch_warnings():   # for this call only: no process-wide filter
         warnings.filterwarnings("ignore", message=".*generation flags are not valid.*")
-        return generate_batch(self.model, self.tokenizer, ids, gc, scores=scores, progress=progress, **size)
+        from llmnb.structured import constraint_for   # a text_parser output: every answer follows its grammar
+        lp = constraint_for(self.config, self.tokenizer, self.model, gc)
+        return generate_batch(self.model, self.tokenizer, ids, gc, scores=scores, progress=progress, logits_processor=lp, **size)
 
 @patch
 def _labels_only(self: LLM) -> bool:
@@ -281,6 +283,9 @@ def _predictions_frame(self: LLM, results) -> pd.DataFrame:
     df = pd.DataFrame({f"{o.name}_predictions": texts, f"{o.name}_probabilities": [r.get("probabilities") for r in results],
                        f"{o.name}_probability": [r.get("probability") for r in results], f"{o.name}_response": texts,
                        f"{o.name}_num_tokens": [len(r["ids"]) for r in results]})
+    if getattr(o.decoder, "type", None) == "text_parser":   # structured output: the parsed value and its fields
+        from llmnb.structured import parsed_columns
+        for k, v in parsed_columns(o.name, texts, o.decoder, df.columns).items(): df[k] = v
     if o.type == "category":
         from llmnb.evaluate import category_predictions, label_token_ids
         vocab = self.vocab or (category_vocab(o) if o.preprocessing.vocab else None)
