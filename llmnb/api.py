@@ -43,7 +43,7 @@ class LLM:
 
     def __repr__(self):
         c = self.config
-        ad = c.adapter.type if c.adapter else "none"
+        ad = c.adapter.type if c.adapter else f"{c.adapters.active} of {list(c.adapters.adapters)}" if c.adapters else "none"
         return f"LLM(base_model={c.base_model!r}, trainer={c.trainer.type}, adapter={ad}, output={c.output_feature.name}:{c.output_feature.type}, loaded={self.model is not None})"
 
 # %% ../nbs/06_api.ipynb #ae3dce4c
