@@ -17,7 +17,7 @@ from .errors import LlmnbError
 # %% auto #0
 __all__ = ['ADAPTERS', 'linear_modules', 'linear_module_names', 'default_target_modules', 'check_target_modules', 'AdapterKind',
            'adapter_kind', 'check_adapter', 'peft_config', 'load_adapter', 'attach_adapter', 'adapter_regularization',
-           'merge_adapter', 'merged_copy']
+           'merge_adapter', 'merged_copy', 'attach_adapters', 'merge_adapters', 'merge_trained', 'load_adapters']
 
 # %% ../nbs/09_adapters.ipynb #0b1f5187
 _log = logging.getLogger("llmnb.adapters")   # information for the user (`llmnb -l info` shows it); named, so the notebook logs where the module does
@@ -275,3 +275,82 @@ def merged_copy(cfg, # the loaded config (its `quantization` is ignored here)
     from llmnb.model import load_model
     model, _ = load_model(cfg.model_copy(update=dict(quantization=None)))
     return merge_adapter(load_adapter(model, adapter_dir, key="model_path"), progressbar)
+
+# %% ../nbs/09_adapters.ipynb #2f556d0f
+def _adapter_folder(w, name: str) -> str:
+    "Where a named adapter's weights are: `w` itself, or `w/name` (PEFT saves named adapters there), or a run's `model/`."
+    p = Path(str(w)).expanduser()
+    return str(next((d for d in (p, p/name, p/"model", p/"model"/name) if (d/"adapter_config.json").exists()), w))
+
+def _add_one(model, name, a, pc, train):
+    "`model` with the adapter `name` added: built from its PEFT config `pc`, or loaded (a `PeftModel` after the first)."
+    import peft
+    first = not isinstance(model, peft.PeftModel)
+    if pc is not None:
+        if first: return peft.get_peft_model(model, pc, adapter_name=name)
+        model.add_adapter(name, pc)
+        return model
+    path = _adapter_folder(a.pretrained_adapter_weights, name)
+    try:
+        if first: return peft.PeftModel.from_pretrained(model, path, adapter_name=name, is_trainable=train)
+        model.load_adapter(path, adapter_name=name, is_trainable=train)
+        return model
+    except Exception as e: raise LlmnbError(
+        f"adapters.adapters.{name}.pretrained_adapter_weights: could not load an adapter from {path!r}: {e}") from None
+
+def attach_adapters(model, # the base model
+                    named, # the config's `adapters` section
+                    trainable: bool = True, # False: for inference only
+                    total_steps: int | None = None, # optimiser steps of the run (AdaLoRA's schedule)
+                    tokenizer_path: str | None = None, # the base model's folder (prompt tuning's text initialisation)
+                   ):
+    "Wrap `model` with every adapter of `named`; merge first when `active` is the merge; the active one trains."
+    pcs = {n: None if a.pretrained_adapter_weights else peft_config(a, model, total_steps, tokenizer_path)
+           for n, a in named.adapters.items()}   # targets resolved on the plain model, before any adapter is in it
+    for name, a in named.adapters.items():
+        model = _add_one(model, name, a, pcs[name], trainable and name == named.active)
+    if named.merge is not None and named.active == named.merge.name: merge_adapters(model, named.merge)
+    model.set_adapter(named.active)
+    if not trainable: model.eval()
+    return model
+
+# %% ../nbs/09_adapters.ipynb #636fbe2c
+def merge_adapters(model, # a `PeftModel` holding the merge's sources
+                   merge, # the config's `adapters.merge` section
+                  ):
+    "Register `merge.name`: PEFT's `add_weighted_adapter` over `merge.sources` (weights 1.0 when null)."
+    weights = merge.weights if merge.weights is not None else [1.0] * len(merge.sources)
+    dens = {} if merge.combination_type in ("linear", "svd", "cat") else dict(density=merge.density)
+    try: model.add_weighted_adapter(merge.sources, weights, merge.name, combination_type=merge.combination_type, **dens)
+    except (ValueError, TypeError, RuntimeError) as e:
+        raise LlmnbError(f"adapters.merge: PEFT could not merge {merge.sources} by {merge.combination_type}: {e}") from None
+    _log.info(f"merged adapters {merge.sources} (weights {weights}) by {merge.combination_type} into {merge.name!r}")
+    return model
+
+# %% ../nbs/09_adapters.ipynb #2a37b194
+def merge_trained(model, # a `PeftModel` from `attach_adapters`, its active adapter trained
+                  named, # the config's `adapters` section
+                 ):
+    "After training: the merge (when `active` is one of its sources, so the merge holds the trained weights)."
+    m = named.merge
+    if m is None or named.active == m.name: return model
+    merge_adapters(model, m)
+    model.set_adapter(named.active)
+    return model
+
+# %% ../nbs/09_adapters.ipynb #ea2cad0b
+def load_adapters(model, # the base model
+                  folder, # a run's `model/` folder with one subfolder per named adapter
+                  active: str, # the adapter to predict with
+                 ):
+    "Wrap `model` with every named adapter saved in `folder` (PEFT's `folder/<name>/`), `active` set."
+    import peft
+    f = Path(folder)
+    names = sorted(d.name for d in f.iterdir() if (d/"adapter_config.json").exists())
+    if active not in names: raise LlmnbError(f"model_path: '{folder}' has no adapter {active!r} (it has {names}).")
+    try:
+        model = peft.PeftModel.from_pretrained(model, str(f/active), adapter_name=active)
+        for n in (n for n in names if n != active): model.load_adapter(str(f/n), adapter_name=n)
+    except Exception as e: raise LlmnbError(f"model_path: could not load the adapters of '{folder}': {e}") from None
+    model.set_adapter(active)
+    return model.eval()

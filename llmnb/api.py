@@ -45,7 +45,7 @@ class LLM:
 
     def __repr__(self):
         c = self.config
-        ad = c.adapter.type if c.adapter else "none"
+        ad = c.adapter.type if c.adapter else f"{c.adapters.active} of {list(c.adapters.adapters)}" if c.adapters else "none"
         return f"LLM(base_model={c.base_model!r}, trainer={c.trainer.type}, adapter={ad}, output={c.output_feature.name}:{c.output_feature.type}, loaded={self.model is not None})"
 
 # %% ../nbs/06_api.ipynb #ae3dce4c
@@ -67,6 +67,9 @@ def load_base(self: LLM):
         from llmnb.adapters import attach_adapter
         self.model = attach_adapter(self.model, a, trainable=False)
         self.kind = "adapter"
+    if self.config.adapters is not None and self.config.trainer.type == "none":   # named trained adapters, merged as configured
+        from llmnb.adapters import attach_adapters
+        self.model, self.kind = attach_adapters(self.model, self.config.adapters, trainable=False), "adapter"
     return self
 
 @patch(as_prop=True)
@@ -161,6 +164,10 @@ def _prepare_for_finetune(self: LLM, total_steps: int):
         if not hasattr(self.model, "peft_config"):
             self.model = attach_adapter(self.model, cfg.adapter, trainable=True, total_steps=total_steps, tokenizer_path=self.base_path)
         self.kind = "adapter"
+    elif cfg.adapters is not None:   # several named adapters: the active one trains
+        from llmnb.adapters import attach_adapters
+        self.model = attach_adapters(self.model, cfg.adapters, True, total_steps, self.base_path)
+        self.kind = "adapter"
     else:
         for p in self.model.parameters(): p.requires_grad_(True)
         self.kind = "full"
@@ -216,6 +223,9 @@ def train(self: LLM,
         _set_seed(seed)  # the adapter's initial weights are part of what the seed reproduces
         self._prepare_for_finetune(plan.total_steps)
         stats.update(fit(self.model, self.tokenizer, rows, vrows, cfg, run, resume=resume, progress=progress, plan=plan))
+        if cfg.adapters is not None:
+            from llmnb.adapters import merge_trained
+            merge_trained(self.model, cfg.adapters)
         stats["truncation"] = asdict(rep)
         if len(splits["test"]):
             te, _ = tokenize_dataset(splits["test"], self.tokenizer, cfg, lim, PROMPT, tgt)
@@ -290,7 +300,9 @@ def _generate_rendered(self: LLM, ds, generation_config=None, batch_size=None, p
     scores = self.config.output_feature.type == "text"   # a category output's probabilities come from scoring the labels
     with warnings.catch_warnings():   # for this call only: no process-wide filter
         warnings.filterwarnings("ignore", message=".*generation flags are not valid.*")
-        return _with_neighbours(generate_batch(self.model, self.tokenizer, ids, gc, scores=scores, progress=progress, **size), ds)
+        from llmnb.structured import constraint_for   # a text_parser output: every answer follows its grammar
+        lp = constraint_for(self.config, self.tokenizer, self.model, gc)
+        return _with_neighbours(generate_batch(self.model, self.tokenizer, ids, gc, scores=scores, progress=progress, logits_processor=lp, **size), ds)
 
 def _with_neighbours(results, ds):
     "Each result with its row's retrieved examples' labels (`neighbours`), when retrieval filled them."
@@ -328,6 +340,9 @@ def _predictions_frame(self: LLM, results) -> pd.DataFrame:
     df = pd.DataFrame({f"{o.name}_predictions": texts, f"{o.name}_probabilities": [r.get("probabilities") for r in results],
                        f"{o.name}_probability": [r.get("probability") for r in results], f"{o.name}_response": texts,
                        f"{o.name}_num_tokens": [len(r["ids"]) for r in results]})
+    if getattr(o.decoder, "type", None) == "text_parser":   # structured output: the parsed value and its fields
+        from llmnb.structured import parsed_columns
+        for k, v in parsed_columns(o.name, texts, o.decoder, df.columns).items(): df[k] = v
     if o.type == "category":
         from llmnb.evaluate import predict_categories, label_token_ids
         vocab = self.vocab or (category_vocab(o) if o.preprocessing.vocab else None)
@@ -451,7 +466,7 @@ def _info(self: LLM, kind) -> dict:
 def _write_model(self: LLM, tmp: Path, model, kind):
     if model is not None and kind != "none":
         # the folder the base was loaded from (a GGUF's de-quantised copy too), which plain PEFT loads offline
-        if kind == "adapter": model.peft_config["default"].base_model_name_or_path = self.base_path
+        for pc in (model.peft_config.values() if kind == "adapter" else ()): pc.base_model_name_or_path = self.base_path
         model.save_pretrained(tmp, safe_serialization=True)
         from llmnb.upload import make_card_portable
         make_card_portable(tmp, self.config.base_model, self.base_path)   # the card travels: no local path in it
@@ -525,7 +540,10 @@ def load(cls: LLM,
         if info["kind"] == "adapter":
             from llmnb.adapters import load_adapter
             if hasattr(llm.model, "peft_config"): llm.model = llm.model.unload()  # drop the config's pretrained adapter: the run's replaces it
-            llm.model = load_adapter(llm.model, d, key="model_path")
+            if llm.config.adapters is not None:   # named adapters: one subfolder each
+                from llmnb.adapters import load_adapters
+                llm.model = load_adapters(llm.model, d, llm.config.adapters.active)
+            else: llm.model = load_adapter(llm.model, d, key="model_path")
     llm.stats = {k: v for k, v in info.get("metrics", {}).items()}
     if llm.config.prompt.retrieval.type:  # predict with the saved few-shot index, no training data needed
         from llmnb.retrieval import load_retrieval

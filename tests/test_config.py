@@ -424,7 +424,7 @@ BAD = [
     ({'adapter': {'type': 'prompt_tuning', 'prompt_tuning_init': 'text'}, 'trainer': {'type': 'finetune'}}, 'adapter.prompt_tuning_init_text: required when prompt_tuning_init is text'),
     ({'adapter': {'type': 'veera'}, 'trainer': {'type': 'finetune'}}, "adapter.type: unknown type (got 'veera'); allowed: 'lora', 'adalora', 'ia3', 'prompt_tuning', 'vera'"),
     ({'adapter': {'type': 'lora'}}, "adapter: an adapter needs trainer.type: finetune (got trainer.type 'none')"),
-    ({'adapters': {'adapters': {'a': {'type': 'lora'}}}}, 'adapters: multiple adapters are not supported yet; allowed: one adapter under `adapter:`'),
+    ({'adapters': {'adapters': {'a': {'type': 'lora'}}}}, "adapters.adapters.a: trainer.type 'none' trains nothing, so this adapter needs pretrained_adapter_weights"),
     ({'quantization': {'bits': 3}}, 'quantization.bits: invalid value (got 3); allowed: 4 or 8'),
     ({'quantization': {'bnb_4bit_compute_dtype': 'int8'}}, "quantization.bnb_4bit_compute_dtype: invalid value (got 'int8'); allowed: 'float32', 'float16' or 'bfloat16'"),
     ({'quantization': {'backend': 'torchao', 'mode': 'int4'}}, "quantization.backend: torchao quantization is not supported (got 'torchao'); allowed: 'bitsandbytes'"),

@@ -8,8 +8,7 @@ CONFIGS = sorted(HERE.glob('*.yaml'))
 # Sections another issue owns (trainer and backend keys of the training engine) or features not built yet: a config
 # failing only there is an expected failure, with the reason; any other problem fails the test.
 PENDING = {'backend': "backend keys are the training-engine issue's",
-           'quantization.backend': "torchao quantization is not built yet", 'adapters': "named multi-adapters are not built yet",
-           'output_features[0].decoder': "the text_parser (structured output) decoder is not built yet",
+           'quantization.backend': "torchao quantization is not built yet",
            'is_multimodal': "multimodal models are not supported"}
 
 def _pending(problems):
@@ -48,6 +47,16 @@ SHOULD_FAIL = [
     (dict(adapter={'type': 'oft', 'oft_blok_size': 8}, trainer={'type': 'finetune'}), "did you mean 'oft_block_size'"),
     (dict(adapter={'type': 'nope'}, trainer={'type': 'finetune'}), "adapter.type: unknown type"),
     (dict(input_features=[{'name': 'q', 'type': 'text', 'active': False}]), 'active'),
+    # TestNamedAdapters (test_peft_adapters.py): the multi-adapter form's should-fail cases
+    (dict(adapter={'type': 'lora', 'r': 8}, adapters={'adapters': {'a': {'type': 'lora'}}}, trainer={'type': 'finetune'}), 'set one of them'),
+    (dict(adapters={'adapters': {}}, trainer={'type': 'finetune'}), 'adapters.adapters: dictionary should have at least 1 item'),
+    (dict(adapters={'adapters': {'a': {'type': 'lora'}}, 'active': 'b'}, trainer={'type': 'finetune'}), "adapters.active: not an adapter name (got 'b')"),
+    (dict(adapters={'adapters': {'a': {'type': 'lora'}}, 'merge': {'name': 'm', 'sources': ['a', 'ghost']}}, trainer={'type': 'finetune'}),
+     "adapters.merge.sources: not an adapter name (got 'ghost')"),
+    (dict(adapters={'adapters': {'a': {}, 'b': {}}, 'merge': {'name': 'm', 'sources': ['a', 'b'], 'weights': [0.5]}}, trainer={'type': 'finetune'}),
+     'adapters.merge.weights: needs one weight per source'),
+    (dict(adapters={'adapters': {'a': {}, 'b': {}}, 'merge': {'name': 'a', 'sources': ['a', 'b']}}, trainer={'type': 'finetune'}),
+     "adapters.merge.name: is already an adapter's name"),
 ]
 
 @pytest.mark.parametrize('over,msg', SHOULD_FAIL, ids=[m for _, m in SHOULD_FAIL])
