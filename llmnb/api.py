@@ -208,34 +208,42 @@ def train(self: LLM,
     splits = self._render(splits, splits["train"])
     stats = dict(data=dict(rows=report.rows, dropped=report.dropped, filled=report.filled))
     if cfg.trainer.type in PREFERENCE_TRAINERS: stats.update(self._align(splits, run, resume, progress, reward_functions))
-    elif cfg.trainer.type == "finetune":
-        if not len(splits["train"]): raise DataError("The training split has no rows: trainer: finetune needs training data.")
-        lim = sequence_limits(cfg, self.context_length)
-        tgt = self._target_column()
-        tr, rep = tokenize_dataset(splits["train"], self.tokenizer, cfg, lim, PROMPT, tgt)
-        self.longest_target = _longest_target(self.tokenizer, splits["train"][tgt])
-        va, _ = tokenize_dataset(splits["validation"], self.tokenizer, cfg, lim, PROMPT, tgt)
-        rows, vrows = tr.to_list(), va.to_list()
-        _check_dropped(rep, len(rows), cfg)
-        from llmnb.train import plan_steps, _set_seed
-        t, plan = cfg.trainer, plan_steps(cfg.trainer, rows)
-        bs = plan.batch_size
-        _set_seed(seed)  # the adapter's initial weights are part of what the seed reproduces
-        self._prepare_for_finetune(plan.total_steps)
-        stats.update(fit(self.model, self.tokenizer, rows, vrows, cfg, run, resume=resume, progress=progress, plan=plan))
-        if cfg.adapters is not None:
-            from llmnb.adapters import merge_trained
-            merge_trained(self.model, cfg.adapters)
-        stats["truncation"] = asdict(rep)
-        if len(splits["test"]):
-            te, _ = tokenize_dataset(splits["test"], self.tokenizer, cfg, lim, PROMPT, tgt)
-            stats["test"] = evaluate_loss(self.model, te.to_list(), t.eval_batch_size or bs, self.tokenizer.pad_token_id, self.model.device)
+    elif cfg.trainer.type == "finetune": stats.update(self._finetune(splits, run, resume, progress))
     else:
         for split in ("validation", "test"):
             if len(splits[split]): stats[split] = self._evaluate_rendered(splits[split], progress=progress)[0]
     self.stats = stats
     if _is_main_process(): self.save(run)
     return stats
+
+# %% ../nbs/06_api.ipynb #89f5e973
+@patch
+def _finetune(self: LLM, splits, run, resume: bool, progress: bool) -> dict:
+    "Fine-tune on the rendered `splits` (`trainer: finetune`); the statistics `train` adds to its own."
+    cfg, stats = self.config, {}
+    if not len(splits["train"]): raise DataError("The training split has no rows: trainer: finetune needs training data.")
+    lim = sequence_limits(cfg, self.context_length)
+    tgt = self._target_column()
+    tr, rep = tokenize_dataset(splits["train"], self.tokenizer, cfg, lim, PROMPT, tgt)
+    self.longest_target = _longest_target(self.tokenizer, splits["train"][tgt])
+    va, _ = tokenize_dataset(splits["validation"], self.tokenizer, cfg, lim, PROMPT, tgt)
+    rows, vrows = tr.to_list(), va.to_list()
+    _check_dropped(rep, len(rows), cfg)
+    from llmnb.train import plan_steps, _set_seed
+    t, plan = cfg.trainer, plan_steps(cfg.trainer, rows)
+    bs = plan.batch_size
+    _set_seed(t.seed)  # the adapter's initial weights are part of what the seed reproduces
+    self._prepare_for_finetune(plan.total_steps)
+    stats.update(fit(self.model, self.tokenizer, rows, vrows, cfg, run, resume=resume, progress=progress, plan=plan))
+    if cfg.adapters is not None:
+        from llmnb.adapters import merge_trained
+        merge_trained(self.model, cfg.adapters)
+    stats["truncation"] = asdict(rep)
+    if len(splits["test"]):
+        te, _ = tokenize_dataset(splits["test"], self.tokenizer, cfg, lim, PROMPT, tgt)
+        stats["test"] = evaluate_loss(self.model, te.to_list(), t.eval_batch_size or bs, self.tokenizer.pad_token_id, self.model.device)
+    return stats
+
 
 # %% ../nbs/06_api.ipynb #234d2ce3
 @patch
