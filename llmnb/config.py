@@ -1479,8 +1479,10 @@ def _partial(raw: dict):
     return SimpleNamespace(**ns)
 
 def _validate(raw: dict) -> LLMConfig:
-    chat = isinstance(raw, dict) and any(isinstance(f, dict) and (f.get("preprocessing") or {}).get("format") == "chat"
-                                         for f in (raw.get("input_features") or [])[:1])
+    feats = raw.get("input_features") if isinstance(raw, dict) else None   # any shape: the schema says what is wrong
+    first = feats[0] if isinstance(feats, list) and feats and isinstance(feats[0], dict) else {}
+    pre = first.get("preprocessing")
+    chat = isinstance(pre, dict) and pre.get("format") == "chat"
     try: return LLMConfig.model_validate(raw, context=dict(chat=chat))
     except ValidationError as e: problems = _problems(e)
     try: extra = [f"{k}: {m}" for k, m in _cross_problems(_partial(raw))] if isinstance(raw, dict) else []

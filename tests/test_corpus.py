@@ -46,7 +46,7 @@ CONFIG_CASES = {
     'adapter_bias': ({'adapter': {'type': 'lora', 'bias': 'some'}},
         ["llmnb render-config: error: adapter.bias: unknown key; did you mean 'bias_type'?"]),
     'trainer_type': ({'trainer': {'type': 'finetun'}},
-        ["llmnb render-config: error: trainer.type: unknown type (got 'finetun'); allowed: 'finetune', 'none'"]),
+        ["llmnb render-config: error: trainer.type: unknown type (got 'finetun'); allowed: 'finetune', 'none', 'dpo', 'kto', 'orpo', 'grpo'"]),
     'trainer_epochs_neg': ({'trainer': {'type': 'finetune', 'epochs': -1}},
         ['llmnb render-config: error: trainer.epochs: must be an integer >= 1 (got -1)']),
     'trainer_epochs_str': ({'trainer': {'type': 'finetune', 'epochs': 'ten'}},
