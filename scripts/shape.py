@@ -47,6 +47,28 @@ def crossings():
             if mod == "api" and p.stem not in top: up.append(p.stem)
     return priv, up
 
+def _all(tree):
+    "The names in a module's `__all__`."
+    for n in tree.body:
+        if isinstance(n, ast.Assign) and any(getattr(t, "id", None) == "__all__" for t in n.targets):
+            return set(ast.literal_eval(n.value))
+    return set()
+
+def without_docments():
+    "Public functions (in `__all__`) with parameters, none of which carries a docment comment."
+    for p in sorted((ROOT/"llmnb").glob("*.py")):
+        if p.name.startswith("_"): continue
+        src = p.read_text(); tree, lines = ast.parse(src), src.splitlines()
+        for n in tree.body:
+            if not isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) or n.name not in _all(tree): continue
+            args = [a for a in n.args.args + n.args.kwonlyargs if a.arg not in ("self", "cls")]
+            if args and not any("#" in lines[a.lineno-1][a.col_offset:] for a in args): yield f"{p.stem}.{n.name}"
+
+def long_lines(limit=100):
+    "(lines over `limit` characters, all lines) in the exported modules."
+    ls = [l for p in (ROOT/"llmnb").glob("*.py") if p.name != "_modidx.py" for l in p.read_text().splitlines()]
+    return sum(len(l) > limit for l in ls), len(ls)
+
 def main():
     nbs = sorted((ROOT/"nbs").glob("*.ipynb"))
     cells = [c for nb in nbs for c in exported_cells(nb)]
@@ -59,5 +81,9 @@ def main():
     print(f"private names imported across modules: {len(priv)}")
     for x in priv: print("  ", x)
     print("modules below api importing api:", sorted(set(up)) or "none")
+    nodoc = list(without_docments())
+    print(f"public functions without docments: {len(nodoc)}", " ".join(nodoc))
+    n, tot = long_lines()
+    print(f"lines over 100 characters: {n} of {tot} ({100*n/tot:.1f}%)")
 
 if __name__ == "__main__": sys.exit(main())
