@@ -14,7 +14,7 @@ from .errors import LlmnbError
 
 # %% auto #0
 __all__ = ['STRATEGIES', 'merged_generation', 'generation_config', 'encode_prompts', 'length_batches', 'decoding_strategy',
-           'generate_batch', 'compare_decoding', 'decoding_widget']
+           'cache_kwargs', 'generate_batch', 'compare_decoding', 'decoding_widget']
 
 # %% ../nbs/05_generate.ipynb #be268bc2
 def merged_generation(cfg, overrides: dict | None = None):
@@ -88,6 +88,16 @@ def decoding_strategy(gc) -> str:
     if beams == 1: return "multinomial sampling" if sample else "greedy"
     return "beam-search multinomial sampling" if sample else "beam search"
 
+# %% ../nbs/05_generate.ipynb #03fe00dd
+def cache_kwargs(model, # a causal LM, or a PEFT model around one
+                 cache, # the KV cache (`transformers.DynamicCache`) to pass
+                ) -> dict:
+    "`{keyword: cache}` for `model`'s forward: transformers 5.24 renamed `past_key_values` to `cache` (the old name warns)."
+    import inspect
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    params = inspect.signature(type(base).forward).parameters
+    return {"cache" if "cache" in params else "past_key_values": cache}
+
 # %% ../nbs/05_generate.ipynb #42302e78
 def _positions(mask):
     "Position ids of left-padded rows: 0 at each row's first real token."
@@ -96,7 +106,7 @@ def _positions(mask):
 def _forward(model, ids, mask, cache, hidden=False, **kw):
     "One cached forward step over `ids` (the new tokens); the mask covers the whole sequence so far."
     pos = _positions(mask)[:, -ids.shape[1]:]
-    return model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True,
+    return model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **cache_kwargs(model, cache),
                  output_hidden_states=hidden, return_dict=True, **kw)
 
 def _eos_list(gc):

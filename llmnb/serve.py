@@ -49,8 +49,9 @@ def _merge(cache, mask, new_cache, new_mask):
 # %% ../nbs/19_serve.ipynb #3e40e1cf
 def _forward(model, ids, mask, cache):
     "One cached forward step; position ids count each row's real tokens (left padding is skipped)."
+    from llmnb.generate import cache_kwargs
     pos = ((mask.cumsum(-1) - 1).clamp(min=0))[:, -ids.shape[1]:]
-    return model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True,
+    return model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **cache_kwargs(model, cache),
                  logits_to_keep=1, return_dict=True).logits[:, -1].float()
 
 # %% ../nbs/19_serve.ipynb #9d3e04e4
