@@ -13,7 +13,8 @@ from fastcore.basics import patch_to
 import torch
 import torch.nn.functional as F
 from .errors import LlmnbError
-from .train import pack_batch, tokenize_rows, TruncationReport, _prompt_learning
+from .train import pack_batch, is_prompt_learning as _prompt_learning
+from .tokens import tokenize_rows, TruncationReport
 
 # %% auto #0
 __all__ = ['answer_logps', 'dpo_loss', 'kto_loss', 'kto_kl', 'orpo_loss', 'group_advantages', 'grpo_token_loss', 'reference',
@@ -432,7 +433,7 @@ def preference_accuracy(model, tok, cfg, df, batch_size: int = 16) -> float:
     "Share of `df`'s pairs (cfg's output column chosen, `trainer.rejected_column` rejected) that `model` ranks right."
     from datasets import Dataset
     from llmnb.prompt import render_prompts
-    from llmnb.train import sequence_limits
+    from llmnb.tokens import sequence_limits
     from llmnb.model import context_length
     ds = render_prompts(Dataset.from_pandas(df.reset_index(drop=True)), cfg)
     rows, _ = alignment_rows(ds, tok, cfg, sequence_limits(cfg, context_length(model.config)), "dpo", cfg.output_feature.column)

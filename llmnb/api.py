@@ -6,23 +6,24 @@ Docs: https://llmnb.github.io/llmnb/api.html.md"""
 
 # %% ../nbs/06_api.ipynb #23639f3b
 from __future__ import annotations
-import os, json, shutil, tempfile, warnings
+import json, tempfile, warnings
 from dataclasses import asdict
 from pathlib import Path
 import numpy as np
 import pandas as pd
 from fastcore.basics import patch
 from . import __version__
-from .config import load_config, render_config, ConfigError
-from .data import load_splits, read_dataset, DataError, PROMPT, CONTEXT
+from .config import load_config, render_config
+from .data import load_splits, read_dataset, DataError, PROMPT
 from .prompt import render_prompts, check_prompt_columns
 import contextlib
-from .model import load_model, resolve_base_model, context_length, write_dir_atomically, ModelLoadError
+from .model import load_model, resolve_base_model, context_length, write_dir_atomically
 from .run import atomic_file, atomic_write, atomic_write_json, writes_run_folder, recover_folder
 from .errors import LlmnbWarning
-from .train import tokenize_dataset, sequence_limits, fit, evaluate_loss, TruncationReport
+from .train import fit, evaluate_loss
+from .tokens import tokenize_dataset, sequence_limits, length_stats, LengthStats
 from .generate import generation_config, encode_prompts, generate_batch
-from .evaluate import category_vocab, match_rules, extract_category, text_metrics, category_metrics
+from .evaluate import category_vocab, text_metrics, category_metrics
 from .config import PREFERENCE_TRAINERS
 from .align import check_alignment_data
 
@@ -100,8 +101,9 @@ def _render(self: LLM, ds, train_split=None):
 def _refuse_special_tokens(self: LLM, ds):
     "Data cells that become model text must not hold special-token strings (the one check, before any encoding)."
     from datasets import DatasetDict
-    from llmnb.prompt import template_fields, prompt_template
-    from llmnb.train import check_special_tokens
+    from llmnb.config import template_fields
+    from llmnb.prompt import prompt_template
+    from llmnb.tokens import check_special_tokens
     self.load_base()
     cfg = self.config
     cols = [cfg.input_feature.column or cfg.input_feature.name, self._target_column()]
@@ -151,6 +153,15 @@ def _writable_dir(path) -> Path:
     except OSError as e: raise DataError(f"output_directory: cannot write to '{path}' ({e.strerror or e}); choose a folder you can write to.") from None
     return p
 
+# %% ../nbs/06_api.ipynb #980b9e85
+@patch
+def length_stats(self: LLM,
+                 dataset, # the rows to measure (path, DataFrame, Dataset, ...)
+                ) -> LengthStats:
+    "Token lengths of `dataset` as this model reads it: its tokenizer, context and prompt rendering."
+    self.load_base()
+    return length_stats(self.config, dataset, self.tokenizer, self.context_length, render=self._render)
+
 # %% ../nbs/06_api.ipynb #3061d6ec
 @patch
 def _prepare_for_finetune(self: LLM, total_steps: int):
@@ -177,7 +188,7 @@ def _prepare_for_finetune(self: LLM, total_steps: int):
 def _check_before_work(self: LLM):
     "Checks that need the loaded model, run before any rendering or tokenisation: adapter target modules, template length."
     from llmnb.adapters import check_adapter
-    from llmnb.lengths import check_template_length
+    from llmnb.tokens import check_template_length
     cfg = self.config
     if cfg.trainer.type != "none" and not hasattr(self.model, "peft_config"): check_adapter(self.model, cfg.adapter)
     check_template_length(cfg, self.tokenizer, sequence_limits(cfg, self.context_length))
@@ -229,10 +240,11 @@ def _finetune(self: LLM, splits, run, resume: bool, progress: bool) -> dict:
     va, _ = tokenize_dataset(splits["validation"], self.tokenizer, cfg, lim, PROMPT, tgt)
     rows, vrows = tr.to_list(), va.to_list()
     _check_dropped(rep, len(rows), cfg)
-    from llmnb.train import plan_steps, _set_seed
+    from transformers import set_seed
+    from llmnb.train import plan_steps
     t, plan = cfg.trainer, plan_steps(cfg.trainer, rows)
     bs = plan.batch_size
-    _set_seed(t.seed)  # the adapter's initial weights are part of what the seed reproduces
+    set_seed(t.seed)  # the adapter's initial weights are part of what the seed reproduces
     self._prepare_for_finetune(plan.total_steps)
     stats.update(fit(self.model, self.tokenizer, rows, vrows, cfg, run, resume=resume, progress=progress, plan=plan))
     if cfg.adapters is not None:
@@ -250,7 +262,9 @@ def _finetune(self: LLM, splits, run, resume: bool, progress: bool) -> dict:
 def _align(self: LLM, splits, run, resume: bool, progress: bool, reward_functions=None) -> dict:
     "Preference tuning (`trainer.type` dpo/kto/orpo/grpo) on the fine-tuning engine; its statistics and which mode ran."
     from llmnb.align import alignment_mode, alignment_rows, make_objective, precompute_reference
-    from llmnb.train import plan_steps, _set_seed, check_special_tokens
+    from transformers import set_seed
+    from llmnb.train import plan_steps
+    from llmnb.tokens import check_special_tokens
     cfg, tok = self.config, self.tokenizer
     mode, tgt = alignment_mode(cfg, reward_functions), self._target_column()
     for name, part in splits.items(): check_special_tokens(part, [cfg.trainer.rejected_column], tok, f"{name} split")
@@ -262,7 +276,7 @@ def _align(self: LLM, splits, run, resume: bool, progress: bool, reward_function
     _check_dropped(rep, len(rows), cfg)
     if tgt in splits["train"].column_names: self.longest_target = _longest_target(tok, splits["train"][tgt])
     plan = plan_steps(cfg.trainer, rows)
-    _set_seed(cfg.trainer.seed)
+    set_seed(cfg.trainer.seed)
     self._prepare_for_finetune(plan.total_steps)
     o = make_objective(self.model, cfg, tok, gen, reward_functions)
     if getattr(cfg.trainer, "precompute_ref_log_probs", False): precompute_reference(self.model, rows + vrows + te)

@@ -8,10 +8,9 @@ Docs: https://llmnb.github.io/llmnb/chat.html.md"""
 from __future__ import annotations
 import re, warnings
 from dataclasses import dataclass
-from .errors import LlmnbError
 from .config import ConfigError
-from .data import DataError, PROMPT, _is_missing
-from .train import Limits, TruncationReport, _cut_prompt
+from .data import DataError, PROMPT, is_missing
+from .tokens import Limits, TruncationReport, cut_prompt
 
 # %% auto #0
 __all__ = ['ROLES', 'SHAREGPT_ROLES', 'ChatError', 'is_chat', 'read_turn', 'read_conversation', 'end_of_turn_ids',
@@ -40,7 +39,7 @@ def _content(c, where):
             raise ChatError(f"{where}: content parts other than text are not supported; "
                             "allowed: a string or [{type: text, text: ...}]")
         c = "".join(str(p.get("text") or "") for p in c)
-    if _is_missing(c): raise ChatError(f"{where}: empty content; allowed: a non-empty string")
+    if is_missing(c): raise ChatError(f"{where}: empty content; allowed: a non-empty string")
     return c if isinstance(c, str) else str(c)
 
 def read_turn(turn, # one turn: {role, content} (OpenAI) or {from, value} (ShareGPT)
@@ -270,7 +269,7 @@ def encode_chat_prompts(conversations:list, # one conversation per row
         ids = fit_turns(msgs, enc, budget, rep, drop=False)
         if budget is not None and len(ids) > budget:   # the last exchange alone is too long: cut it as a text prompt is cut
             rep.total_rows += 1; rep.total_tokens += len(ids) - budget
-            ids = _cut_prompt(ids, budget, limits.prompt_side, keep_bos)
+            ids = cut_prompt(ids, budget, limits.prompt_side, keep_bos)
         out.append(ids)
     return out, rep
 
@@ -294,7 +293,7 @@ def check_chat_special_tokens(ds, # a Dataset (or DatasetDict) with the conversa
                              ):
     "Refuse a turn whose content holds a special-token string: control tokens come only from the chat template."
     from datasets import DatasetDict
-    from llmnb.train import special_token_strings
+    from llmnb.tokens import special_token_strings
     parts, specials = (ds.items() if isinstance(ds, DatasetDict) else [("", ds)]), special_token_strings(tok)
     for name, part in parts:
         for i, conv in enumerate(part[_column(cfg)] if _column(cfg) in part.column_names else []):
@@ -326,7 +325,7 @@ def highlight_trained(tok, # a tokenizer with a chat template
 def conversation_lengths(cfg, tok, # the loaded config (`format: chat`) and the tokenizer
                          ds, # rows with the conversation column
                         ):
-    "Tokens per conversation, as `llmnb.lengths.token_lengths` counts rows: `prompt` (no loss), `target` (the trained turns) and `total`."
+    "Tokens per conversation, as `llmnb.tokens.token_lengths` counts rows: `prompt` (no loss), `target` (the trained turns) and `total`."
     import numpy as np, pandas as pd
     col, on = _column(cfg), cfg.input_feature.preprocessing.train_on
     enc = [encode_conversation(tok, _with_system(read_conversation(c, i), cfg), on, i) for i, c in enumerate(ds[col])]
@@ -368,14 +367,14 @@ def conversation_splits(dd:dict, # split name -> Dataset, as `load_splits` gathe
                         cfg, # the loaded config (`format: chat`)
                        ):
     "The splits with each conversation checked and written as `{role, content}` turns; missing conversations dropped and counted."
-    from llmnb.data import LoadReport, _no_column
+    from llmnb.data import LoadReport, missing_column_error
     from datasets import Dataset, DatasetDict
     check_chat_config(cfg)
     col, report = _column(cfg), LoadReport()
     for name, ds in dd.items():
         if not len(ds): continue
         if col not in ds.column_names:
-            raise _no_column(f"Input feature {cfg.input_feature.name!r} ({name} split)", col, ds.column_names)
+            raise missing_column_error(f"Input feature {cfg.input_feature.name!r} ({name} split)", col, ds.column_names)
         keep = [i for i, v in enumerate(ds[col]) if not _missing(v)]
         report._add("dropped", f"missing conversation in input column {col!r}", name, len(ds) - len(keep))
         if len(keep) < len(ds): ds = ds.select(keep)
@@ -424,9 +423,9 @@ def add_chat_examples(ds, # a Dataset or DatasetDict of conversations
                      ):
     "Conversations with their `k` retrieved few-shot exchanges inserted after the system turn."
     from datasets import DatasetDict
-    from llmnb.retrieval import _index_for
+    from llmnb.retrieval import retrieval_index_for
     rows = None if index_split is None else _chat_index_rows(index_split, cfg)
-    idx = _index_for(cfg, rows, llm)
+    idx = retrieval_index_for(cfg, rows, llm)
     own = lambda d: index_split is not None and (d is index_split or d._fingerprint == index_split._fingerprint)
     if isinstance(ds, DatasetDict): return DatasetDict({k: _add_shots(v, idx, cfg, own(v)) for k, v in ds.items()})
     return _add_shots(ds, idx, cfg, own(ds))

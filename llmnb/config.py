@@ -165,13 +165,16 @@ def _brace_error(t: str) -> Optional[str]:
 # %% ../nbs/00_config.ipynb #bb25cb92
 def template_fields(template: str # a `str.format`-style prompt template
                    ) -> list[str]:
-    "The field names a prompt template uses, in order; `ValueError` naming the first problem."
+    "The field names a prompt template uses, in order of first use; `ValueError` naming the first problem."
     if (e := _brace_error(template)): raise LlmnbError(e)
     fields = []
     for _, name, spec, conv in string.Formatter().parse(template):
         if name is None: continue
         if name == '' or name.isdigit():
             raise LlmnbError(f"positional field {{{name}}} is not allowed; use a column name, __sample__, __task__ or __context__")
+        if name != name.strip() or any(c in name for c in "\"'\n"):
+            raise LlmnbError(f"field {{{name}}} is not a column name; name a column, or double the braces ({{{{ and }}}}) "
+                             "to write them literally, e.g. in a JSON example")
         if '.' in name or '[' in name:
             raise LlmnbError(f"field {{{name}}} uses attribute or index access, which is not supported; use a plain column name")
         if conv: raise LlmnbError(f"field {{{name}!{conv}}} uses a conversion, which is not supported")
@@ -179,8 +182,10 @@ def template_fields(template: str # a `str.format`-style prompt template
             raise LlmnbError(f"field {{{name}:{spec}}} has an unsupported format spec; allowed: none, or a float format containing 'f' such as ':.2f'")
         if spec and any(int(n) > 1000 for n in re.findall(r"\d+", spec)):   # format() would allocate it: MemoryError
             raise LlmnbError(f"field {{{name}:{spec}}} asks for a width or precision over 1000; allowed: at most 1000")
+        try: format(0.0, spec)
+        except ValueError: raise LlmnbError(f"field {{{name}:{spec}}} has an invalid float format spec {spec!r}") from None
         fields.append(name)
-    return fields
+    return list(dict.fromkeys(fields))
 
 # %% ../nbs/00_config.ipynb #4943178b
 MissingStrategy = Literal['fill_with_const', 'fill_with_mode', 'bfill', 'ffill', 'drop_row']

@@ -19,7 +19,8 @@ from datasets import Dataset, DatasetDict, Features, Value, load_dataset, load_f
 from .errors import LlmnbError
 
 # %% auto #0
-__all__ = ['PROMPT', 'CONTEXT', 'SPLIT_NAMES', 'DataError', 'read_dataset', 'LoadReport', 'refuse_list_column', 'load_splits']
+__all__ = ['PROMPT', 'CONTEXT', 'SPLIT_NAMES', 'DataError', 'did_you_mean', 'missing_column_error', 'is_missing', 'read_dataset',
+           'LoadReport', 'refuse_list_column', 'load_splits']
 
 # %% ../nbs/01_data.ipynb #81202c4c
 PROMPT = "__prompt__"  # column holding the rendered prompt of each row
@@ -30,17 +31,27 @@ class DataError(LlmnbError):
     "A dataset or column problem: the message names the file or column, what was wrong, and what is allowed."
 
 # %% ../nbs/01_data.ipynb #34e053c0
-def _did_you_mean(name, choices, say_which=False):
+def did_you_mean(name, # the name that was not found
+                 choices, # the names that exist
+                 say_which:bool=False, # name `name` in the hint (when several are missing)
+                )->str:
+    "A ' Did you mean ...?' hint: a case-insensitive match or the closest of `choices`; '' when none is close."
     m = [c for c in map(str, choices) if c.lower() == str(name).lower()]
     m = m or difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.6)
     return f" Did you mean {m[0]!r}{f' for {name!r}' if say_which else ''}?" if m else ""
 
-def _no_column(what, col, columns):
+def missing_column_error(what:str, # what reads the column, e.g. "Output feature 'answer'"
+                         col:str, # the column it reads
+                         columns, # the columns that exist
+                        )->DataError:
+    "The `DataError` for a column not in the dataset: what reads it, the columns that exist, and a hint."
     return DataError(f"{what} reads column {col!r}, which is not in the dataset. "
-                     f"Columns that exist: {', '.join(map(repr, columns)) or '(none)'}.{_did_you_mean(col, columns)}")
+                     f"Columns that exist: {', '.join(map(repr, columns)) or '(none)'}.{did_you_mean(col, columns)}")
 
 # %% ../nbs/01_data.ipynb #a53c8fbf
-def _is_missing(v):
+def is_missing(v, # a cell value
+              )->bool:
+    "Whether `v` is missing: null, NaN, `pd.NA` or a blank string."
     return v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)) or (isinstance(v, str) and not v.strip())
 
 # %% ../nbs/01_data.ipynb #351266df
@@ -189,7 +200,7 @@ def _split_indices(ds, split, seed):
     if kind in ("fixed", "stratify", "hash", "datetime"):
         col = col or ("split" if kind == "fixed" else None)
         if col is None: raise DataError(f"preprocessing.split.column is required for a {kind} split; name the column to split by.")
-        if col not in ds.column_names: raise _no_column(f"preprocessing.split ({kind})", col, ds.column_names)
+        if col not in ds.column_names: raise missing_column_error(f"preprocessing.split ({kind})", col, ds.column_names)
     rng = np.random.default_rng(seed)
     if kind == "random": return _cut(np.arange(len(ds)), probs, rng)
     if kind == "fixed":
@@ -225,7 +236,7 @@ def _rename_splits(dd):
 
 # %% ../nbs/01_data.ipynb #04ba0544
 def _fill_batch(values, fill, how):
-    vals = [None if _is_missing(v) else (v if isinstance(v, str) else str(v)) for v in values]
+    vals = [None if is_missing(v) else (v if isinstance(v, str) else str(v)) for v in values]
     if how in ("ffill", "bfill"):
         order = range(len(vals)) if how == "ffill" else range(len(vals) - 1, -1, -1)
         last = None
@@ -235,7 +246,7 @@ def _fill_batch(values, fill, how):
     return [fill if v is None else v for v in vals]
 
 def _fill(batch, col, fill, how): return {col: _fill_batch(batch[col], fill, how)}
-def _present(batch, col): return [not _is_missing(v) for v in batch[col]]
+def _present(batch, col): return [not is_missing(v) for v in batch[col]]
 
 # %% ../nbs/01_data.ipynb #c1813852
 _STRATEGIES = ("fill_with_const", "fill_with_mode", "bfill", "ffill", "drop_row")
@@ -309,7 +320,7 @@ def _gather(dataset, sets, pre, seed):
 def _check_output(dd, out):
     col = getattr(out, "column", None) or out.name
     for name, ds in dd.items():
-        if col not in ds.column_names: raise _no_column(f"Output feature {out.name!r} ({name} split)", col, ds.column_names)
+        if col not in ds.column_names: raise missing_column_error(f"Output feature {out.name!r} ({name} split)", col, ds.column_names)
     if not any(_count_present(ds, col) for ds in dd.values()):
         raise DataError(f"Output column {col!r} has no values: all {sum(map(len, dd.values()))} rows are empty or missing.")
     return col

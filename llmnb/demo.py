@@ -7,7 +7,6 @@ Docs: https://llmnb.github.io/llmnb/demo.html.md"""
 # %% ../nbs/13_demo.ipynb #267d5fe3
 from __future__ import annotations
 import random, time, datetime as dt
-from pathlib import Path
 import pandas as pd
 
 # %% auto #0

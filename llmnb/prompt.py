@@ -6,17 +6,18 @@ Docs: https://llmnb.github.io/llmnb/prompt.html.md"""
 
 # %% ../nbs/02_prompt.ipynb #e8bb6f54
 from __future__ import annotations
-import re, string
+import string
 
 from datasets import Dataset, DatasetDict
 
-from .data import CONTEXT, PROMPT, DataError, _did_you_mean, _is_missing, refuse_list_column
+from .data import CONTEXT, PROMPT, DataError, did_you_mean, is_missing, refuse_list_column
 from .errors import LlmnbError
+from .config import template_fields
 
 # %% auto #0
 __all__ = ['SPECIAL_FIELDS', 'DEFAULT_ZERO_SHOT_TEMPLATE', 'DEFAULT_FEW_SHOT_TEMPLATE', 'CONTENT_FREE', 'TemplateError',
-           'template_fields', 'prompt_template', 'check_prompt_columns', 'render_prompts', 'render_prompt',
-           'query_example_template', 'content_free_prompt']
+           'parse_template', 'prompt_template', 'check_prompt_columns', 'value_text', 'cell_text', 'render_prompts',
+           'render_prompt', 'query_example_template', 'content_free_prompt']
 
 # %% ../nbs/02_prompt.ipynb #4d573c79
 class TemplateError(LlmnbError):
@@ -25,38 +26,16 @@ class TemplateError(LlmnbError):
 SPECIAL_FIELDS = ("__sample__", "__task__", "__context__")
 
 # %% ../nbs/02_prompt.ipynb #4be83567
-def _check_field(name, spec, conv):
-    if not name.strip() or name.isdigit() or name != name.strip() or any(c in name for c in "\"'\n"):
-        shown = name + (f":{spec}" if spec else "")
-        raise TemplateError(f"prompt.template has {{{shown}}}, which is not a column name; name a column, "
-                            "or double the braces ({{ and }}) to write them literally, e.g. in a JSON example.")
-    if "." in name or "[" in name:
-        raise TemplateError(f"prompt.template field {{{name}}} uses attribute or index access, which templates do not allow; "
-                            "use a plain column name.")
-    if conv: raise TemplateError(f"prompt.template field {{{name}!{conv}}} uses a conversion (!{conv}); allowed: a plain {{column}}.")
-    if spec and ("f" not in spec or "{" in spec):
-        raise TemplateError(f"prompt.template field {{{name}:{spec}}} has format spec {spec!r}; allowed: none, or a float "
-                            "spec containing 'f' such as '.2f'.")
-    if any(int(n) > 1000 for n in re.findall(r"\d+", spec)):   # format() would try to allocate it (MemoryError)
-        raise TemplateError(f"prompt.template field {{{name}:{spec}}} asks for a width or precision over 1000; "
-                            "allowed: at most 1000.")
-    try: format(0.0, spec)
-    except ValueError: raise TemplateError(f"prompt.template field {{{name}:{spec}}} has an invalid float format spec {spec!r}.") from None
+def _fields(template):
+    "`template_fields`, its error raised as a `TemplateError` naming `prompt.template`."
+    try: return template_fields(template)
+    except LlmnbError as e: raise TemplateError(f"prompt.template: {e}") from None
 
-def _parse(template):
-    "The template as (literal, field, spec, conversion) parts; field is None for trailing text."
-    try: items = list(string.Formatter().parse(template))
-    except ValueError as e:
-        raise TemplateError(f"prompt.template cannot be parsed ({e}); write literal braces as {{{{ and }}}}.") from None
-    for _, name, spec, conv in items:
-        if name is not None: _check_field(name, spec, conv)
-    return [(lit, name, spec or "", conv) for lit, name, spec, conv in items]
-
-# %% ../nbs/02_prompt.ipynb #17f49e75
-def template_fields(template:str, # a prompt template in Python format-string syntax
-                   )->list[str]:
-    "The field names `template` uses, in order of first use, after checking that each is allowed."
-    return list(dict.fromkeys(name for _, name, _, _ in _parse(template) if name is not None))
+def parse_template(template:str, # a prompt template in Python format-string syntax
+                  )->list[tuple]:
+    "The template as (literal, field, spec, conversion) parts, after `template_fields` checked it; field is None for trailing text."
+    _fields(template)
+    return [(lit, name, spec or "", conv) for lit, name, spec, conv in string.Formatter().parse(template)]
 
 # %% ../nbs/02_prompt.ipynb #879270e8
 DEFAULT_ZERO_SHOT_TEMPLATE = "SAMPLE INPUT: {__sample__}\n\nUSER: Complete the following task: {__task__}\n\nASSISTANT:\n"
@@ -90,33 +69,43 @@ def check_prompt_columns(cfg, # the loaded config
     template = prompt_template(cfg)
     if template is None:
         if inp not in cols: raise DataError(f"There is no prompt template, so the input feature's column {inp!r} is the prompt, but it is not "
-                                            f"in the dataset. Columns that exist: {', '.join(map(repr, cols))}.{_did_you_mean(inp, cols)}")
+                                            f"in the dataset. Columns that exist: {', '.join(map(repr, cols))}.{did_you_mean(inp, cols)}")
         return
-    fields = template_fields(template)
+    fields = _fields(template)
     if not [f for f in fields if f not in ("__task__", "__context__")]:
         raise TemplateError(f"prompt.template {template!r} uses no column and no {{__sample__}}: every row would get the same prompt.")
     if "__sample__" in fields and inp not in cols:
         raise DataError(f"prompt.template uses {{__sample__}}, the text of input feature {cfg.input_feature.name!r} (column {inp!r}), "
-                        f"but the dataset has no column {inp!r}. Columns that exist: {', '.join(map(repr, cols))}.{_did_you_mean(inp, cols)}")
+                        f"but the dataset has no column {inp!r}. Columns that exist: {', '.join(map(repr, cols))}.{did_you_mean(inp, cols)}")
     missing = [f for f in fields if f not in SPECIAL_FIELDS and f not in cols]
     if missing:
-        hints = "".join(_did_you_mean(m, cols, say_which=len(missing) > 1) for m in missing)
+        hints = "".join(did_you_mean(m, cols, say_which=len(missing) > 1) for m in missing)
         raise DataError(f"prompt.template uses column(s) {', '.join(map(repr, missing))} that the dataset does not have. "
                         f"Columns that exist: {', '.join(map(repr, cols))}.{hints}")
 
 # %% ../nbs/02_prompt.ipynb #52c99c78
-def _text(v, fill, lower=False):
-    s = fill if _is_missing(v) else (v if isinstance(v, str) else str(v))
+def value_text(v, # a cell value
+               fill:str, # the text of a missing value
+               lower:bool=False, # lowercase it
+              )->str:
+    "A cell as prompt text: `fill` when missing, else its string."
+    s = fill if is_missing(v) else (v if isinstance(v, str) else str(v))
     return s.lower() if lower else s
 
-def _cell(v, name, spec, conv, fill):
-    if _is_missing(v): return fill
+def cell_text(v, # a cell value
+              name:str, # its column, for the message
+              spec:str, # the field's format spec ('' or a float spec such as '.2f')
+              conv, # the field's conversion (always None: `parse_template` refuses one)
+              fill:str, # the text of a missing value
+             )->str:
+    "A cell as the template field `{name:spec}` writes it; a clear error for a non-number under a float spec."
+    if is_missing(v): return fill
     if spec:
         try: v = float(v)
         except (TypeError, ValueError):
             raise DataError(f"Column {name!r} has the value {v!r}, which the template's {{{name}:{spec}}} needs as a number.") from None
         return format(v, spec)
-    return _text(v, fill)
+    return value_text(v, fill)
 
 # %% ../nbs/02_prompt.ipynb #02e70d2e
 def _render_batch(batch, parts, sample_col, task, fill, lower):
@@ -126,9 +115,9 @@ def _render_batch(batch, parts, sample_col, task, fill, lower):
         key = (name, spec, conv)
         if name is None or key in cols: continue
         if name == "__task__": cols[key] = [task] * n
-        elif name == "__sample__": cols[key] = [_text(v, fill, lower) for v in batch[sample_col]]
-        elif name == "__context__": cols[key] = [_text(v, "") for v in batch[CONTEXT]]
-        else: cols[key] = [_cell(v, name, spec, conv, fill) for v in batch[name]]
+        elif name == "__sample__": cols[key] = [value_text(v, fill, lower) for v in batch[sample_col]]
+        elif name == "__context__": cols[key] = [value_text(v, "") for v in batch[CONTEXT]]
+        else: cols[key] = [cell_text(v, name, spec, conv, fill) for v in batch[name]]
         if lower and name == sample_col: cols[key] = [c.lower() for c in cols[key]]   # the input, named by its column
     pieces = [(lit, cols.get((name, spec, conv))) for lit, name, spec, conv in parts]
     return {PROMPT: ["".join(lit + (c[i] if c is not None else "") for lit, c in pieces) for i in range(n)]}
@@ -136,7 +125,7 @@ def _render_batch(batch, parts, sample_col, task, fill, lower):
 def _plan(cfg, column_names):
     "Check the template against `column_names`, then return the arguments of `_render_batch`."
     check_prompt_columns(cfg, column_names)
-    parts = _parse(prompt_template(cfg) or "{__sample__}")
+    parts = parse_template(prompt_template(cfg) or "{__sample__}")
     if any(name == "__context__" for _, name, _, _ in parts) and CONTEXT not in column_names:
         raise DataError(f"The prompt template uses {{__context__}}, but the data has no {CONTEXT!r} column; run retrieval first to fill it.")
     p = cfg.input_feature.preprocessing
@@ -150,7 +139,7 @@ def render_prompts(ds:Dataset|DatasetDict, # the data, after `load_splits` (and 
                   )->Dataset|DatasetDict:
     "Add the `PROMPT` column: each row's prompt, rendered in batches."
     if isinstance(ds, DatasetDict): return DatasetDict({k: render_prompts(v, cfg, num_proc) for k, v in ds.items()})
-    for c in [_input_column(cfg), *template_fields(prompt_template(cfg) or "")]: refuse_list_column(ds, c)
+    for c in [_input_column(cfg), *_fields(prompt_template(cfg) or "")]: refuse_list_column(ds, c)
     return ds.map(_render_batch, batched=True, num_proc=num_proc, fn_kwargs=_plan(cfg, ds.column_names))
 
 def render_prompt(cfg, # the loaded config
@@ -169,7 +158,7 @@ def query_example_template(template:str|None, # the prompt template
                            label_field:str="__label__", # the example field that holds the answer
                           )->str|None:
     "The template's text after `{__context__}` (`{__task__}` left out), the answer separator, then the label; None if there is none."
-    parts = _parse(template) if template else []
+    parts = parse_template(template) if template else []
     at = next((k for k, (_, name, _, _) in enumerate(parts) if name == "__context__"), None)
     if at is None: return None
     tail = [(lit, n, s, c) for lit, n, s, c in parts[at + 1:]]
@@ -183,7 +172,7 @@ def content_free_prompt(cfg, # the loaded config
                         how:str="contextual", # `contextual`: every field N/A, no examples; `pmi`: the answer cue alone
                        )->str:
     "The prompt of a row without content, rendered by the same code as `render_prompt`, for label calibration."
-    parts = _parse(prompt_template(cfg) or "{__sample__}")
+    parts = parse_template(prompt_template(cfg) or "{__sample__}")
     if how == "pmi":
         cue = parts[-1][0].strip().split("\n")[-1].strip() if parts[-1][1] is None else ""   # the last line of text
         return cue or CONTENT_FREE

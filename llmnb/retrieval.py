@@ -18,12 +18,14 @@ from fastcore.basics import patch
 from . import __version__
 from .config import DEFAULT_EMBEDDING_MODEL
 from .data import CONTEXT, DataError, read_dataset
-from .prompt import SPECIAL_FIELDS, prompt_template, template_fields, _parse, _cell, _text, query_example_template
-from .model import cache_dir, hub_reachable, hub_token, write_dir_atomically, ModelLoadError, _hub_cached, _package_file
+from .config import template_fields
+from .prompt import SPECIAL_FIELDS, prompt_template, query_example_template
+from .prompt import parse_template as _parse, cell_text as _cell, value_text as _text
+from .model import cache_dir, hub_reachable, hub_token, write_dir_atomically, ModelLoadError, hub_cached as _hub_cached, package_file as _package_file
 
 # %% auto #0
 __all__ = ['DEFAULT_EXAMPLE_TEMPLATE', 'TEXT', 'NEIGHBOURS', 'example_template', 'resolve_embedding_model', 'RetrievalIndex',
-           'add_context', 'save_retrieval', 'load_retrieval']
+           'retrieval_index_for', 'add_context', 'save_retrieval', 'load_retrieval']
 
 # %% ../nbs/08_retrieval.ipynb #4d1cd175
 def _label_column(cfg): return getattr(cfg.output_feature, "column", None) or cfg.output_feature.name
@@ -352,7 +354,10 @@ def _named_folder(name) -> Path:
     if not _NAME.match(name): raise DataError(f"prompt.retrieval.index_name: {name!r} is not a usable folder name; allowed: letters, digits, '.', '_' and '-', starting with a letter or digit.")
     return cache_dir()/"index"/name
 
-def _index_for(cfg, index_split, llm):
+def retrieval_index_for(cfg, # the loaded config, `prompt.retrieval` set
+                        index_split, # the training split to build from (None: the cached or named index)
+                        llm, # an object the index is cached on as `retrieval_index` (or None)
+                       )->RetrievalIndex:
     "The index to retrieve from: cached on `llm`, named in the cache, or built from `index_split`."
     r = cfg.prompt.retrieval
     idx = getattr(llm, "retrieval_index", None)
@@ -388,7 +393,7 @@ def add_context(ds:Dataset|DatasetDict, # the rows that need examples: a split, 
                 llm=None, # an `LLM`: the index is cached on it as `llm.retrieval_index`
                )->Dataset|DatasetDict:
     "`ds` with a `CONTEXT` column: each row's k retrieved training examples, as text."
-    idx = _index_for(cfg, index_split, llm)
+    idx = retrieval_index_for(cfg, index_split, llm)
     same = lambda d: index_split is not None and (d is index_split or d._fingerprint == index_split._fingerprint)
     if isinstance(ds, DatasetDict): return DatasetDict({k: _with_context(v, idx, cfg, same(v)) for k, v in ds.items()})
     return _with_context(ds, idx, cfg, same(ds))

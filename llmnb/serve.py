@@ -144,7 +144,7 @@ class ServedModel:
                  max_batch: int = 16, max_queue: int = 64, # passed to `BatchEngine`
                 ):
         from llmnb.api import generation_config_for
-        from llmnb.train import sequence_limits
+        from llmnb.tokens import sequence_limits
         self.llm, self.name, self.tok = llm.load_base(), name, llm.tokenizer
         self.gc = generation_config_for(llm)
         eos = self.gc.eos_token_id

@@ -6,9 +6,9 @@ Docs: https://llmnb.github.io/llmnb/train.html.md"""
 
 # %% ../nbs/04_train.ipynb #6364f09d
 from __future__ import annotations
-import os, re, json, math, time, random, shutil, warnings
+import os, re, json, math, time, shutil, warnings
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field, asdict
+from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
 import torch
@@ -18,166 +18,12 @@ from .errors import LlmnbError, warn_once
 from .upload import make_card_portable
 
 # %% auto #0
-__all__ = ['use_chat_template', 'format_prompts', 'Limits', 'sequence_limits', 'TruncationReport', 'truncate_row',
-           'answer_separator', 'answer_ids', 'tokenize_rows', 'tokenize_dataset', 'special_token_strings',
-           'check_special_tokens', 'plan_batches', 'balanced_packs', 'pack_batch', 'pad_batch', 'loss_sum',
-           'plain_loss_sum', 'add_neftune', 'resolve_batch_size', 'TrainPlan', 'plan_steps', 'optimizer_class',
-           'make_optimizer', 'make_scheduler', 'reduce_lr_on_plateau', 'trainable_state', 'load_trainable_state',
-           'evaluate_loss', 'mixed_precision', 'freeze_layers', 'training_layout', 'run_fingerprint', 'train_step',
-           'evaluate', 'save_checkpoint', 'checkpoints', 'prune_checkpoints', 'resume_from_checkpoint', 'log_values',
-           'fit', 'fit_on_ray']
-
-# %% ../nbs/04_train.ipynb #fecbca6c
-def use_chat_template(cfg, tok) -> bool:
-    "Whether prompts go through the tokenizer's chat template (`prompt.chat_template`: true, or 'auto' and the tokenizer has one)."
-    want = getattr(cfg.prompt, "chat_template", False)
-    if want == "auto": return bool(getattr(tok, "chat_template", None))
-    if want and not getattr(tok, "chat_template", None):
-        raise LlmnbError("prompt.chat_template: true, but this tokenizer has no chat template; set it to false or 'auto'.")
-    return bool(want)
-
-def format_prompts(prompts: list[str], tok, cfg) -> list[str]:
-    "The text the model reads for each prompt: the prompt itself, or its chat-template rendering as a user turn."
-    if not use_chat_template(cfg, tok): return list(prompts)
-    system = getattr(cfg.prompt, "system", None)
-    head = [{"role": "system", "content": system}] if system else []
-    return [tok.apply_chat_template(head + [{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True) for p in prompts]
-
-# %% ../nbs/04_train.ipynb #3361606b
-@dataclass
-class Limits:
-    "Token limits for one row: answer, prompt, and the two together."
-    target: int | None = None
-    prompt: int | None = None
-    total: int | None = None
-    prompt_side: str = "left"
-
-def sequence_limits(cfg, context_length: int, reserve: int = 0) -> Limits:
-    "The three limits of `cfg` (spec §1.9), the total never above `context_length - reserve` (`reserve`: room for generated tokens)."
-    g = cfg.preprocessing.global_max_sequence_length
-    total = min(g or context_length, context_length) - reserve
-    if total < 1: raise LlmnbError(
-        f"generation.max_new_tokens: {reserve} leaves no room for the prompt in the model's context of "
-        f"{min(g or context_length, context_length)} tokens; allowed: fewer than that.")
-    trunc = getattr(cfg.preprocessing, "truncation", None)
-    return Limits(target=getattr(cfg.output_feature.preprocessing, "max_sequence_length", None),
-                  prompt=cfg.input_feature.preprocessing.max_sequence_length, total=total,
-                  prompt_side=getattr(trunc, "prompt_side", "left") if trunc is not None else "left")
-
-# %% ../nbs/04_train.ipynb #7c5671a2
-def _cut_prompt(ids, n, side, keep_first):
-    "Keep `n` tokens of `ids`, dropping from `side`; a kept first token (BOS) stays first."
-    if len(ids) <= n: return ids
-    if side == "right": return ids[:n]
-    head = ids[:1] if keep_first and n > 1 else []
-    return head + ids[len(ids) - (n - len(head)):]
-
-@dataclass
-class TruncationReport:
-    "Rows and tokens cut by each limit: the answer limit (`target_*`), the prompt limit (`prompt_*`), the total limit (`total_*`)."
-    rows: int = 0
-    target_rows: int = 0
-    target_tokens: int = 0
-    prompt_rows: int = 0
-    prompt_tokens: int = 0
-    total_rows: int = 0
-    total_tokens: int = 0
-    dropped_rows: int = 0   # rows whose answer does not fit beside an honest part of the prompt: left out, never cut
-    def add(self, other):
-        for k in asdict(self): setattr(self, k, getattr(self, k) + getattr(other, k))
-        return self
-    def __str__(self):
-        drop = f"; {self.dropped_rows} dropped: answer longer than the budget allows" if self.dropped_rows else ""
-        if not (self.target_rows or self.prompt_rows or self.total_rows): return f"{self.rows} rows, none truncated{drop}"
-        return (f"{self.rows} rows: answer limit cut {self.target_rows} ({self.target_tokens} tokens), prompt limit cut "
-                f"{self.prompt_rows} ({self.prompt_tokens} tokens), total limit cut {self.total_rows} ({self.total_tokens} tokens)"
-                + drop)
-
-# %% ../nbs/04_train.ipynb #215f2ca3
-def truncate_row(p: list, t: list | None, lim: Limits, eos: int | None, keep_bos: bool, rep: TruncationReport):
-    "Apply the three limits to prompt ids `p` and answer ids `t` (without EOS); return (prompt, answer + EOS)."
-    rep.rows += 1
-    if t is not None:
-        if lim.target is not None and len(t) > lim.target:
-            rep.target_rows += 1; rep.target_tokens += len(t) - lim.target; t = t[:lim.target]
-        t = t + ([eos] if eos is not None else [])
-    if lim.prompt is not None and len(p) > lim.prompt:
-        n0 = len(p); p = _cut_prompt(p, lim.prompt, lim.prompt_side, keep_bos)
-        rep.prompt_rows += 1; rep.prompt_tokens += n0 - len(p)
-    nt = len(t) if t is not None else 0
-    if lim.total is not None and len(p) + nt > lim.total:
-        if lim.total - nt < max(min(len(p), lim.total // 2), 1):   # the prompt would be cut to a stub
-            rep.dropped_rows += 1
-            return None, None
-        n0 = len(p) + nt
-        p = _cut_prompt(p, lim.total - nt, lim.prompt_side, keep_bos)
-        rep.total_rows += 1; rep.total_tokens += n0 - len(p) - nt
-    return p, t
-
-# %% ../nbs/04_train.ipynb #f7946907
-def answer_separator(prompt: str) -> str:
-    "What goes between a prompt and its answer: a space after a visible character, nothing after whitespace or a tag (`>`)."
-    return "" if not prompt or prompt[-1].isspace() or prompt.endswith(">") else " "
-
-def answer_ids(tok, answers: list, separators: list[str]) -> list[list[int]]:
-    "Token ids of each `separator + answer`, without the lone `▁` a SentencePiece tokenizer writes for the separator."
-    out = []
-    for ids, sep in zip(tok([s + str(a) for s, a in zip(separators, answers)], add_special_tokens=False)["input_ids"], separators):
-        if sep and len(ids) > 1 and not tok.decode(ids[:1]).strip(): ids = ids[1:]
-        out.append(ids)
-    return out
-
-def tokenize_rows(prompts: list[str], targets: list[str] | None, tok, cfg, limits: Limits, report: TruncationReport | None = None) -> dict:
-    "Ids of `format_prompts(prompts)` + `targets` + EOS, with `n_prompt` (how many leading ids are prompt), cut to `limits`."
-    report = report if report is not None else TruncationReport()
-    chat = use_chat_template(cfg, tok)
-    texts = format_prompts(prompts, tok, cfg)
-    P = tok(texts, add_special_tokens=not chat)["input_ids"]
-    T = answer_ids(tok, targets, [answer_separator(x) for x in texts]) if targets is not None else [None] * len(P)
-    keep_bos = tok.bos_token_id is not None and bool(P) and bool(P[0]) and P[0][0] == tok.bos_token_id
-    out = dict(input_ids=[], n_prompt=[])
-    for p, t in zip(P, T):
-        p, t = truncate_row(p, t, limits, tok.eos_token_id, keep_bos, report)
-        if p is None: continue   # dropped and counted: its answer does not fit
-        out["input_ids"].append(p + (t or []))
-        out["n_prompt"].append(len(p))
-    return out
-
-
-# %% ../nbs/04_train.ipynb #33446936
-def tokenize_dataset(ds, tok, cfg, limits: Limits, prompt_col: str = "__prompt__", target_col: str | None = None):
-    "Tokenise a `datasets.Dataset` with batched map; returns (tokenised dataset with `input_ids`/`n_prompt`, `TruncationReport`)."
-    if getattr(cfg.input_feature.preprocessing, "format", "text") == "chat":   # conversations: llmnb.chat
-        from llmnb.chat import tokenize_conversations
-        return tokenize_conversations(ds, tok, cfg, limits)
-    rep = TruncationReport()
-    def fn(b): return tokenize_rows(b[prompt_col], b[target_col] if target_col else None, tok, cfg, limits, rep)
-    out = ds.map(fn, batched=True, batch_size=1000, remove_columns=ds.column_names, desc="tokenising", load_from_cache_file=False)
-    return out, rep
-
-# %% ../nbs/04_train.ipynb #f868c718
-def special_token_strings(tok) -> list[str]:
-    "The strings that `tok` encodes to control tokens (`<|im_end|>`, `</s>`, ...), longest first."
-    added = [t.content for t in getattr(tok, "added_tokens_decoder", {}).values() if getattr(t, "special", False)]
-    return sorted({s for s in list(tok.all_special_tokens) + added if s}, key=len, reverse=True)
-
-def check_special_tokens(ds, # a `datasets.Dataset` of raw rows
-                         columns: list[str], # the data columns that become text the model reads
-                         tok, # the tokenizer
-                         where: str = "", # which rows these are, for the message (e.g. 'train split')
-                        ):
-    "Refuse a data cell that holds a special-token string: data is text; control tokens come only from templates."
-    import pyarrow as pa, pyarrow.compute as pc
-    specials = special_token_strings(tok)
-    for col in (c for c in columns if c in ds.column_names):
-        arr = pc.cast(ds.select_columns([col]).with_format("arrow")[:].column(0), pa.string())
-        for s in specials:
-            hit = pc.fill_null(pc.match_substring(arr, s), False).to_numpy(zero_copy_only=False)
-            if hit.any(): raise LlmnbError(
-                f"Column {col!r}, row {int(hit.argmax())}{f' of the {where}' if where else ''}: the text holds {s!r}, "
-                f"a special token of this tokenizer, so a "
-                f"data row could forge a chat turn or end the sequence; data is text and control tokens come only from "
-                f"templates: remove it from the data ({int(hit.sum())} row(s) of {col!r} hold it).")
+__all__ = ['plan_batches', 'balanced_packs', 'pack_batch', 'pad_batch', 'is_prompt_learning', 'loss_sum', 'plain_loss_sum',
+           'add_neftune', 'resolve_batch_size', 'TrainPlan', 'plan_steps', 'optimizer_class', 'make_optimizer',
+           'make_scheduler', 'reduce_lr_on_plateau', 'trainable_state', 'load_trainable_state', 'evaluate_loss',
+           'mixed_precision', 'freeze_layers', 'training_layout', 'run_fingerprint', 'train_step', 'evaluate',
+           'save_checkpoint', 'checkpoints', 'prune_checkpoints', 'resume_from_checkpoint', 'log_values', 'fit',
+           'fit_on_ray']
 
 # %% ../nbs/04_train.ipynb #4e74d846
 def plan_batches(lengths, batch_size: int, seed: int = 0, shuffle: bool = True, group: int = 32) -> list[list[int]]:
@@ -240,7 +86,8 @@ def _peft_config(model):
     m = getattr(getattr(model, "_orig_mod", model), "module", getattr(model, "_orig_mod", model))
     return getattr(m, "peft_config", {}).get("default") if hasattr(m, "peft_config") else None
 
-def _prompt_learning(model) -> bool:
+def is_prompt_learning(model, # a model, PEFT-wrapped or not
+                      ) -> bool:
     "Prompt tuning (and kin) prepend virtual tokens to each row: such rows cannot be packed into one sequence."
     return bool(getattr(_peft_config(model), "is_prompt_learning", False))
 
@@ -251,7 +98,7 @@ def loss_sum(model, batch: dict) -> tuple[torch.Tensor, int]:
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     y = labels[:, 1:]
     sel = y != -100
-    if _prompt_learning(model):  # virtual tokens come first: drop their logits
+    if is_prompt_learning(model):  # virtual tokens come first: drop their logits
         logits = model(**inputs).logits[:, -labels.shape[1]:][:, :-1][sel]
     else: logits = model(**inputs, use_cache=False, logits_to_keep=F.pad(sel, (0, 1))).logits
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y[sel], reduction="sum"), int(sel.sum())
@@ -448,7 +295,7 @@ def load_trainable_state(model, state: dict):
 def evaluate_loss(model, rows, batch_size: int, pad_id: int, device, packing: bool = True) -> dict:
     "Teacher-forced loss (mean over answer tokens) and perplexity of `model` on tokenised `rows`."
     was = model.training; model.eval()
-    packing = packing and not _prompt_learning(model)
+    packing = packing and not is_prompt_learning(model)
     total, n = 0.0, 0
     for b in plan_batches([len(r["input_ids"]) for r in rows], batch_size, shuffle=False):
         rb = [rows[i] for i in b]
@@ -481,10 +328,6 @@ class _LivePlot:
         if self.handle is None: self.handle = display(fig, display_id=True)
         else: self.handle.update(fig)
         plt.close(fig)
-
-# %% ../nbs/04_train.ipynb #880a97fc
-def _set_seed(seed):
-    random.seed(seed); np.random.seed(seed); torch.manual_seed(seed)
 
 # %% ../nbs/04_train.ipynb #d1b73c48
 def _cpu_has_bf16() -> bool:
@@ -576,7 +419,7 @@ def _setup(model, tok, rows, val, cfg, plan, run_dir) -> _Run:
     if acc.is_main_process and acc.log_with: acc.init_trackers("logs")
     alpha = getattr(cfg.model_parameters, "neftune_noise_alpha", 0)
     r = _Run(acc, model, opt, sched, plan, cfg, rows, val, tok.pad_token_id, run_dir,
-             t.packing and not _prompt_learning(model), run_fingerprint(cfg, rows),
+             t.packing and not is_prompt_learning(model), run_fingerprint(cfg, rows),
              neftune=add_neftune(model, alpha) if alpha else None)
     r.state = dict(step=0, best=None, best_step=None, bad_evals=0, window=[], stats=_new_stats(r))
     return r
@@ -809,9 +652,10 @@ def fit(model, tok, train_rows, val_rows, cfg, run_dir, resume: bool = False, pr
         plan: TrainPlan | None = None, objective=None) -> dict:
     "Train `model` on tokenised `train_rows` per `cfg.trainer` (and `plan`); evaluate on `val_rows`; the statistics."
     from tqdm.auto import tqdm
+    from transformers import set_seed
     if cfg.backend.type == "ray": return fit_on_ray(model, tok, train_rows, val_rows, cfg, run_dir, resume)
     plan = plan or plan_steps(cfg.trainer, train_rows)
-    _set_seed(plan.seed)
+    set_seed(plan.seed)
     r = _setup(model, tok, train_rows, val_rows, cfg, plan, run_dir)
     r.objective = objective   # preference tuning (llmnb.align): its loss and metrics, this engine
     if resume: resume_from_checkpoint(r)

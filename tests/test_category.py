@@ -3,12 +3,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from transformers import AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM, LogitsProcessor
 from llmnb.api import LLM
 from llmnb.config import ConfigError, load_config
 from llmnb.data import DataError
-from llmnb.evaluate import (extract_category, match_rules, category_vocab, LabelConstraint, label_token_ids, label_probabilities,
-                            constrained_generation_config)
+from llmnb.evaluate import (extract_category, match_rules, category_vocab, LabelConstraint, label_token_ids, label_probabilities)
 from llmnb.generate import generate_batch
 
 R = lambda **kw: {k: dict(type=t, value=v) for k, (t, v) in kw.items()}
@@ -78,6 +77,24 @@ def tiny():
     return LlamaForCausalLM(LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
                                         num_key_value_heads=2, vocab_size=97, max_position_embeddings=256)).eval()
 
+
+class _LabelMask(LogitsProcessor):
+    "The oracle: `LabelConstraint` as a logits processor, so `generate` decodes under the same constraint."
+    def __init__(self, label_ids, eos, prompt_length=None): self.c, self.prompt_length = LabelConstraint(label_ids, eos), prompt_length
+    def __call__(self, input_ids, scores):
+        if self.prompt_length is None: self.prompt_length = input_ids.shape[1]
+        keep = torch.full_like(scores, float("-inf"))
+        for r, row in enumerate(input_ids[:, self.prompt_length:].tolist()):
+            ok = self.c.allowed(row)
+            keep[r, ok] = scores[r, ok]
+        return keep
+
+def _constrained_config(label_ids, eos, pad):
+    "Greedy when no two labels share a first token (one choice per later step), else a beam per label: the exact argmax."
+    exact_greedy = len({l[0] for l in label_ids if l}) == len(label_ids)
+    return GenerationConfig(max_new_tokens=max(map(len, label_ids)) + 1, do_sample=False, pad_token_id=pad, eos_token_id=eos,
+                            num_beams=1 if exact_greedy else len(label_ids), length_penalty=0.0, renormalize_logits=True)
+
 LABELS = [[[5, 6], [5, 7, 8], [9], [10, 11]], [[5], [6], [7]], [[5, 6, 7], [8, 9, 10]], [[5], [5, 6], [5, 6, 7]]]
 
 @pytest.mark.parametrize("labels", LABELS)
@@ -85,7 +102,7 @@ def test_constrained_decoding_gives_the_argmax_label(tiny, labels):
     prompts = [[20 + i, 30 + 2 * i, 40 + 3 * i, 50] for i in range(10)] + [[60], [61, 62]]
     P = label_probabilities(tiny, CharTok(), prompts, labels, eos=1, constrained=True, batch_size=7)
     assert np.allclose(P.sum(1), 1)
-    gen = generate_batch(tiny, CharTok(), prompts, constrained_generation_config(labels, 1, 0), logits_processor=[LabelConstraint(labels, 1)], batch_size=5)
+    gen = generate_batch(tiny, CharTok(), prompts, _constrained_config(labels, 1, 0), logits_processor=[_LabelMask(labels, 1)], batch_size=5)
     for g, p in zip(gen, P):
         assert g["ids"][-1] == 1 and g["ids"][:-1] in labels
         assert g["ids"][:-1] == labels[int(p.argmax())]
@@ -104,7 +121,7 @@ def test_label_probabilities_match_a_direct_computation(tiny):
         assert got[i] == pytest.approx(want, rel=1e-4)
 
 def test_label_constraint_masks_everything_else():
-    c = LabelConstraint([[5, 6], [9]], eos=2, prompt_length=2)
+    c = _LabelMask([[5, 6], [9]], eos=2, prompt_length=2)
     out = c(torch.tensor([[3, 3, 5], [3, 3, 9], [3, 3, 4]]), torch.randn(3, 12))
     assert [torch.isfinite(r).nonzero().ravel().tolist() for r in out] == [[6], [2], [2]]
 
@@ -119,7 +136,7 @@ def test_label_token_ids_spacing(embedded_dir):
                                            ("Review: {review}", True)])
 def test_training_answers_are_the_scored_label_tokens(embedded_dir, template, chat):
     "The ids a label is trained on are the ids it is scored and decoded with, whatever the prompt ends in."
-    from llmnb.train import Limits, tokenize_rows
+    from llmnb.tokens import Limits, tokenize_rows
     tok = AutoTokenizer.from_pretrained(embedded_dir)
     cfg = load_config(cat_config(embedded_dir, prompt=dict(template=template, chat_template=chat)))
     rows = tokenize_rows([template.format(review=r) for r in REVIEWS10.review], REVIEWS10.output.tolist(), tok, cfg, Limits())

@@ -7,7 +7,8 @@ from transformers import AutoTokenizer
 from llmnb.config import load_config
 from llmnb.data import load_splits, DataError
 from llmnb.chat import encode_conversation, assistant_spans, encode_chat_prompts, ChatError
-from llmnb.train import tokenize_dataset, Limits, pack_batch, pad_batch, tokenize_rows
+from llmnb.train import pack_batch, pad_batch
+from llmnb.tokens import tokenize_dataset, Limits, tokenize_rows
 from chat_templates import family_tokenizer
 
 S = dict(role="system", content="Be brief.")
@@ -144,8 +145,8 @@ def test_tool_turns_kept_as_text(tok):
     assert tok.decode([i for i, m in zip(ids, mask) if m]) == "Checking.<|im_end|>21 degrees.<|im_end|>"
 
 def test_lengths_and_decoding_on_conversations(tmp_path, tok, tiny_model_dir):
-    from llmnb.lengths import length_stats, token_lengths
-    from llmnb.generate import compare_decoding
+    from llmnb.tokens import length_stats, token_lengths
+    from llmnb.widgets import compare_decoding
     from llmnb.api import LLM
     cfg = {**_cfg(), "base_model": str(tiny_model_dir)}
     df = token_lengths(load_config(cfg), tok, [dict(messages=CHAT)])

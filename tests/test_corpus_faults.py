@@ -163,7 +163,7 @@ def test_every_answer_too_long(tiny_model_dir, tmp_path, capsys):
 
 def test_prompt_never_cut_to_a_stub(tiny_model_dir, tmp_path):
     "A long prompt beside a short answer is cut from the left, keeping most of the budget for the prompt."
-    from llmnb.train import truncate_row, Limits, TruncationReport
+    from llmnb.tokens import truncate_row, Limits, TruncationReport
     p, t = truncate_row(list(range(1000)), [7] * 10, Limits(total=100), 2, False, TruncationReport())
     assert len(p) == 89 and t == [7] * 10 + [2]
 

@@ -3,7 +3,8 @@ import pandas as pd
 import pytest
 import torch
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
-from llmnb.generate import generate_batch, decoding_strategy, STRATEGIES, compare_decoding, _parse_setting
+from llmnb.generate import generate_batch, decoding_strategy, STRATEGIES
+from llmnb.widgets import compare_decoding, _parse_setting
 from llmnb.api import LLM
 from llmnb.config import ConfigError
 
@@ -188,7 +189,7 @@ def test_parse_setting():
         with pytest.raises(ValueError, match="JSON object"): _parse_setting(bad)
 
 def test_widget_builds_and_runs(tiny_model_dir):
-    from llmnb.generate import decoding_widget
+    from llmnb.widgets import decoding_widget
     llm = LLM(dict(base_model=str(tiny_model_dir), input_features=[dict(name="q", type="text")], output_features=[dict(name="a", type="text")],
                    generation=dict(max_new_tokens=3)))
     w = decoding_widget(llm, pd.DataFrame(dict(q=["a", "b"])), n_settings=2)

@@ -6,9 +6,11 @@ import pytest
 import torch
 
 from llmnb.config import ConfigError, load_config
-from llmnb.lengths import check_template_length, length_stats, template_tokens, token_lengths, length_explorer
+from llmnb.widgets import length_explorer
+from llmnb.tokens import check_template_length, length_stats, template_tokens, token_lengths
 from llmnb.model import load_tokenizer
-from llmnb.train import Limits, sequence_limits, tokenize_rows, add_neftune
+from llmnb.train import add_neftune
+from llmnb.tokens import Limits, sequence_limits, tokenize_rows
 
 LONG = "This is a very long template that keeps going on and on, far beyond five tokens of text: {instruction}"
 ROWS = pd.DataFrame(dict(instruction=["name a colour", "name a fruit that is yellow and long", "say hi"] * 3,
@@ -102,7 +104,7 @@ def test_training_reports_cuts_per_limit(tmp_path):
     llm = LLM(c)
     stats = llm.train(ROWS, output_directory=tmp_path / "run", progress=False)
     tr = stats["truncation"]
-    st = length_stats(llm, ROWS)
+    st = llm.length_stats(ROWS)
     rep = st.report()
     assert tr == {k: getattr(rep, k) for k in tr}  # the statistics predicted what training cut
     assert tr["target_rows"] == 3 and tr["prompt_rows"] > 0 and tr["total_rows"] > 0 and tr["total_tokens"] > 0

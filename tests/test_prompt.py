@@ -1,14 +1,14 @@
 "Dense checks of `llmnb.prompt`: template parsing, the reference's prompt cases, raw rendering, and speed."
-import math, random, time
+import math, random, re, time
 
 import datasets
 import pytest
 from datasets import Dataset, DatasetDict
 
-from llmnb.config import load_config
+from llmnb.config import load_config, template_fields
 from llmnb.data import CONTEXT, PROMPT, DataError, load_splits
 from llmnb.prompt import (DEFAULT_FEW_SHOT_TEMPLATE, DEFAULT_ZERO_SHOT_TEMPLATE, TemplateError, check_prompt_columns,
-                          prompt_template, render_prompt, render_prompts, template_fields)
+                          parse_template, prompt_template, render_prompt, render_prompts)
 
 datasets.disable_progress_bars()
 BASE = "hf-internal-testing/tiny-random-GPTJForCausalLM"
@@ -37,17 +37,27 @@ def test_template_fields(template, fields):
     ("{col.__class__.__mro__}", "attribute or index access"),
     ("{col[0]}", "{col[0]} uses attribute or index access"),
     ("{__sample__.__globals__}", "attribute or index access"),
-    ("{}", "not a column name"), ("{0}", "not a column name"), ("{ a }", "not a column name"),
+    ("{}", "positional field {}"), ("{0}", "positional field {0}"), ("{ a }", "{ a } is not a column name"),
     ('Return JSON like {"label": "x"}', "double the braces"),
-    ("{a:>10}", "format spec '>10'"), ("{a:d}", "format spec 'd'"), ("{a:{w}f}", "allowed: none, or a float spec"),
-    ("{a:ff}", "invalid float format spec"), ("{a!r}", "uses a conversion"),
-    ("{a", "cannot be parsed"), ("a}", "cannot be parsed"), ("{a}}", "cannot be parsed"),
+    ("{a:>10}", "{a:>10} has an unsupported format spec"), ("{a:d}", "{a:d} has an unsupported format spec"),
+    ("{a:{w}f}", "unsupported format spec"), ("{a:ff}", "invalid float format spec"), ("{a!r}", "uses a conversion"),
+    ("{a", "unclosed '{' at position 0"), ("a}", "single '}' at position 1"), ("{a}}", "single '}' at position 3"),
 ])
 def test_template_errors(template, msg):
-    with pytest.raises(TemplateError, match=None) as e:
+    "One set of rules (llmnb.config.template_fields): the config refuses these as it loads; rendering refuses them too."
+    with pytest.raises(ValueError) as e:
         template_fields(template)
     assert msg in str(e.value)
-    assert isinstance(e.value, ValueError)
+    with pytest.raises(TemplateError) as e:
+        parse_template(template)
+    assert msg in str(e.value) and str(e.value).startswith("prompt.template: ")
+    with pytest.raises(ValueError, match=re.escape(msg)):
+        make_cfg({"template": template})
+
+
+def test_one_template_fields():
+    import llmnb.config, llmnb.prompt, llmnb.retrieval
+    assert llmnb.prompt.template_fields is llmnb.config.template_fields is llmnb.retrieval.template_fields
 
 
 def test_no_code_runs():
