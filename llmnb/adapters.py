@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 import torch
-from . import quantization as _quantization  # noqa: F401  (silences bitsandbytes' CPU-kernel notice before PEFT imports it)
+from . import model as _model  # noqa: F401  (its import silences bitsandbytes' CPU-kernel notice before PEFT imports it)
 from .errors import LlmnbError
 
 # %% auto #0

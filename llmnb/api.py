@@ -158,7 +158,8 @@ def _prepare_for_finetune(self: LLM, total_steps: int):
     from llmnb.adapters import attach_adapter
     cfg = self.config
     if cfg.quantization is not None:
-        from llmnb.quantization import prepare_for_kbit_training
+        from llmnb.model import prepare_for_kbit_training, check_torchao_training
+        check_torchao_training(cfg.quantization)
         self.model = prepare_for_kbit_training(self.model, bool(cfg.trainer.enable_gradient_checkpointing))
     if cfg.adapter is not None:
         if not hasattr(self.model, "peft_config"):
