@@ -490,7 +490,7 @@ def _write_model(self: LLM, tmp: Path, model, kind):
 @patch
 @writes_run_folder("path")
 def save(self: LLM, path) -> Path:
-    "Write the run directory `path`: config.yaml, training_statistics.json, model/ (and merged/ when configured)."
+    "Write the run directory `path`: config.yaml, the statistics (llmnb's and Ludwig's), model/ (and merged/ when configured)."
     run = _writable_dir(path)
     self.load_base()
     write_dir_atomically(run/"model", lambda tmp: self._write_model(tmp, self.model, self.kind))
@@ -504,8 +504,9 @@ def save(self: LLM, path) -> Path:
             self.model = merge_adapter(self.model, progressbar=a.postprocessor.progressbar)
             self.kind = "merged"
     if self.kind == "merged": write_dir_atomically(run/"merged", lambda tmp: self._write_model(tmp, self.model, "merged"))
-    for name, text in (("config.yaml", render_config(self.config)), ("training_statistics.json", json.dumps(self.stats, indent=2, default=float))):
-        atomic_write(run/name, text)
+    from llmnb.run import write_run_statistics, evaluation_frequency
+    atomic_write(run/"config.yaml", render_config(self.config))
+    write_run_statistics(run, self.stats, self.config.output_feature.name, evaluation_frequency(self.config.trainer))
     return run
 
 # %% ../nbs/06_api.ipynb #0c36af86
