@@ -13,7 +13,7 @@ from .errors import LlmnbError
 from .run import write_dir_atomically, RunFolderError  # the one folder writer (the run chapter)
 
 # %% auto #0
-__all__ = ['EMBEDDED_MODEL', 'EMBEDDED_PACKAGE', 'EMBEDDED_GGUF', 'cache_dir', 'ModelLoadError', 'hub_reachable', 'hub_token', 'embedded_gguf', 'convert_gguf', 'resolve_base_model', 'check_remote_code', 'context_length', 'apply_rope_scaling', 'default_device', 'default_dtype', 'load_tokenizer', 'load_model', 'model_parameters_count', 'quiet_bitsandbytes', 'bnb_config', 'prepare_for_kbit_training', 'torchao_config', 'check_torchao_training']
+__all__ = ['EMBEDDED_MODEL', 'EMBEDDED_PACKAGE', 'EMBEDDED_GGUF', 'cache_dir', 'ModelLoadError', 'hub_reachable', 'hub_token', 'embedded_gguf', 'convert_gguf', 'resolve_base_model', 'check_remote_code', 'context_length', 'apply_rope_scaling', 'default_device', 'default_dtype', 'load_tokenizer', 'load_model', 'model_parameters_count', 'quiet_bitsandbytes', 'quiet_torchao', 'bnb_config', 'prepare_for_kbit_training', 'torchao_config', 'check_torchao_training']
 
 # %% ../nbs/03_model.ipynb #dacd96fe
 EMBEDDED_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the embedded default, a real chat model
@@ -233,6 +233,20 @@ def quiet_bitsandbytes():
     for name in ("bitsandbytes.backends.cpu.ops", "bitsandbytes.autograd._functions"): logging.getLogger(name).setLevel(logging.ERROR)
 
 quiet_bitsandbytes()
+
+# %% ../nbs/10_quantization.ipynb #aaa09ff7
+class _DropMessages(logging.Filter):
+    "A logging filter that drops records whose message contains one of `parts`."
+    def __init__(self, *parts): super().__init__(); self.parts = parts
+    def filter(self, record): return not any(p in record.getMessage() for p in self.parts)
+
+# %% ../nbs/10_quantization.ipynb #697f839c
+def quiet_torchao():
+    "Drop torchao's harmless CPU import notices: its CUDA-only kernel files not loading, torch's Enum-registration note."
+    logging.getLogger("torchao").addFilter(_DropMessages("Failed to load /", "/torchao/_C"))
+    logging.getLogger("torch.utils._pytree").addFilter(_DropMessages("is an Enum subclass and is now natively supported"))
+
+quiet_torchao()
 
 # %% ../nbs/10_quantization.ipynb #08c24ffd
 def bnb_config(q):
