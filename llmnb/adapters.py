@@ -11,13 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 import torch
-from . import quantization as _quantization  # noqa: F401  (silences bitsandbytes' CPU-kernel notice before PEFT imports it)
+from . import model as _model  # noqa: F401  (its import silences bitsandbytes' CPU-kernel notice before PEFT imports it)
 from .errors import LlmnbError
 
 # %% auto #0
-__all__ = ['ADAPTERS', 'linear_modules', 'linear_module_names', 'default_target_modules', 'check_target_modules', 'AdapterKind',
-           'adapter_kind', 'check_adapter', 'peft_config', 'load_adapter', 'attach_adapter', 'adapter_regularization',
-           'merge_adapter', 'merged_copy', 'attach_adapters', 'merge_adapters', 'merge_trained', 'load_adapters']
+__all__ = ['ADAPTERS', 'CALIBRATION_ROWS', 'linear_modules', 'linear_module_names', 'default_target_modules',
+           'check_target_modules', 'AdapterKind', 'adapter_kind', 'check_adapter', 'peft_config', 'load_adapter',
+           'attach_adapter', 'init_from_data', 'adapter_regularization', 'merge_adapter', 'merged_copy',
+           'attach_adapters', 'merge_adapters', 'merge_trained', 'load_adapters']
 
 # %% ../nbs/09_adapters.ipynb #0b1f5187
 _log = logging.getLogger("llmnb.adapters")   # information for the user (`llmnb -l info` shows it); named, so the notebook logs where the module does
@@ -87,14 +88,11 @@ def adapter_kind(peft_config) -> AdapterKind | None:
     return next((k for k in ADAPTERS.values() if k.peft_class == type(peft_config).__name__), None)
 
 # %% ../nbs/09_adapters.ipynb #a55aece0
-_DATA_INITS = {"eva": "initialize_lora_eva_weights", "corda": "preprocess_corda"}
+_DATA_INITS = ("eva", "corda")  # LoRA inits computed from the training rows' activations (`init_from_data`)
 
 def _check_init(a):
     "LoRA initialisations that need more than the weights: a clear error where llmnb cannot run them."
     init = getattr(a, "init_lora_weights", True)
-    if init in _DATA_INITS: raise LlmnbError(
-        f"adapter.init_lora_weights: {init} needs the training data's activations before training (PEFT's "
-        f"{_DATA_INITS[init]}), which llmnb does not run yet; allowed: default, gaussian, pissa, olora, orthogonal, loftq")
     if init == "loftq" and not torch.cuda.is_available(): raise LlmnbError(
         "adapter.init_lora_weights: loftq quantizes the base weights with bitsandbytes on a CUDA GPU, and this machine "
         "has none; allowed here: default, gaussian, pissa, olora, orthogonal")
@@ -153,6 +151,7 @@ def _lora_kwargs(a, model):
         if getattr(a, k, None): kw[k] = getattr(a, k)
     if getattr(a, "eva_config", None): kw["eva_config"] = peft.EvaConfig(**a.eva_config)
     if getattr(a, "loftq_config", None): kw["loftq_config"] = peft.LoftQConfig(**a.loftq_config)
+    if init == "corda": kw["corda_config"] = peft.tuners.lora.config.CordaConfig()  # Ludwig has no corda keys: PEFT's defaults
     return kw
 
 # %% ../nbs/09_adapters.ipynb #c5a79fc9
@@ -237,12 +236,47 @@ def attach_adapter(model, # the base model
                    trainable: bool = True, # False: for inference only
                    total_steps: int | None = None, # optimiser steps of the run (AdaLoRA's schedule)
                    tokenizer_path: str | None = None, # the base model's folder (prompt tuning's text initialisation)
+                   batches=None, # training batches (`input_ids`, `attention_mask`, `labels`): EVA / CorDA initialise from them
                   ):
     "Wrap `model` with the adapter the config describes (or loads from `pretrained_adapter_weights`); returns a `PeftModel`."
     import peft
     w = getattr(adapter, "pretrained_adapter_weights", None)
     if w: return load_adapter(model, w, trainable)
-    return peft.get_peft_model(model, peft_config(adapter, model, total_steps, tokenizer_path))
+    pc = peft_config(adapter, model, total_steps, tokenizer_path)
+    if getattr(pc, "init_lora_weights", None) in _DATA_INITS: return init_from_data(model, pc, batches)
+    return peft.get_peft_model(model, pc)
+
+# %% ../nbs/09_adapters.ipynb #c82282a0
+CALIBRATION_ROWS = 256  # training rows EVA / CorDA read (PEFT's CorDA guide: ~256 samples suffice)
+
+# %% ../nbs/09_adapters.ipynb #66eb2a28
+def _keep_initial(pm):
+    "Save CorDA's initial adapter: at save PEFT converts the trained one against it, so it fits the original base."
+    import tempfile
+    pm.llmnb_initial_adapter = tempfile.mkdtemp(prefix="llmnb-corda-init-")   # CorDA moved part of W into the adapter
+    pm.save_pretrained(pm.llmnb_initial_adapter, safe_serialization=True)
+    return pm
+
+# %% ../nbs/09_adapters.ipynb #a49fb5c6
+def init_from_data(model, # the base model
+                   pc, # a `peft.LoraConfig` whose `init_lora_weights` is eva or corda
+                   batches, # training batches: dicts of `input_ids`, `attention_mask`, `labels`, on the model's device
+                  ):
+    "A `PeftModel` whose LoRA weights EVA or CorDA computed from `batches` (PEFT's own routines)."
+    import peft
+    from peft.tuners.lora.corda import preprocess_corda
+    init = pc.init_lora_weights
+    if not batches: raise LlmnbError(f"adapter.init_lora_weights: {init} initialises from the training rows, and "
+                                     "there were none; allowed: train with data, or default, gaussian, pissa, olora")
+    if init == "eva":
+        pm = peft.get_peft_model(model, pc, low_cpu_mem_usage=True)
+        peft.initialize_lora_eva_weights(pm, batches, show_progress_bar=False)
+        return pm
+    def run():  # CorDA's hooks read one unpadded row per forward
+        for b in batches:
+            for ids, m in zip(b["input_ids"], b["attention_mask"]): model(input_ids=ids[m.bool()][None])
+    preprocess_corda(model, pc, run_model=run)
+    return _keep_initial(peft.get_peft_model(model, pc))
 
 # %% ../nbs/09_adapters.ipynb #bf1fae13
 def adapter_regularization(model) -> torch.Tensor | float:

@@ -164,16 +164,18 @@ def length_stats(self: LLM,
 
 # %% ../nbs/06_api.ipynb #3061d6ec
 @patch
-def _prepare_for_finetune(self: LLM, total_steps: int):
-    "Quantized base → k-bit training prep; adapter → PEFT wrapper; no adapter → every weight trains."
+def _prepare_for_finetune(self: LLM, total_steps: int, rows: list | None = None):
+    "Quantized base → k-bit training prep; adapter → PEFT wrapper (EVA/CorDA read `rows`); no adapter → every weight trains."
     from llmnb.adapters import attach_adapter
     cfg = self.config
     if cfg.quantization is not None:
-        from llmnb.quantization import prepare_for_kbit_training
+        from llmnb.model import prepare_for_kbit_training, check_torchao_training
+        check_torchao_training(cfg.quantization)
         self.model = prepare_for_kbit_training(self.model, bool(cfg.trainer.enable_gradient_checkpointing))
     if cfg.adapter is not None:
         if not hasattr(self.model, "peft_config"):
-            self.model = attach_adapter(self.model, cfg.adapter, trainable=True, total_steps=total_steps, tokenizer_path=self.base_path)
+            self.model = attach_adapter(self.model, cfg.adapter, trainable=True, total_steps=total_steps,
+                                        tokenizer_path=self.base_path, batches=self._calibration_batches(rows))
         self.kind = "adapter"
     elif cfg.adapters is not None:   # several named adapters: the active one trains
         from llmnb.adapters import attach_adapters
@@ -182,6 +184,18 @@ def _prepare_for_finetune(self: LLM, total_steps: int):
     else:
         for p in self.model.parameters(): p.requires_grad_(True)
         self.kind = "full"
+
+# %% ../nbs/06_api.ipynb #ea0f833a
+@patch
+def _calibration_batches(self: LLM, rows: list | None) -> list | None:
+    "The first training rows as padded batches on the model's device, for an adapter init that reads data (EVA, CorDA)."
+    from llmnb.adapters import CALIBRATION_ROWS, _DATA_INITS
+    from llmnb.train import pad_batch
+    if not rows or getattr(self.config.adapter, "init_lora_weights", None) not in _DATA_INITS: return None
+    bs = self.config.trainer.batch_size if isinstance(self.config.trainer.batch_size, int) else 8
+    rows = rows[:CALIBRATION_ROWS]
+    pad = self.tokenizer.pad_token_id
+    return [{k: v.to(self.model.device) for k, v in pad_batch(rows[j:j + bs], pad).items()} for j in range(0, len(rows), bs)]
 
 # %% ../nbs/06_api.ipynb #acffdbe4
 @patch
@@ -245,7 +259,7 @@ def _finetune(self: LLM, splits, run, resume: bool, progress: bool) -> dict:
     t, plan = cfg.trainer, plan_steps(cfg.trainer, rows)
     bs = plan.batch_size
     set_seed(t.seed)  # the adapter's initial weights are part of what the seed reproduces
-    self._prepare_for_finetune(plan.total_steps)
+    self._prepare_for_finetune(plan.total_steps, rows)
     stats.update(fit(self.model, self.tokenizer, rows, vrows, cfg, run, resume=resume, progress=progress, plan=plan))
     if cfg.adapters is not None:
         from llmnb.adapters import merge_trained
@@ -489,7 +503,8 @@ def _write_model(self: LLM, tmp: Path, model, kind):
     if model is not None and kind != "none":
         # the folder the base was loaded from (a GGUF's de-quantised copy too), which plain PEFT loads offline
         for pc in (model.peft_config.values() if kind == "adapter" else ()): pc.base_model_name_or_path = self.base_path
-        model.save_pretrained(tmp, safe_serialization=True)
+        initial = getattr(model, "llmnb_initial_adapter", None)   # CorDA: saved as a plain LoRA on the original base
+        model.save_pretrained(tmp, safe_serialization=True, **({"path_initial_model_for_weight_conversion": initial} if initial else {}))
         from llmnb.upload import make_card_portable
         make_card_portable(tmp, self.config.base_model, self.base_path)   # the card travels: no local path in it
     self.tokenizer.save_pretrained(tmp)
@@ -503,7 +518,7 @@ def _write_model(self: LLM, tmp: Path, model, kind):
 @patch
 @writes_run_folder("path")
 def save(self: LLM, path) -> Path:
-    "Write the run directory `path`: config.yaml, training_statistics.json, model/ (and merged/ when configured)."
+    "Write the run directory `path`: config.yaml, the statistics (llmnb's and Ludwig's), model/ (and merged/ when configured)."
     run = _writable_dir(path)
     self.load_base()
     write_dir_atomically(run/"model", lambda tmp: self._write_model(tmp, self.model, self.kind))
@@ -517,8 +532,9 @@ def save(self: LLM, path) -> Path:
             self.model = merge_adapter(self.model, progressbar=a.postprocessor.progressbar)
             self.kind = "merged"
     if self.kind == "merged": write_dir_atomically(run/"merged", lambda tmp: self._write_model(tmp, self.model, "merged"))
-    for name, text in (("config.yaml", render_config(self.config)), ("training_statistics.json", json.dumps(self.stats, indent=2, default=float))):
-        atomic_write(run/name, text)
+    from llmnb.run import write_run_statistics, evaluation_frequency
+    atomic_write(run/"config.yaml", render_config(self.config))
+    write_run_statistics(run, self.stats, self.config.output_feature.name, evaluation_frequency(self.config.trainer))
     return run
 
 # %% ../nbs/06_api.ipynb #0c36af86

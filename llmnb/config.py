@@ -743,22 +743,30 @@ def _named_adapter_problems(c, ok) -> list:
     return p
 
 # %% ../nbs/00_config.ipynb #4b8fa087
+_TORCHAO_MODES = "'int4_weight_only', 'int8_weight_only', 'int8_dynamic' or 'float8'"
+_BNB_FIELDS = {'bits', 'llm_int8_threshold', 'llm_int8_has_fp16_weight', 'bnb_4bit_compute_dtype',
+                'bnb_4bit_use_double_quant', 'bnb_4bit_quant_type'}
+
 class QuantizationConfig(_Section):
-    "bitsandbytes quantization of the base model."
+    "Quantization of the base model: bitsandbytes 4/8 bits, or torchao's `mode`."
     bits: Literal[4, 8] = Field(4, description="Quantization level of the weights on load.")
     llm_int8_threshold: float = Field(6.0, ge=0, description="Outlier threshold of LLM.int8(): larger hidden values are computed in fp16.")
     llm_int8_has_fp16_weight: bool = Field(False, description="Run LLM.int8() with 16-bit main weights.")
     bnb_4bit_compute_dtype: Literal['float32', 'float16', 'bfloat16'] = Field('float16', description="Compute dtype of 4-bit layers.")
     bnb_4bit_use_double_quant: bool = Field(True, description="Nested quantization of the quantization constants.")
     bnb_4bit_quant_type: Literal['fp4', 'nf4'] = Field('nf4', description="Data type of 4-bit weights.")
-    backend: Literal['bitsandbytes', 'torchao'] = Field('bitsandbytes', description="Only bitsandbytes is supported.")
-    mode: Optional[str] = Field(None, description="torchao only (not supported).")
-    qat: bool = Field(False, description="torchao only (not supported).")
+    backend: Literal['bitsandbytes', 'torchao'] = Field('bitsandbytes', description="bitsandbytes (4/8 bits at load) or torchao (`mode`).")
+    mode: Optional[Literal['int4_weight_only', 'int8_weight_only', 'int8_dynamic', 'float8']] = Field(
+        None, description="torchao's quantization type (torchao only; required there).")
+    qat: bool = Field(False, description="torchao quantization-aware training (torchao only; not built yet: refused at load).")
 
     @model_validator(mode='after')
     def _backend(self):
         p = []
-        if self.backend == 'torchao': p.append(('backend', "torchao quantization is not supported (got 'torchao'); allowed: 'bitsandbytes'"))
+        if self.backend == 'torchao':
+            if self.mode is None: p.append(('mode', f"required with backend torchao (got null); allowed: {_TORCHAO_MODES}"))
+            for k in sorted(k for k in _BNB_FIELDS if getattr(self, k) != type(self).model_fields[k].default):
+                warn_once(f'quantization.{k}', f"quantization.{k}: a bitsandbytes field, ignored with backend torchao")  # Ludwig ignores them too
         else:
             if self.mode is not None: p.append(('mode', f"only used with backend torchao (got {_show(self.mode)}); allowed: leave it out"))
             if self.qat: p.append(('qat', "only used with backend torchao (got true); allowed: false"))
@@ -1249,7 +1257,7 @@ def _cross_problems(c) -> list:
     t = ad if ad is not None or not ok(c.adapters) else _trained_adapter(c)
     if ok(q, ad, tr, c.adapters) and q is not None and tr.type != 'none' and (t is None or t.type != 'lora'):
         p.append(('quantization', f"fine-tuning a quantized model needs adapter.type: lora (got adapter {'null' if t is None else repr(t.type)}); allowed: adapter {{type: lora}}, or no quantization"))
-    if ok(q, ad) and q is not None and ad is not None and q.bits == 4 and getattr(ad, 'postprocessor', None) and ad.postprocessor.merge_adapter_into_base_model:
+    if ok(q, ad) and q is not None and ad is not None and q.backend == 'bitsandbytes' and q.bits == 4 and getattr(ad, 'postprocessor', None) and ad.postprocessor.merge_adapter_into_base_model:
         p.append(('adapter.postprocessor.merge_adapter_into_base_model', "merging an adapter into a 4-bit quantized model is unsupported (got quantization.bits 4); allowed: quantization.bits: 8, or no quantization"))
     if ok(c.prompt, c.output_features, c.input_features):
         out = c.output_features[0]

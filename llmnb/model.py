@@ -13,10 +13,7 @@ from .errors import LlmnbError
 from .run import write_dir_atomically, RunFolderError  # the one folder writer (the run chapter)
 
 # %% auto #0
-__all__ = ['EMBEDDED_MODEL', 'EMBEDDED_PACKAGE', 'EMBEDDED_GGUF', 'cache_dir', 'ModelLoadError', 'hub_reachable', 'hub_token',
-           'package_file', 'embedded_gguf', 'convert_gguf', 'hub_cached', 'resolve_base_model', 'check_remote_code',
-           'context_length', 'apply_rope_scaling', 'default_device', 'default_dtype', 'load_tokenizer', 'load_model',
-           'model_parameters_count']
+__all__ = ['EMBEDDED_MODEL', 'EMBEDDED_PACKAGE', 'EMBEDDED_GGUF', 'cache_dir', 'ModelLoadError', 'hub_reachable', 'hub_token', 'package_file', 'embedded_gguf', 'convert_gguf', 'hub_cached', 'resolve_base_model', 'check_remote_code', 'context_length', 'apply_rope_scaling', 'default_device', 'default_dtype', 'load_tokenizer', 'load_model', 'model_parameters_count', 'quiet_bitsandbytes', 'quiet_torchao', 'bnb_config', 'prepare_for_kbit_training', 'torchao_config', 'check_torchao_training']
 
 # %% ../nbs/03_model.ipynb #dacd96fe
 EMBEDDED_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the embedded default, a real chat model
@@ -187,9 +184,10 @@ def load_tokenizer(path, trust_remote_code: bool = False):
     return tok
 
 # %% ../nbs/03_model.ipynb #311ae666
-def _quantization_kwargs(quantization, dtype):
+def _quantization_kwargs(quantization, device):
     if quantization is None: return {}
-    from llmnb.quantization import bnb_config
+    from llmnb.model import bnb_config, torchao_config
+    if quantization.backend == "torchao": return dict(quantization_config=torchao_config(quantization, device))
     return dict(quantization_config=bnb_config(quantization))
 
 def _weights_message(name, path, e) -> str:
@@ -211,9 +209,10 @@ def load_model(cfg, device: str | None = None, dtype=None, path: str | None = No
     rope = getattr(getattr(cfg, "model_parameters", None), "rope_scaling", None)
     apply_rope_scaling(mcfg, rope)
     q = getattr(cfg, "quantization", None)
-    dtype = dtype or (getattr(torch, q.bnb_4bit_compute_dtype) if q is not None and q.bits == 4 else default_dtype(device))
+    dtype = dtype or (getattr(torch, q.bnb_4bit_compute_dtype) if q is not None and q.backend == "bitsandbytes" and q.bits == 4
+                      else default_dtype(device))
     kw = dict(config=mcfg, dtype=dtype, trust_remote_code=trust, token=hub_token(), use_safetensors=True,
-              attn_implementation="sdpa", **_quantization_kwargs(q, dtype))
+              attn_implementation="sdpa", **_quantization_kwargs(q, device))
     if q is not None: kw["device_map"] = {"": device if device != "cpu" else "cpu"}
     try: model = AutoModelForCausalLM.from_pretrained(path, **kw)
     except ModelLoadError: raise
@@ -226,3 +225,76 @@ def model_parameters_count(model) -> dict:
     "Total and trainable parameter counts of `model`."
     total = sum(p.numel() for p in model.parameters())
     return dict(total=total, trainable=sum(p.numel() for p in model.parameters() if p.requires_grad))
+
+# %% ../nbs/10_quantization.ipynb #2949a89e
+import logging, importlib.util
+from .errors import LlmnbError
+
+# %% ../nbs/10_quantization.ipynb #64b62f01
+def quiet_bitsandbytes():
+    "Silence bitsandbytes' harmless CPU notices: the missing-`kernels` log line and the 8-bit input-cast notice."
+    for name in ("bitsandbytes.backends.cpu.ops", "bitsandbytes.autograd._functions"): logging.getLogger(name).setLevel(logging.ERROR)
+
+quiet_bitsandbytes()
+
+# %% ../nbs/10_quantization.ipynb #aaa09ff7
+class _DropMessages(logging.Filter):
+    "A logging filter that drops records whose message contains one of `parts`."
+    def __init__(self, *parts): super().__init__(); self.parts = parts
+    def filter(self, record): return not any(p in record.getMessage() for p in self.parts)
+
+# %% ../nbs/10_quantization.ipynb #697f839c
+def quiet_torchao():
+    "Drop torchao's harmless CPU import notices: its CUDA-only kernel files not loading, torch's Enum-registration note."
+    logging.getLogger("torchao").addFilter(_DropMessages("Failed to load /", "/torchao/_C"))
+    logging.getLogger("torch.utils._pytree").addFilter(_DropMessages("is an Enum subclass and is now natively supported"))
+
+quiet_torchao()
+
+# %% ../nbs/10_quantization.ipynb #08c24ffd
+def bnb_config(q):
+    "A `transformers.BitsAndBytesConfig` from the config's `quantization` section."
+    import torch
+    from transformers import BitsAndBytesConfig
+    if q.bits == 8:
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_threshold=q.llm_int8_threshold,
+                                  llm_int8_has_fp16_weight=q.llm_int8_has_fp16_weight)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=getattr(torch, q.bnb_4bit_compute_dtype),
+                              bnb_4bit_use_double_quant=q.bnb_4bit_use_double_quant, bnb_4bit_quant_type=q.bnb_4bit_quant_type)
+
+# %% ../nbs/10_quantization.ipynb #1474b0de
+def prepare_for_kbit_training(model, # a model loaded in 4 or 8 bits
+                              gradient_checkpointing: bool = False, # `trainer.enable_gradient_checkpointing`
+                             ):
+    "Ready a 4/8-bit model for adapter training (PEFT's `prepare_model_for_kbit_training`)."
+    from peft import prepare_model_for_kbit_training
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+
+# %% ../nbs/10_quantization.ipynb #b44eb322
+def _torchao_type(mode: str):
+    "torchao's config object for Ludwig's `quantization.mode`."
+    from torchao import quantization as tq
+    return {'int8_weight_only': tq.Int8WeightOnlyConfig, 'int8_dynamic': tq.Int8DynamicActivationInt8WeightConfig,
+            'int4_weight_only': tq.Int4WeightOnlyConfig, 'float8': tq.Float8WeightOnlyConfig}[mode]()
+
+# %% ../nbs/10_quantization.ipynb #ccf3abcc
+def torchao_config(q, # the config's `quantization` section, with `backend: torchao`
+                   device: str = "cpu", # where the model will run
+                  ):
+    "A `transformers.TorchAoConfig` for `quantization: {backend: torchao, mode: ...}` on `device`."
+    if importlib.util.find_spec("torchao") is None:
+        raise LlmnbError("quantization.backend: torchao needs the torchao package; pip install 'llmnb[torchao]'")
+    if q.qat: raise LlmnbError("quantization.qat: quantization-aware training is not built (got true); "
+                               "allowed: false (the weights are quantized at load)")
+    if q.mode == "int4_weight_only" and not str(device).startswith("cuda"):
+        raise LlmnbError(f"quantization.mode: int4_weight_only needs a CUDA GPU (got device {device!r}); "
+                         "allowed here: 'int8_weight_only', 'int8_dynamic' or 'float8'")
+    from transformers import TorchAoConfig
+    return TorchAoConfig(quant_type=_torchao_type(q.mode))
+
+# %% ../nbs/10_quantization.ipynb #753b95d0
+def check_torchao_training(q):
+    "Refuse training on a torchao `mode` whose layers pass no gradient (`int8_dynamic`), before any work."
+    if q is not None and q.backend == "torchao" and q.mode == "int8_dynamic":
+        raise LlmnbError("quantization.mode: int8_dynamic layers pass no gradient, so an adapter cannot train on "
+                         "them (got int8_dynamic); allowed: 'int8_weight_only' or 'float8', or trainer.type none")

@@ -11,9 +11,10 @@ from pathlib import Path
 from .errors import LlmnbError
 
 # %% auto #0
-__all__ = ['LOCK_NAME', 'RunFolderError', 'os_error_message', 'translated_os_errors', 'temp_path', 'pid_alive',
-           'remove_stale_temps', 'atomic_file', 'atomic_write', 'atomic_write_json', 'recover_folder',
-           'write_dir_atomically', 'run_lock', 'is_main_process', 'writes_run_folder']
+__all__ = ['LOCK_NAME', 'STATS_FILE', 'LUDWIG_STATS_FILE', 'RunFolderError', 'os_error_message', 'translated_os_errors',
+           'temp_path', 'pid_alive', 'remove_stale_temps', 'atomic_file', 'atomic_write', 'atomic_write_json',
+           'recover_folder', 'write_dir_atomically', 'run_lock', 'is_main_process', 'writes_run_folder',
+           'evaluation_frequency', 'ludwig_training_statistics', 'write_run_statistics']
 
 # %% ../nbs/06a_run.ipynb #7db8f480
 class RunFolderError(LlmnbError):
@@ -209,3 +210,43 @@ def writes_run_folder(arg: str = "output_directory"):
             with run_lock(folder, f.__name__): return f(*args, **kw)
         return _f
     return deco
+
+# %% ../nbs/06a_run.ipynb #e53f1441
+STATS_FILE, LUDWIG_STATS_FILE = "llmnb_statistics.json", "training_statistics.json"  # llmnb's own, Ludwig's
+
+# %% ../nbs/06a_run.ipynb #dc1bc834
+def _as_lists(ms) -> dict:
+    "A split's metrics as Ludwig's lists: per-evaluation lists stay, a final value becomes one element; counts dropped."
+    num = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool)
+    return {k: list(v) if isinstance(v, list) else [v] for k, v in (ms if isinstance(ms, dict) else {}).items()
+            if k != "tokens" and (num(v) or (isinstance(v, list) and v and all(map(num, v))))}
+
+# %% ../nbs/06a_run.ipynb #bbdb30e0
+def evaluation_frequency(trainer) -> dict:
+    "Ludwig's `evaluation_frequency` for a `trainer` section: every N steps, or a fraction of an epoch."
+    if getattr(trainer, "steps_per_checkpoint", 0): return dict(frequency=float(trainer.steps_per_checkpoint), period="step")
+    per_epoch = getattr(trainer, "checkpoints_per_epoch", 0)
+    return dict(frequency=1.0 / per_epoch if per_epoch else 1.0, period="epoch")
+
+# %% ../nbs/06a_run.ipynb #3d12f498
+def ludwig_training_statistics(stats: dict, # llmnb's statistics of a run (`LLM.train`'s value)
+                               feature: str, # the output feature's name
+                               frequency: dict | None = None, # `evaluation_frequency(cfg.trainer)`; None: once per epoch
+                              ) -> dict:
+    "Ludwig's `training_statistics.json`: split → feature (and `combined`) → metric → a value per evaluation."
+    train = {**_as_lists(stats.get("training_set")), **_as_lists(stats.get("train"))}  # the running training loss wins
+    out = {}
+    for split, ms in (("training", train), ("validation", _as_lists(stats.get("validation"))), ("test", _as_lists(stats.get("test")))):
+        out[split] = {feature: ms, "combined": {"loss": ms["loss"]}} if "loss" in ms else {feature: ms} if ms else {}
+    return {**out, "evaluation_frequency": frequency or dict(frequency=1.0, period="epoch")}
+
+# %% ../nbs/06a_run.ipynb #de6d278e
+def write_run_statistics(run, # the run folder
+                         stats: dict, # llmnb's statistics of the run
+                         feature: str, # the output feature's name
+                         frequency: dict | None = None, # Ludwig's evaluation_frequency
+                        ) -> tuple:
+    "Write llmnb's `llmnb_statistics.json` and Ludwig's `training_statistics.json` into `run`, each atomically."
+    run = Path(run)
+    return (atomic_write_json(run/STATS_FILE, stats),
+            atomic_write_json(run/LUDWIG_STATS_FILE, ludwig_training_statistics(stats, feature, frequency)))

@@ -16,6 +16,7 @@ from huggingface_hub import HfApi, ModelCard, ModelCardData, constants as hub_co
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 from .errors import LlmnbError
+from .run import STATS_FILE, LUDWIG_STATS_FILE
 
 # %% ../nbs/12_upload.ipynb #95b46e36
 class UploadError(LlmnbError):
@@ -99,8 +100,21 @@ def _run_info(d):
     adapter = _read_json(d/'adapter_config.json') or (_read_json(run/'model'/'adapter_config.json') if run else {})
     kind = 'adapter' if _weights_kind(d) == 'adapter' else meta.get('kind') or ('merged' if d.name == 'merged' else 'full')
     base = meta.get('base_model') or (cfg or {}).get('base_model') or adapter.get('base_model_name_or_path')
-    stats = _read_json(run/'training_statistics.json') if run else {}
+    stats = _run_stats(run) if run else {}
     return dict(meta=_scrub(meta), config=_scrub(cfg or {}), adapter=adapter if kind != 'full' else {}, kind=kind, base=base, stats=stats)
+
+# %% ../nbs/12_upload.ipynb #26faa73d
+def _run_stats(run) -> dict:
+    "Per-split metric curves of `run`: llmnb's statistics file, else Ludwig's flattened to split → metric."
+    own = _read_json(run/STATS_FILE)
+    if own: return own
+    ludwig = _read_json(run/LUDWIG_STATS_FILE)
+    if 'evaluation_frequency' not in ludwig and 'training' not in ludwig: return ludwig  # an older llmnb run
+    out = {}
+    for split, feats in ludwig.items():
+        for feat, ms in (feats.items() if isinstance(feats, dict) else ()):
+            if feat != 'combined' and isinstance(ms, dict): out.setdefault({'training': 'train'}.get(split, split), {}).update(ms)
+    return out
 
 # %% ../nbs/12_upload.ipynb #e9e7f55f
 def _is_hub_id(s):

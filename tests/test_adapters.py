@@ -259,3 +259,30 @@ def test_init_lora_weights_default_is_peft_true():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert peft_config(adapter(type="lora", init_lora_weights="default"), tiny()).init_lora_weights is True
+
+
+# ---- EVA and CorDA: LoRA initialised from the training rows (PEFT's initialize_lora_eva_weights / preprocess_corda) ----
+def _initial_lora(init, base, tmp_path, **kw):
+    "Train one step at a vanishing learning rate, so the LoRA weights are (to 1e-8) the initial ones; the LLM and its A."
+    from llmnb.api import LLM
+    llm = LLM(cfg_dict(base, adapter=dict(type="lora", r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=init, **kw),
+                       trainer=dict(train_steps=1, learning_rate=1e-12)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        llm.train(ROWS, output_directory=tmp_path / str(init), progress=False)
+    return llm, llm.model.base_model.model.model.layers[0].self_attn.q_proj.lora_A["default"].weight.detach().cpu().clone()
+
+
+@pytest.mark.parametrize("init,kw", [("eva", dict(eva_config=dict(rho=2.0, tau=0.99))), ("corda", {})])
+def test_data_init_differs_from_default_and_trains(init, kw, tiny_model_dir, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+    _, default_A = _initial_lora(True, tiny_model_dir, tmp_path)
+    llm, A = _initial_lora(init, tiny_model_dir, tmp_path, **kw)
+    assert A.shape[1] == default_A.shape[1] and (A.shape != default_A.shape or float((A - default_A).abs().max()) > 1e-3)
+    assert llm.stats["steps_done"] == 1 and (tmp_path / init / "model" / "adapter_model.safetensors").exists()
+    again = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), str(tmp_path / init / "model")).eval()
+    x = torch.tensor([[1, 5, 7, 9]])
+    with torch.no_grad():
+        torch.testing.assert_close(again(input_ids=x).logits, llm.model.eval()(input_ids=x.to(llm.model.device)).logits.float().cpu(),
+                                   rtol=1e-3, atol=1e-3)

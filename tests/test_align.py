@@ -170,7 +170,7 @@ def _ludwig_example(kind, base, tmp_path):
     r = _cli('train', '-c', 'c.yaml', '--dataset', 'd.csv', '-od', 'run', cwd=tmp_path)
     mode = {'grpo': 'grpo-offline'}.get(kind, kind)
     assert f'trainer.type {kind}: {mode}' in r.stderr
-    stats = json.loads((tmp_path/'run'/'training_statistics.json').read_text())
+    stats = json.loads((tmp_path/'run'/'llmnb_statistics.json').read_text())
     return tmp_path/'run', stats
 
 def _reload_and_predict(run, tmp_path):

@@ -8,7 +8,6 @@ CONFIGS = sorted(HERE.glob('*.yaml'))
 # Sections another issue owns (trainer and backend keys of the training engine) or features not built yet: a config
 # failing only there is an expected failure, with the reason; any other problem fails the test.
 PENDING = {'backend': "backend keys are the training-engine issue's",
-           'quantization.backend': "torchao quantization is not built yet",
            'is_multimodal': "multimodal models are not supported"}
 
 def _pending(problems):

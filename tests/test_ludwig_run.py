@@ -59,3 +59,32 @@ def test_typod_match_label_is_an_error_before_work(tiny_model_dir, tmp_path):
     with pytest.raises(DataError, match="'neural' is not a label of the training data"):
         LLM(cfg).train(rows, output_directory=tmp_path/"r", progress=False)
     assert not (tmp_path/"r"/"model").exists()
+
+
+def test_run_writes_ludwig_training_statistics(tiny_model_dir, tmp_path):
+    "train/experiment write llmnb's statistics and Ludwig's training_statistics.json (split → feature → metric → values)."
+    cfg = dict(base_model=str(tiny_model_dir), input_features=[dict(name="q", type="text")], output_features=[dict(name="ans", type="text")],
+               adapter=dict(type="lora", r=2), trainer=dict(type="finetune", epochs=2, batch_size=2),
+               preprocessing=dict(split=dict(type="random", probabilities=[0.6, 0.2, 0.2])))
+    rows = pd.DataFrame(dict(q=[f"{i}?" for i in range(20)], ans=[str(i) for i in range(20)]))
+    LLM(cfg).train(rows, output_directory=tmp_path/"r", progress=False)
+    own = json.loads((tmp_path/"r"/"llmnb_statistics.json").read_text())
+    lud = json.loads((tmp_path/"r"/"training_statistics.json").read_text())
+    assert set(lud) == {"training", "validation", "test", "evaluation_frequency"}
+    assert lud["evaluation_frequency"] == {"frequency": 1.0, "period": "epoch"}
+    assert lud["training"]["ans"]["loss"] == own["train"]["loss"] == lud["training"]["combined"]["loss"] and len(own["train"]["loss"]) == 2
+    assert lud["validation"]["ans"]["perplexity"] == own["validation"]["perplexity"]
+    assert lud["test"]["ans"]["loss"] == [own["test"]["loss"]]
+    assert not [p for p in (tmp_path/"r").iterdir() if ".tmp." in p.name]
+
+
+def test_cli_experiment_writes_both_statistics(tiny_model_dir, tmp_path, monkeypatch):
+    cfg = dict(base_model=str(tiny_model_dir), input_features=[dict(name="q", type="text")], output_features=[dict(name="ans", type="text")],
+               adapter=dict(type="lora", r=2), trainer=dict(type="finetune", train_steps=2, batch_size=2), generation=dict(max_new_tokens=2))
+    (tmp_path/"c.yaml").write_text(yaml.safe_dump(cfg))
+    pd.DataFrame(dict(q=[f"{i}?" for i in range(10)], ans=[str(i) for i in range(10)])).to_csv(tmp_path/"d.csv", index=False)
+    monkeypatch.chdir(tmp_path)
+    assert main(["experiment", "-c", "c.yaml", "--dataset", "d.csv", "-od", "run"]) in (0, None)
+    lud = json.loads((tmp_path/"run"/"training_statistics.json").read_text())
+    assert "ans" in lud["training"] and "loss" in lud["training"]["ans"]
+    assert (tmp_path/"run"/"llmnb_statistics.json").exists() and (tmp_path/"run"/"test_statistics.json").exists()

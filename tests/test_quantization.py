@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from llmnb.config import ConfigError, load_config
-from llmnb.quantization import bnb_config
+from llmnb.model import bnb_config
 
 ROWS = pd.DataFrame(dict(q=[f"{i} plus {i}?" for i in range(8)], a=[str(2 * i) for i in range(8)]))
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
@@ -52,6 +52,7 @@ def test_import_is_quiet():
     p = subprocess.run([sys.executable, "-c", "import llmnb.adapters, peft, bitsandbytes"], capture_output=True, text=True, env=ENV)
     assert p.returncode == 0, p.stderr
     assert "kernels-community" not in p.stderr and "gemm_4bit" not in p.stderr, p.stderr
+    assert "Failed to load" not in p.stderr and "Enum subclass" not in p.stderr, p.stderr   # torchao's CPU notices
 
 
 @pytest.mark.slow
@@ -84,3 +85,70 @@ def test_qlora8_merge_and_quantized_adapter_inference(tmp_path):
     out = infer.predict(ROWS.iloc[:2])
     assert len(out) == 2 and hasattr(infer.model, "peft_config")
     assert type(infer.model.base_model.model.model.layers[0].self_attn.q_proj.base_layer).__name__ == "Linear4bit"
+
+
+# torchao (Ludwig 0.17's `quantization: {backend: torchao, mode: ...}`), on the tiny model: weights quantized at load,
+# predictions run, a LoRA adapter trains on top and its run reloads quantized.
+def tiny_cfg(base, **over):
+    return {**cfg_dict(**over), "base_model": str(base)}
+
+
+@pytest.mark.parametrize("mode,tensor", [("int8_weight_only", "Int8Tensor"), ("float8", "Float8Tensor")])
+def test_torchao_lora_trains_and_predicts(tiny_model_dir, tmp_path, mode, tensor):
+    from llmnb.api import LLM
+    c = tiny_cfg(tiny_model_dir, quantization=dict(backend="torchao", mode=mode), adapter=dict(type="lora", r=4))
+    llm = LLM(c, device="cpu")
+    llm.train(ROWS, output_directory=tmp_path / "run", progress=False)
+    layer = llm.model.base_model.model.model.layers[0].self_attn.q_proj
+    assert type(layer).__name__ == "TorchaoLoraLinear" and type(layer.base_layer.weight).__name__ == tensor
+    assert any(float(p.detach().abs().sum()) > 0 for n, p in llm.model.named_parameters() if "lora_B" in n)  # B starts at 0: trained
+    again = LLM.load(tmp_path / "run", device="cpu")
+    assert type(again.model.base_model.model.model.layers[0].self_attn.q_proj.base_layer.weight).__name__ == tensor
+    out = again.predict(ROWS.iloc[:2])
+    assert len(out) == 2 and out["a_predictions"].map(lambda s: isinstance(s, str)).all()
+
+
+def test_torchao_int8_weights_are_int8(tiny_model_dir):
+    from llmnb.model import load_model
+    m, _ = load_model(load_config(tiny_cfg(tiny_model_dir, trainer=dict(type="none"),
+                                           quantization=dict(backend="torchao", mode="int8_weight_only"))), device="cpu")
+    w = m.model.layers[0].self_attn.q_proj.weight
+    assert type(w).__name__ == "Int8Tensor" and w.qdata.dtype == torch.int8
+
+
+@pytest.mark.parametrize("q,trainer,frag", [
+    (dict(mode="int4_weight_only"), "none", "quantization.mode: int4_weight_only needs a CUDA GPU (got device 'cpu')"),
+    (dict(mode="int8_weight_only", qat=True), "none", "quantization.qat: quantization-aware training is not built"),
+    (dict(mode="int8_dynamic"), "finetune", "quantization.mode: int8_dynamic layers pass no gradient"),
+])
+def test_torchao_refusals(tiny_model_dir, tmp_path, q, trainer, frag):
+    from llmnb.api import LLM
+    from llmnb.errors import LlmnbError
+    c = tiny_cfg(tiny_model_dir, quantization=dict(backend="torchao", **q), trainer=dict(type=trainer), adapter=dict(type="lora"))
+    if trainer == "none": c.pop("adapter")
+    with pytest.raises(LlmnbError) as e:
+        llm = LLM(c, device="cpu")
+        llm.train(ROWS, output_directory=tmp_path / "run", progress=False) if trainer == "finetune" else llm.predict(ROWS.iloc[:1])
+    assert frag in str(e.value)
+
+
+def test_torchao_int8_dynamic_predicts(tiny_model_dir):
+    from llmnb.api import LLM
+    llm = LLM(tiny_cfg(tiny_model_dir, trainer=dict(type="none"), quantization=dict(backend="torchao", mode="int8_dynamic")), device="cpu")
+    assert len(llm.predict(ROWS.iloc[:2])) == 2
+
+
+@pytest.mark.parametrize("q,frag", [
+    (dict(backend="torchao"), "quantization.mode: required with backend torchao (got null); allowed: 'int4_weight_only'"),
+    (dict(backend="torchao", mode="int2"), "quantization.mode: invalid value (got 'int2')"),
+    (dict(mode="int8_weight_only"), "quantization.mode: only used with backend torchao"),
+])
+def test_torchao_config_errors(q, frag):
+    with pytest.raises(ConfigError) as e: load_config(cfg_dict(adapter=dict(type="lora"), quantization=q))
+    assert frag in str(e.value)
+
+
+def test_torchao_bnb_field_warns():
+    from llmnb.errors import LlmnbWarning
+    with pytest.warns(LlmnbWarning, match="quantization.bits: a bitsandbytes field, ignored with backend torchao"):
+        load_config(cfg_dict(adapter=dict(type="lora"), quantization=dict(backend="torchao", mode="float8", bits=8)))

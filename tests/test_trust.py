@@ -190,7 +190,7 @@ def test_disk_full_while_saving_keeps_the_old_model(tiny_model_dir, tmp_path, mo
     with pytest.raises(RunFolderError, match=r"cannot write '.*model': the disk is full: free some space \(ENOSPC\)"):
         llm.save(tmp_path/"run")
     assert (tmp_path/"run"/"model"/"llmnb.json").read_text() == before
-    assert sorted(p.name for p in (tmp_path/"run").iterdir()) == ["config.yaml", "model", "training_statistics.json"]
+    assert sorted(p.name for p in (tmp_path/"run").iterdir()) == ["config.yaml", "llmnb_statistics.json", "model", "training_statistics.json"]
 
 def test_disk_full_on_the_cli_is_one_line(run_dir, csv, tmp_path, capsys, monkeypatch):
     import errno, llmnb.run

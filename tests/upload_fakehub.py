@@ -228,6 +228,6 @@ def tiny_run(root, kind="adapter", merged=False, config=None):
         tok.save_pretrained(run / "merged")
         (run / "merged" / "llmnb.json").write_text(json.dumps({**meta, "kind": "merged"}, indent=2))
     (run / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    (run / "training_statistics.json").write_text(json.dumps(
+    (run / "llmnb_statistics.json").write_text(json.dumps(
         {"train": {"loss": [3.1, 2.7]}, "validation": {"loss": [2.9, 2.5], "perplexity": [18.2, 12.2]}}))
     return run
