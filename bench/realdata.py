@@ -128,9 +128,10 @@ def _index_only(self, tr):
     add_context(Dataset.from_pandas(tr.head(1)), self.config, index_split=Dataset.from_pandas(tr), llm=self)
 LLM._index_only = _index_only
 
-def speed(name="penguins", repeats=3):
+def speed(name="penguins", repeats=3, rows=None):
     "Seconds per row of `LLM.predict` on the held-out rows, zero-shot against semantic 3-shot, interleaved, median of `repeats`."
     tr, te, label, row = split(name)
+    te = te.head(rows) if rows else te
     labels = sorted(tr[label].unique()); majority = tr[label].value_counts().idxmax()
     llms = {"zero-shot": LLM(config(label, row, labels, majority)), "semantic 3-shot": LLM(config(label, row, labels, majority, 3))}
     llms["semantic 3-shot"]._index_only(tr)
@@ -224,10 +225,11 @@ if __name__ == "__main__":
     ap.add_argument("--json", default=None)
     ap.add_argument("--settings", default=None, help="e.g. 0:query:chat,3:query:plain (shots:examples:chat|plain); default: all")
     ap.add_argument("--no-labels-only", action="store_true", help="skip the labels-only rows (saves one scoring pass)")
+    ap.add_argument("--rows", type=int, default=None, help="speed: the first N held-out rows only")
     ap.add_argument("--variants", default=None, help="ft: indices into VARIANTS, e.g. 0,1")
     a = ap.parse_args()
     SKIP_LABELS_ONLY = a.no_labels_only
-    if a.what == "speed": speed(); sys.exit()
+    if a.what == "speed": speed(a.datasets.split(",")[0], rows=a.rows); sys.exit()
     if a.what == "ft":
         vs = [list(VARIANTS)[int(i)] for i in a.variants.split(",")] if a.variants else list(VARIANTS)
         rows = [r for d in a.datasets.split(",") for r in ft(d, vs)]
