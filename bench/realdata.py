@@ -193,6 +193,8 @@ def ft_plain(name, epochs=3, lr=5e-4, batch_size=8, seed=42):
     llm = LLM(ft_config(label, row)); llm.load_base()
     rows, _ = tokenize_dataset(llm._render(Dataset.from_pandas(trn)), llm.tokenizer, llm.config, sequence_limits(llm.config, llm.context_length), "__prompt__", label)
     rows = rows.to_list(); _set_seed(seed); llm._prepare_for_finetune(epochs * math.ceil(len(rows) / batch_size))
+    from llmnb.api import _longest_target
+    llm.longest_target = _longest_target(llm.tokenizer, trn[label])   # generation's length limit, as after llmnb's training
     m = llm.model; m.train(); opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
     rng, t0, per_epoch = random.Random(seed), time.perf_counter(), []
     for _ in range(epochs):
