@@ -2,6 +2,7 @@
 
     python bench/realdata.py icl [--datasets penguins,iris,wine]   # the option table (accuracy, macro-F1, fallback share)
     python bench/realdata.py speed                                 # few-shot k=3 vs zero-shot, seconds per row
+    python bench/realdata.py ft [--datasets penguins] [--variants 0,1]  # fine-tuning A/B: plain PEFT loop vs llmnb
 
 Every dataset: one fixed stratified split (random_state=0), held-out rows only for scoring, the training rows as the
 retrieval pool. The configs are Ludwig-style, as the reference docs teach them: a multi-column `prompt.template` ending
@@ -10,7 +11,7 @@ retrieval pool. The configs are Ludwig-style, as the reference docs teach them: 
 once; the decoder options (what a row gets when no rule matches, label calibration, labels only) are then applied to
 the same generations through `llmnb.evaluate.predict_categories`, the code `LLM.predict` runs.
 """
-import argparse, json, os, statistics, sys, time, warnings
+import argparse, json, math, os, statistics, sys, time, warnings
 from pathlib import Path
 import numpy as np, pandas as pd
 from sklearn.model_selection import train_test_split
@@ -127,9 +128,10 @@ def _index_only(self, tr):
     add_context(Dataset.from_pandas(tr.head(1)), self.config, index_split=Dataset.from_pandas(tr), llm=self)
 LLM._index_only = _index_only
 
-def speed(name="penguins", repeats=3):
+def speed(name="penguins", repeats=3, rows=None):
     "Seconds per row of `LLM.predict` on the held-out rows, zero-shot against semantic 3-shot, interleaved, median of `repeats`."
     tr, te, label, row = split(name)
+    te = te.head(rows) if rows else te
     labels = sorted(tr[label].unique()); majority = tr[label].value_counts().idxmax()
     llms = {"zero-shot": LLM(config(label, row, labels, majority)), "semantic 3-shot": LLM(config(label, row, labels, majority, 3))}
     llms["semantic 3-shot"]._index_only(tr)
@@ -143,15 +145,98 @@ def speed(name="penguins", repeats=3):
           + f"; ratio {med['semantic 3-shot'] / med['zero-shot']:.2f}")
     return med
 
+# ---------------------------------------------------------------- fine-tuning A/B (issue 13's first item)
+BUDGET = dict(epochs=3, learning_rate=5e-4, batch_size=8)   # the issue's budget
+
+def ft_config(label, row, budget=True, **trainer):
+    "The issue's fine-tuning config: a text output, the template, `adapter: lora` (defaults), the budget (or none: defaults)."
+    t = dict(type="finetune", **(BUDGET if budget else {}), **trainer)
+    return dict(model_type="llm", base_model="smollm2-135m-instruct", input_features=[dict(name="row", type="text")],
+                output_features=[dict(name=label, type="text")], prompt=dict(template=row), adapter=dict(type="lora"), trainer=t)
+
+def ft_splits(name):
+    "Training rows less a stratified 10% validation split (llmnb keeps its best checkpoint by it), and the held-out rows."
+    tr, te, label, row = split(name)
+    trn, val = train_test_split(tr, test_size=0.1, stratify=tr[label], random_state=0)
+    return trn.reset_index(drop=True), val.reset_index(drop=True), te, label, row
+
+def held_out_accuracy(llm, te, label) -> float:
+    "Greedy answers of `llm.model` (as it is now) on the held-out rows; exact match of the stripped answer with the label."
+    res = llm._generate_rendered(llm._render(Dataset.from_pandas(te)))
+    return round(float(np.mean([r["text"].strip().lower() == str(t).lower() for r, t in zip(res, te[label])])), 3)
+
+def ft_llmnb(name, budget=True, **trainer):
+    "llmnb's own loop: held-out accuracy of the weights it keeps and of every evaluation's weights, with the validation metrics."
+    import tempfile
+    import llmnb.train as T
+    trn, val, te, label, row = ft_splits(name)
+    llm, snaps, orig = LLM(ft_config(label, row, budget, **trainer)), [], T._after_evaluation
+    def spy(r, ev, train_loss):   # a copy of the weights at every evaluation, to score each on the held-out rows
+        orig(r, ev, train_loss); snaps.append((r.state["step"], ev.get("validation", {}), T.trainable_state(r.model)))
+    T._after_evaluation = spy
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            t0 = time.perf_counter(); st = llm.train(training_set=trn, validation_set=val, output_directory=d, progress=False)
+            secs = time.perf_counter() - t0
+    finally: T._after_evaluation = orig
+    out = dict(kept=held_out_accuracy(llm, te, label), kept_step=st["best"]["step"], metric=st["best"]["metric"], train_s=round(secs))
+    for step, ev, state in snaps:
+        T.load_trainable_state(llm.model, state)
+        out[f"step {step}"] = dict(held_out=held_out_accuracy(llm, te, label), **{k: round(v, 3) for k, v in ev.items() if k != "perplexity"})
+    return out
+
+def ft_plain(name, epochs=3, lr=5e-4, batch_size=8, seed=42):
+    "A plain PEFT loop on the same rows, tokens and LoRA (llmnb attaches it): fp32, constant rate, padded batches, final weights."
+    import random, torch
+    from llmnb.train import tokenize_dataset, sequence_limits, pad_batch, loss_sum, _set_seed
+    trn, val, te, label, row = ft_splits(name)
+    llm = LLM(ft_config(label, row)); llm.load_base()
+    rows, _ = tokenize_dataset(llm._render(Dataset.from_pandas(trn)), llm.tokenizer, llm.config, sequence_limits(llm.config, llm.context_length), "__prompt__", label)
+    rows = rows.to_list(); _set_seed(seed); llm._prepare_for_finetune(epochs * math.ceil(len(rows) / batch_size))
+    from llmnb.api import _longest_target
+    llm.longest_target = _longest_target(llm.tokenizer, trn[label])   # generation's length limit, as after llmnb's training
+    m = llm.model; m.train(); opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
+    rng, t0, per_epoch = random.Random(seed), time.perf_counter(), []
+    for _ in range(epochs):
+        idx = list(range(len(rows))); rng.shuffle(idx)
+        for i in range(0, len(idx), batch_size):
+            b = {k: v.to(m.device) for k, v in pad_batch([rows[j] for j in idx[i:i + batch_size]], llm.tokenizer.pad_token_id).items()}
+            s, n = loss_sum(m, b); (s / n).backward(); opt.step(); opt.zero_grad()
+        m.eval(); per_epoch.append(held_out_accuracy(llm, te, label)); m.train()
+    return dict(last=per_epoch[-1], per_epoch=per_epoch, train_s=round(time.perf_counter() - t0))
+
+VARIANTS = {   # name: (function, kwargs); one factor at a time against the issue's budget
+    "plain PEFT loop (fp32, constant, padded, last weights)": (ft_plain, {}),
+    "llmnb, the budget": (ft_llmnb, {}),
+    "llmnb, the budget, constant rate, no warm-up": (ft_llmnb, dict(learning_rate_scheduler=dict(decay="constant", warmup_fraction=0.0))),
+    "llmnb, the budget, no packing": (ft_llmnb, dict(packing=False)),
+    "llmnb defaults (no hyperparameters)": (ft_llmnb, dict(budget=False)),
+}
+
+def ft(name, variants):
+    out = []
+    for v in variants:
+        f, kw = VARIANTS[v]
+        r = dict(dataset=name, variant=v, **f(name, **kw)); out.append(r)
+        print(json.dumps(r), flush=True)
+    return out
+
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(); ap.add_argument("what", choices=["icl", "speed"])
+    ap = argparse.ArgumentParser(); ap.add_argument("what", choices=["icl", "speed", "ft"])
     ap.add_argument("--datasets", default="penguins,iris,wine"); ap.add_argument("--quick", action="store_true", help="the first dataset too only zero-shot and 3-shot (query format); the others always")
     ap.add_argument("--json", default=None)
     ap.add_argument("--settings", default=None, help="e.g. 0:query:chat,3:query:plain (shots:examples:chat|plain); default: all")
     ap.add_argument("--no-labels-only", action="store_true", help="skip the labels-only rows (saves one scoring pass)")
+    ap.add_argument("--rows", type=int, default=None, help="speed: the first N held-out rows only")
+    ap.add_argument("--variants", default=None, help="ft: indices into VARIANTS, e.g. 0,1")
     a = ap.parse_args()
     SKIP_LABELS_ONLY = a.no_labels_only
-    if a.what == "speed": speed(); sys.exit()
+    if a.what == "speed": speed(a.datasets.split(",")[0], rows=a.rows); sys.exit()
+    if a.what == "ft":
+        vs = [list(VARIANTS)[int(i)] for i in a.variants.split(",")] if a.variants else list(VARIANTS)
+        rows = [r for d in a.datasets.split(",") for r in ft(d, vs)]
+        if a.json: Path(a.json).write_text(json.dumps(rows, indent=1))
+        sys.exit()
     settings = [(0, "query", False), (3, "query", False), (3, "input/output", False), (0, "query", True), (3, "query", True)]
     if a.settings: settings = [(int(x.split(":")[0]), x.split(":")[1], x.split(":")[2] == "chat") for x in a.settings.split(",")]
     rows = [r for i, d in enumerate(a.datasets.split(",")) for r in icl(d, settings if i == 0 and not a.quick or a.settings else settings[:2])]

@@ -863,11 +863,11 @@ class GradientClipping(_Section):
 
 
 # %% ../nbs/00_config.ipynb #312ef061
-ValidationMetric = Literal['loss', 'perplexity', 'next_token_perplexity']
+ValidationMetric = Literal['loss', 'perplexity', 'next_token_perplexity', 'token_accuracy', 'sequence_accuracy']
 
 class _TrainerBase(_Section):
     validation_field: Optional[str] = Field(None, description="Output feature watched for early stopping and best checkpoint; null: the output feature.")
-    validation_metric: Annotated[ValidationMetric, BeforeValidator(lambda v: 'loss' if v is None else v)] = Field('loss', description="Metric that picks the best checkpoint and drives early stopping (lower is better).")
+    validation_metric: Annotated[ValidationMetric, BeforeValidator(lambda v: 'loss' if v is None else v)] = Field('loss', description="Metric that picks the best checkpoint and drives early stopping: loss or perplexity (lower is better), token_accuracy or sequence_accuracy (teacher-forced, higher is better).")
     evaluate_training_set: bool = Field(False, description="Also evaluate on the whole training set at each evaluation.")
     skip_all_evaluation: bool = Field(False, description="Skip evaluation entirely (no best checkpoint, no early stopping).")
     seed: int = Field(42, description="Random seed for shuffling, splitting, adapter initialisation and random retrieval.")
@@ -904,6 +904,7 @@ def _auto_learning_rate(v):
 class FinetuneTrainer(_TrainerBase):
     "Supervised fine-tuning of the base model or an adapter."
     type: Literal['finetune'] = Field(description="Fine-tune.")
+    validation_metric: Annotated[ValidationMetric, BeforeValidator(lambda v: 'loss' if v is None else v)] = Field('sequence_accuracy', description="Metric that keeps the best checkpoint and drives early stopping: sequence_accuracy (ours: the share of validation rows whose whole answer is the top choice token by token, i.e. what greedy decoding writes; ties go to the lower loss, so a long answer no row matches falls back to loss), token_accuracy, loss or perplexity.")
     learning_rate: Annotated[float, Field(gt=0, le=1), BeforeValidator(_auto_learning_rate)] = Field(2e-4, description="Peak learning rate; 'auto' (Ludwig's finder): the default, with a warning.")
     epochs: int = Field(3, ge=1, description="Passes over the training set; overridden by train_steps.")
     train_steps: Optional[int] = Field(None, ge=1, description="Total optimizer steps; null: from epochs.")
@@ -973,6 +974,7 @@ def _beta_alias(v):
 class _PreferenceTrainer(FinetuneTrainer):
     "What the alignment trainers add to fine-tuning: the rejected column (every fine-tuning field still applies)."
     rejected_column: str = Field('rejected', description="Column of the rejected completions; the output feature names the chosen one.")
+    validation_metric: Annotated[Literal['loss', 'perplexity', 'next_token_perplexity'], BeforeValidator(lambda v: 'loss' if v is None else v)] = Field('loss', description="Metric that keeps the best checkpoint: the preference loss (answers are compared, not matched).")
     @model_validator(mode='before')
     @classmethod
     def _alias(cls, v): return _beta_alias(v)
@@ -1550,6 +1552,7 @@ DEFAULT_CHANGES = {  # key: (Ludwig 0.17's default, llmnb's, why)
     f"{_FT}.learning_rate_scheduler.warmup_fraction": (0.0, 0.03, "a short warmup keeps the first steps of a LoRA stable"),
     f"{_FT}.gradient_clipping.clipglobalnorm": (0.5, 1.0, "1.0 is the usual LLM clipping norm"),
     f"{_FT}.packing": (False, True, "packing short rows into one sequence trains 1.5-3x more tokens per second"),
+    f"{_FT}.validation_metric": ("loss", "sequence_accuracy", "for a short answer token loss keeps an early checkpoint that answers worse (the classification guide); ties go to the lower loss"),
     "generation.do_sample": (True, False, "greedy decoding makes predictions repeatable and evaluation honest"),
     "input_features.preprocessing.padding": ("right", "left", "generation pads on the left"),
     "output_features[category].preprocessing.missing_value_strategy": ("drop_row", "fill_with_const",

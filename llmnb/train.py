@@ -18,12 +18,12 @@ from .errors import LlmnbError, warn_once
 from .upload import make_card_portable
 
 # %% auto #0
-__all__ = ['plan_batches', 'balanced_packs', 'pack_batch', 'pad_batch', 'is_prompt_learning', 'loss_sum', 'plain_loss_sum',
-           'add_neftune', 'resolve_batch_size', 'TrainPlan', 'plan_steps', 'optimizer_class', 'make_optimizer',
-           'make_scheduler', 'reduce_lr_on_plateau', 'trainable_state', 'load_trainable_state', 'evaluate_loss',
-           'mixed_precision', 'freeze_layers', 'training_layout', 'run_fingerprint', 'train_step', 'evaluate',
-           'save_checkpoint', 'checkpoints', 'prune_checkpoints', 'resume_from_checkpoint', 'log_values', 'fit',
-           'fit_on_ray']
+__all__ = ['HIGHER_IS_BETTER', 'plan_batches', 'balanced_packs', 'pack_batch', 'pad_batch', 'is_prompt_learning', 'loss_sum',
+           'plain_loss_sum', 'add_neftune', 'resolve_batch_size', 'TrainPlan', 'plan_steps', 'optimizer_class',
+           'make_optimizer', 'make_scheduler', 'reduce_lr_on_plateau', 'trainable_state', 'load_trainable_state',
+           'answer_hits', 'evaluate_loss', 'mixed_precision', 'freeze_layers', 'training_layout', 'run_fingerprint',
+           'train_step', 'evaluate', 'save_checkpoint', 'checkpoints', 'prune_checkpoints', 'resume_from_checkpoint',
+           'log_values', 'fit', 'fit_on_ray']
 
 # %% ../nbs/04_train.ipynb #4e74d846
 def plan_batches(lengths, batch_size: int, seed: int = 0, shuffle: bool = True, group: int = 32) -> list[list[int]]:
@@ -290,21 +290,38 @@ def load_trainable_state(model, state: dict):
     with torch.no_grad():
         for k, v in state.items(): params[k].copy_(v)
 
+# %% ../nbs/04_train.ipynb #0f6e738e
+def answer_hits(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    "Per answer token of `batch`, in row order: its cross-entropy, whether it is the model's top choice, and its row."
+    labels = batch["labels"]
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    y = labels[:, 1:]
+    sel = y != -100
+    if is_prompt_learning(model): logits = model(**inputs).logits[:, -labels.shape[1]:][:, :-1][sel]
+    else: logits = model(**inputs, use_cache=False, logits_to_keep=F.pad(sel, (0, 1))).logits
+    logits = logits.reshape(-1, logits.shape[-1]).float()
+    packed = "position_ids" in batch and labels.shape[0] == 1   # `pack_batch`: a row starts where its positions restart
+    row = ((batch["position_ids"] == 0).cumsum(-1) - 1)[:, 1:][sel] if packed else sel.nonzero()[:, 0]
+    return F.cross_entropy(logits, y[sel], reduction="none"), logits.argmax(-1) == y[sel], row
+
 # %% ../nbs/04_train.ipynb #10f46a27
 @torch.no_grad()
 def evaluate_loss(model, rows, batch_size: int, pad_id: int, device, packing: bool = True) -> dict:
-    "Teacher-forced loss (mean over answer tokens) and perplexity of `model` on tokenised `rows`."
+    "Teacher-forced loss (mean over answer tokens), perplexity, token and sequence accuracy of `model` on tokenised `rows`."
     was = model.training; model.eval()
     packing = packing and not is_prompt_learning(model)
-    total, n = 0.0, 0
+    total, n, hits, exact, answered = 0.0, 0, 0, 0, 0
     for b in plan_batches([len(r["input_ids"]) for r in rows], batch_size, shuffle=False):
         rb = [rows[i] for i in b]
         batch = {k: v.to(device) for k, v in (pack_batch(rb) if packing else pad_batch(rb, pad_id)).items()}
-        s, k = loss_sum(model, batch)
-        total += float(s); n += k
+        ce, hit, row = answer_hits(model, batch)
+        total += float(ce.sum()); n += len(ce); hits += int(hit.sum())
+        per_row, missed = torch.bincount(row, minlength=len(rb)), torch.bincount(row[~hit], minlength=len(rb))
+        exact += int(((missed == 0) & (per_row > 0)).sum()); answered += int((per_row > 0).sum())
     model.train(was)
     loss = total / max(n, 1)
-    return dict(loss=loss, perplexity=math.exp(min(loss, 50)), tokens=n)
+    return dict(loss=loss, perplexity=math.exp(min(loss, 50)), tokens=n, token_accuracy=hits / max(n, 1),
+                sequence_accuracy=exact / max(answered, 1))
 
 # %% ../nbs/04_train.ipynb #e5201f46
 class _LivePlot:
@@ -492,10 +509,13 @@ def _evaluate_rows(r, rows) -> dict:
     k, w = r.acc.process_index, r.plan.processes
     bs = r.t.eval_batch_size if isinstance(r.t.eval_batch_size, int) else r.plan.batch_size
     if r.t.eval_steps: rows = rows[:r.t.eval_steps * bs]
-    ev = evaluate_loss(r.model, rows[k::w], bs, r.pad, r.acc.device, r.packing) if rows[k::w] else dict(loss=0, tokens=0)
-    s = r.acc.reduce(torch.tensor([ev["loss"] * ev["tokens"], ev["tokens"]], dtype=torch.float64, device=r.acc.device), "sum")
-    loss = float(s[0] / max(float(s[1]), 1))
-    return dict(loss=loss, perplexity=math.exp(min(loss, 50)))
+    ev = (evaluate_loss(r.model, rows[k::w], bs, r.pad, r.acc.device, r.packing) if rows[k::w]
+          else dict(loss=0, tokens=0, token_accuracy=0, sequence_accuracy=0))
+    s = r.acc.reduce(torch.tensor([ev["loss"] * ev["tokens"], ev["tokens"], ev["token_accuracy"] * ev["tokens"],
+                                   ev["sequence_accuracy"] * len(rows[k::w]), len(rows[k::w])], dtype=torch.float64, device=r.acc.device), "sum")
+    loss, n = float(s[0] / max(float(s[1]), 1)), max(float(s[1]), 1)
+    return dict(loss=loss, perplexity=math.exp(min(loss, 50)), token_accuracy=float(s[2]) / n,
+                sequence_accuracy=float(s[3]) / max(float(s[4]), 1))
 
 def evaluate(r) -> dict:
     "Validation (and, with `evaluate_training_set`, training-set) loss and perplexity; {} with `skip_all_evaluation`."
@@ -512,7 +532,16 @@ def evaluate(r) -> dict:
 def _watched(r, ev: dict) -> float | None:
     "The value of `validation_metric` that picks the best weights: validation split, else training set."
     split = ev.get("validation") or ev.get("training_set")
-    return None if split is None else split[r.t.validation_metric if r.t.validation_metric != "next_token_perplexity" else "perplexity"]
+    if split is None: return None
+    m = "perplexity" if r.t.validation_metric == "next_token_perplexity" else r.t.validation_metric
+    return -split[m] if m in HIGHER_IS_BETTER else split[m]   # negated: lower is better below
+
+HIGHER_IS_BETTER = ("token_accuracy", "sequence_accuracy")
+
+def _improved(st: dict, value: float, loss: float | None) -> bool:
+    "Better than the best so far; on a tie (an accuracy often ties on a small split), the lower loss wins."
+    if st["best"] is None or value < st["best"]: return True
+    return value == st["best"] and loss is not None and loss < st.get("best_loss", math.inf)
 
 def _after_evaluation(r, ev: dict, train_loss: float):
     "Record `ev`; keep the best weights; count evaluations without improvement; reduce the rate on a plateau."
@@ -520,8 +549,9 @@ def _after_evaluation(r, ev: dict, train_loss: float):
     for split, m in ev.items():
         for k, v in m.items(): stats.setdefault(split, {}).setdefault(k, []).append(v)
     value = _watched(r, ev)
-    if value is not None and (st["best"] is None or value < st["best"]):
-        st.update(best=value, best_step=st["step"], bad_evals=0); r.best = trainable_state(r.model)
+    loss = (ev.get("validation") or ev.get("training_set") or {}).get("loss")
+    if value is not None and _improved(st, value, loss):
+        st.update(best=value, best_loss=loss, best_step=st["step"], bad_evals=0); r.best = trainable_state(r.model)
         if r.acc.is_main_process: _save_best(r.run_dir, r.best)
     elif value is not None: st["bad_evals"] += 1
     s = r.t.learning_rate_scheduler
@@ -673,7 +703,8 @@ def _finish(r, stopped: bool, seconds: float) -> dict:
     if r.acc.is_fsdp2: _unshard(r.model)
     if r.best is not None: load_trainable_state(r.model, r.best)
     st, stats = r.state, r.state["stats"]
-    stats.update(best=dict(validation_loss=st["best"], step=st["best_step"], metric=r.t.validation_metric),
+    value = None if st["best"] is None else -st["best"] if r.t.validation_metric in HIGHER_IS_BETTER else st["best"]
+    stats.update(best=dict(validation_loss=st.get("best_loss", st["best"]), step=st["best_step"], metric=r.t.validation_metric, value=value),
                  time_s=seconds, steps_done=st["step"], early_stopped=stopped, learning_rate_reductions=st.get("reductions", 0))
     stats["supervised_tokens_per_s"] = stats["supervised_tokens"] / max(seconds, 1e-9)
     r.acc.wait_for_everyone()

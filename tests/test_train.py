@@ -338,3 +338,24 @@ def test_resume_without_checkpoint_starts_from_scratch(tiny_dir, tmp_path):
     with pytest.warns(UserWarning, match="no checkpoint.*starting from scratch"):
         _, stats, _ = run(tiny_dir, tmp_path, train_steps=2, resume=True)
     assert stats["steps_done"] == 2
+
+
+# ------------------------------------------------------------------ validation_metric: sequence_accuracy (the default)
+@pytest.mark.parametrize("metric", ["sequence_accuracy", "loss"])
+def test_validation_metric_keeps_the_best_evaluation_and_restores_it(metric, tiny_dir, tmp_path):
+    "The kept weights are the evaluation with the best metric (accuracy: the highest, a tie to the lower loss)."
+    model, s, _ = run(tiny_dir, tmp_path/"r", train_steps=8, steps_per_checkpoint=2, learning_rate=5e-2, validation_metric=metric)
+    acc, loss = s["validation"]["sequence_accuracy"], s["validation"]["loss"]
+    i = max(range(len(acc)), key=lambda j: (acc[j], -loss[j])) if metric != "loss" else min(range(len(loss)), key=loss.__getitem__)
+    assert s["best"]["metric"] == metric and s["best"]["value"] == (acc[i] if metric != "loss" else loss[i])
+    again = T.evaluate_loss(model, ROWS[:4], 2, 0, "cpu")   # the model holds the kept evaluation's weights
+    assert math.isclose(again["loss"], loss[i], rel_tol=1e-4) and again["sequence_accuracy"] == acc[i]
+
+
+def test_sequence_accuracy_is_the_default_for_finetune_only():
+    assert FinetuneTrainer(type="finetune").validation_metric == "sequence_accuracy"
+    cfg = lambda t: load_config(dict(base_model="x", input_features=[dict(name="q", type="text")],
+                                     output_features=[dict(name="a", type="text")], trainer=t))
+    assert cfg(dict(type="dpo")).trainer.validation_metric == "loss"
+    assert cfg(dict(type="finetune", validation_metric=None)).trainer.validation_metric == "loss"   # Ludwig's null
+    with pytest.raises(LlmnbError, match="validation_metric"): cfg(dict(type="finetune", validation_metric="bleu"))
