@@ -12,7 +12,7 @@ exact-match reward of 4 sampled answers per held-out prompt (temperature 1.0), t
 import json, os, sys, time
 import pandas as pd
 from llmnb.api import LLM
-from llmnb.align import dates_pairs, preference_accuracy
+from llmnb.align import dates_pairs, mistake_pairs, preference_accuracy
 
 TEMPLATE = "Write this date in ISO format (YYYY-MM-DD): {date}\nISO date:"
 
@@ -32,17 +32,13 @@ def greedy(llm, df) -> pd.Series:
 def base_answers(llm, df) -> pd.Series:
     "The base model's greedy answers to `df` (cached under runs/: the DPO and GRPO runs share them)."
     path = "runs/align-dates-base-%s.csv" % os.path.basename(str(llm.config.base_model).rstrip("/"))
-    if os.path.exists(path) and (c := pd.read_csv(path, dtype=str, keep_default_na=False))["date"].tolist() == df["date"].tolist():
-        return c["greedy"]
+    if os.path.exists(path):
+        c = pd.read_csv(path, dtype=str, keep_default_na=False)
+        if c["date"].tolist() == df["date"].tolist(): return c["greedy"]
     p = greedy(llm, df)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     df[["date"]].assign(greedy=p.values).to_csv(path + ".tmp", index=False); os.replace(path + ".tmp", path)
     return p
-
-def own_mistakes(df, answers) -> pd.DataFrame:
-    "Rows of `df` the model gets wrong, with its greedy answer as `rejected` (chosen: the correct `iso`)."
-    wrong = (answers.values != df["iso"].values) & (answers.str.len().values > 0)
-    return df.assign(rejected=answers.values)[wrong].reset_index(drop=True)
 
 def sampled_reward(llm, df, n: int = 4) -> float:
     "Mean exact-match reward of `n` sampled answers (temperature 1.0) per row."
@@ -65,7 +61,7 @@ def main(kind="dpo", steps=16, lr=5e-4, n_train=160, n_held=48):
     t0 = time.time()
     base = base_answers(llm, df)
     train, held = df[:n_train].reset_index(drop=True), df[n_train:].reset_index(drop=True)
-    train_pairs, held_pairs = own_mistakes(train, base[:n_train]), own_mistakes(held, base[n_train:].reset_index(drop=True))
+    train_pairs, held_pairs = mistake_pairs(train, base[:n_train]), mistake_pairs(held, base[n_train:])
     before = scores(llm, held, held_pairs, kind, base[n_train:].reset_index(drop=True))
     t1 = time.time()
     data = train_pairs if kind == "dpo" else train

@@ -19,7 +19,7 @@ from .train import pack_batch, tokenize_rows, TruncationReport, _prompt_learning
 __all__ = ['answer_logps', 'pack_pairs', 'pair_logps', 'dpo_loss', 'kto_loss', 'kto_kl', 'orpo_loss', 'group_advantages',
            'grpo_token_loss', 'reference', 'frozen_copy', 'builtin_reward', 'score', 'Objective', 'Sampler',
            'alignment_mode', 'check_alignment_data', 'alignment_rows', 'precompute_reference', 'make_objective',
-           'dates_pairs', 'preference_accuracy']
+           'dates_pairs', 'mistake_pairs', 'preference_accuracy']
 
 # %% ../nbs/20_align.ipynb #88100343
 def _row_of_labels(batch: dict) -> torch.Tensor:
@@ -484,6 +484,13 @@ def dates_pairs(n: int = 600, seed: int = 0):
     from llmnb.demo import dates_dataset
     df, rng = dates_dataset(n, seed), random.Random(seed + 1)
     return df.assign(rejected=[_wrong_date(x, rng) for x in df["iso"]])
+
+# %% ../nbs/20_align.ipynb #0300fb2f
+def mistake_pairs(df, answers, chosen: str = "iso", rejected: str = "rejected"):
+    "Rows of `df` whose `answers` (a model's, one per row) differ from `chosen`, with the answer as `rejected`."
+    a = [str(x).strip() for x in answers]
+    keep = [bool(x) and x != str(c).strip() for x, c in zip(a, df[chosen])]
+    return df.assign(**{rejected: a})[keep].reset_index(drop=True)
 
 # %% ../nbs/20_align.ipynb #0482ee81
 @torch.no_grad()
