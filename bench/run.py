@@ -21,8 +21,9 @@ token-mean cross-entropy on the same validation rows, from full logits, in fp32.
 
 DPO (`--only dpo_llmnb,dpo_trl`): --rows pairs from `llmnb.align.dates_pairs` (correct ISO date chosen, a plausible
 wrong one rejected), --val-rows held-out pairs; LoRA as above, beta 0.1, effective batch 16 pairs, one epoch, constant rate.
-  dpo_llmnb    `LLM(config).train(...)` with `trainer.type: dpo`: chosen and rejected in one packed forward, answer-only
-               logits, the reference as the adapter-disabled policy
+  dpo_llmnb    `LLM(config).train(...)` with `trainer.type: dpo`: the pairs in one packed forward, each pair's prompt
+               computed once (prompt, chosen, rejected in one row, a 4D mask: `llmnb.align.pair_logps`), answer-only
+               logits, the reference as the adapter-disabled policy (its forward shares the prompt too)
   dpo_trl      TRL `DPOTrainer` with `peft_config` (its reference: the adapter-disabled policy), no gradient checkpointing
 Both report pair tokens/s (prompt + chosen + prompt + rejected tokens of the shared encoding, per second of training),
 peak RSS and the held-out preference accuracy (`llmnb.align.preference_accuracy`, the same function for both).
@@ -274,7 +275,7 @@ def dpo_llmnb(a, train, tmp):
     from llmnb.api import LLM
     llm = LLM(_dpo_config(a), dtype=None).load_base()
     with Meter(llm.model) as m: st = llm.train(training_set=train, output_directory=str(tmp/"run"), progress=False)
-    return m, llm.model, llm.tokenizer, dict(steps=st["steps_done"], batch="%dx%d packed pairs" % a.llmnb_batch)
+    return m, llm.model, llm.tokenizer, dict(steps=st["steps_done"], batch="%dx%d packed pairs, prompt shared" % a.llmnb_batch)
 
 def dpo_trl(a, train, tmp):
     from datasets import Dataset

@@ -15,7 +15,7 @@ from . import model as _model  # noqa: F401  (its import silences bitsandbytes' 
 from .errors import LlmnbError
 
 # %% auto #0
-__all__ = ['ADAPTERS', 'CALIBRATION_ROWS', 'linear_modules', 'linear_module_names', 'default_target_modules',
+__all__ = ['ADAPTERS', 'DATA_INITS', 'CALIBRATION_ROWS', 'linear_modules', 'linear_module_names', 'default_target_modules',
            'check_target_modules', 'AdapterKind', 'adapter_kind', 'check_adapter', 'peft_config', 'load_adapter',
            'attach_adapter', 'init_from_data', 'adapter_regularization', 'merge_adapter', 'merged_copy',
            'attach_adapters', 'merge_adapters', 'merge_trained', 'load_adapters']
@@ -88,7 +88,7 @@ def adapter_kind(peft_config) -> AdapterKind | None:
     return next((k for k in ADAPTERS.values() if k.peft_class == type(peft_config).__name__), None)
 
 # %% ../nbs/09_adapters.ipynb #a55aece0
-_DATA_INITS = ("eva", "corda")  # LoRA inits computed from the training rows' activations (`init_from_data`)
+DATA_INITS = ("eva", "corda")  # LoRA inits computed from the training rows' activations (`init_from_data`)
 
 def _check_init(a):
     "LoRA initialisations that need more than the weights: a clear error where llmnb cannot run them."
@@ -243,7 +243,7 @@ def attach_adapter(model, # the base model
     w = getattr(adapter, "pretrained_adapter_weights", None)
     if w: return load_adapter(model, w, trainable)
     pc = peft_config(adapter, model, total_steps, tokenizer_path)
-    if getattr(pc, "init_lora_weights", None) in _DATA_INITS: return init_from_data(model, pc, batches)
+    if getattr(pc, "init_lora_weights", None) in DATA_INITS: return init_from_data(model, pc, batches)
     return peft.get_peft_model(model, pc)
 
 # %% ../nbs/09_adapters.ipynb #c82282a0

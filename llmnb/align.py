@@ -13,13 +13,14 @@ from fastcore.basics import patch_to
 import torch
 import torch.nn.functional as F
 from .errors import LlmnbError
-from .train import pack_batch, is_prompt_learning as _prompt_learning
+from .train import pack_batch, base_model_of, is_prompt_learning as _prompt_learning
 from .tokens import tokenize_rows, TruncationReport
 
 # %% auto #0
-__all__ = ['answer_logps', 'dpo_loss', 'kto_loss', 'kto_kl', 'orpo_loss', 'group_advantages', 'grpo_token_loss', 'reference',
-           'frozen_copy', 'builtin_reward', 'score', 'Objective', 'Sampler', 'alignment_mode', 'check_alignment_data',
-           'alignment_rows', 'precompute_reference', 'make_objective', 'dates_pairs', 'preference_accuracy']
+__all__ = ['answer_logps', 'pack_pairs', 'pair_logps', 'dpo_loss', 'kto_loss', 'kto_kl', 'orpo_loss', 'group_advantages',
+           'grpo_token_loss', 'reference', 'frozen_copy', 'builtin_reward', 'score', 'Objective', 'Sampler',
+           'alignment_mode', 'check_alignment_data', 'alignment_rows', 'precompute_reference', 'make_objective',
+           'dates_pairs', 'mistake_pairs', 'preference_accuracy']
 
 # %% ../nbs/20_align.ipynb #88100343
 def _row_of_labels(batch: dict) -> torch.Tensor:
@@ -43,6 +44,64 @@ def answer_logps(model, rows: list[dict], per_token: bool = False):
     sums = torch.zeros(len(rows), device=dev, dtype=tok.dtype).index_add(0, seg, tok)
     counts = torch.bincount(seg, minlength=len(rows))
     return (sums, counts, tok, seg) if per_token else (sums, counts)
+
+# %% ../nbs/20_align.ipynb #47943a94
+def _one(r, half: str = "") -> dict:
+    "The chosen (`half=''`) or rejected (`'rejected_'`) sequence of a pair row, as an engine row."
+    return dict(input_ids=r[half + "input_ids"], n_prompt=r[half + "n_prompt"])
+
+# %% ../nbs/20_align.ipynb #cd03d9f9
+def _groups(rows):
+    "(prompt ids, [(answer ids, sequence index)]) per pair: one prompt and both answers, or two groups if the prompts differ."
+    for k, r in enumerate(rows):
+        c, nc, j, nj = r["input_ids"], r["n_prompt"], r["rejected_input_ids"], r["rejected_n_prompt"]
+        if c[:nc] == j[:nj]: yield c[:nc], [(c[nc:], 2 * k), (j[nj:], 2 * k + 1)]
+        else: yield from ((c[:nc], [(c[nc:], 2 * k)]), (j[:nj], [(j[nj:], 2 * k + 1)]))
+
+# %% ../nbs/20_align.ipynb #35b1a224
+def pack_pairs(rows: list[dict]) -> dict:
+    "Pairs in one row, each prompt once: ids, positions, a 4D mask, and per answer token its target, source and sequence."
+    ids, pos, grp, br, src, tgt, seq = [], [], [], [], [], [], []
+    for g, (p, answers) in enumerate(_groups(rows)):
+        last = len(ids) + len(p) - 1
+        ids += p; pos += range(len(p)); grp += [g] * len(p); br += [0] * len(p)
+        for b, (a, i) in enumerate(answers, 1):
+            src += ([last] + list(range(len(ids), len(ids) + len(a) - 1)))[:len(a)]; tgt += a; seq += [i] * len(a)
+            ids += a; pos += range(len(p), len(p) + len(a)); grp += [g] * len(a); br += [b] * len(a)
+    g, b = torch.tensor(grp), torch.tensor(br)
+    n = len(ids)
+    mask = (g[:, None] == g[None]) & torch.ones(n, n, dtype=torch.bool).tril() & ((b[None] == 0) | (b[None] == b[:, None]))
+    t = lambda x: torch.tensor([x], dtype=torch.long)
+    return dict(input_ids=t(ids), position_ids=t(pos), attention_mask=mask[None, None],
+                source=torch.tensor(src, dtype=torch.long), target=torch.tensor(tgt, dtype=torch.long),
+                sequence=torch.tensor(seq, dtype=torch.long))
+
+# %% ../nbs/20_align.ipynb #1ff35026
+def _can_share(model, rows) -> bool:
+    "Whether the pairs of `rows` can go through one prompt-shared forward of `model`."
+    cfg = base_model_of(model).config
+    if _prompt_learning(model) or cfg._attn_implementation not in ("sdpa", "eager"): return False
+    if any(r["n_prompt"] < 1 or r["rejected_n_prompt"] < 1 for r in rows): return False
+    w = getattr(cfg, "sliding_window", None) if getattr(cfg, "use_sliding_window", True) else None
+    return not w or all(max(len(r["input_ids"]), len(r["rejected_input_ids"])) <= w for r in rows)
+
+# %% ../nbs/20_align.ipynb #b1b340cf
+def pair_logps(model, rows: list[dict]):
+    "Summed answer log-probs and answer lengths of each pair's chosen and rejected (interleaved), the prompt computed once."
+    if not _can_share(model, rows): return answer_logps(model, [_one(r, h) for r in rows for h in ("", "rejected_")])
+    dev = next(model.parameters()).device
+    b = {k: v.to(dev) for k, v in pack_pairs(rows).items()}
+    mask = b["attention_mask"]
+    if base_model_of(model).config._attn_implementation == "eager":
+        dt = next(model.parameters()).dtype
+        mask = torch.zeros(mask.shape, dtype=dt, device=dev).masked_fill(~mask, torch.finfo(dt).min)
+    keep, where = torch.unique(b["source"], return_inverse=True)
+    out = model(input_ids=b["input_ids"], position_ids=b["position_ids"], attention_mask=mask, use_cache=False,
+                logits_to_keep=keep).logits[0]
+    tok = torch.log_softmax(out.float(), -1)[where, b["target"]]
+    n = 2 * len(rows)
+    sums = torch.zeros(n, device=dev, dtype=tok.dtype).index_add(0, b["sequence"], tok)
+    return sums, torch.bincount(b["sequence"], minlength=n)
 
 # %% ../nbs/20_align.ipynb #774d1cdc
 def dpo_loss(chosen, rejected, ref_chosen, ref_rejected, # summed answer log-probs: policy and reference
@@ -205,12 +264,12 @@ def _ref_logps(model, ref_model, seqs, per_token=False):
     with reference(model, ref_model) as m: return answer_logps(m, seqs, per_token)
 
 def _pair_logps(o, model, rows):
-    "Policy and reference summed log-probs of chosen and rejected, and answer lengths, from one packed forward each."
-    seqs = [h for r in rows for h in _halves(r)]
-    s, n = answer_logps(model, seqs)
+    "Policy and reference summed log-probs of chosen and rejected, and answer lengths, from one prompt-shared forward each."
+    s, n = pair_logps(model, rows)
     if all("ref_logps" in r for r in rows): ref = torch.tensor([x for r in rows for x in r["ref_logps"]], device=s.device)
     elif o.mode == "orpo": ref = torch.zeros_like(s)
-    else: ref = _ref_logps(model, o.ref_model, seqs)[0]
+    else:
+        with reference(model, o.ref_model) as m: ref = pair_logps(m, rows)[0]
     return s[0::2], s[1::2], ref[0::2], ref[1::2], n[0::2], n[1::2]
 
 def _loss_dpo(o, model, rows):
@@ -391,7 +450,7 @@ def precompute_reference(model, rows, batch_size: int = 8, ref_model=None):
     with reference(model, ref_model if ref_model is not None or _peft(model) else model) as m:
         for i in range(0, len(rows), batch_size):
             b = rows[i:i + batch_size]
-            s, _ = answer_logps(m, [h for r in b for h in _halves(r)])
+            s, _ = pair_logps(m, b)
             for k, r in enumerate(b): r["ref_logps"] = [float(s[2 * k]), float(s[2 * k + 1])]
     return rows
 
@@ -427,6 +486,13 @@ def dates_pairs(n: int = 600, seed: int = 0):
     df, rng = dates_dataset(n, seed), random.Random(seed + 1)
     return df.assign(rejected=[_wrong_date(x, rng) for x in df["iso"]])
 
+# %% ../nbs/20_align.ipynb #0300fb2f
+def mistake_pairs(df, answers, chosen: str = "iso", rejected: str = "rejected"):
+    "Rows of `df` whose `answers` (a model's, one per row) differ from `chosen`, with the answer as `rejected`."
+    a = [str(x).strip() for x in answers]
+    keep = [bool(x) and x != str(c).strip() for x, c in zip(a, df[chosen])]
+    return df.assign(**{rejected: a})[keep].reset_index(drop=True)
+
 # %% ../nbs/20_align.ipynb #0482ee81
 @torch.no_grad()
 def preference_accuracy(model, tok, cfg, df, batch_size: int = 16) -> float:
@@ -440,7 +506,7 @@ def preference_accuracy(model, tok, cfg, df, batch_size: int = 16) -> float:
     was = model.training; model.eval()
     hits = 0
     for i in range(0, len(rows), batch_size):
-        s, _ = answer_logps(model, [h for r in rows[i:i + batch_size] for h in _halves(r)])
+        s, _ = pair_logps(model, rows[i:i + batch_size])
         hits += int((s[0::2] > s[1::2]).sum())
     model.train(was)
     return hits / max(len(rows), 1)

@@ -189,9 +189,9 @@ def _prepare_for_finetune(self: LLM, total_steps: int, rows: list | None = None)
 @patch
 def _calibration_batches(self: LLM, rows: list | None) -> list | None:
     "The first training rows as padded batches on the model's device, for an adapter init that reads data (EVA, CorDA)."
-    from llmnb.adapters import CALIBRATION_ROWS, _DATA_INITS
+    from llmnb.adapters import CALIBRATION_ROWS, DATA_INITS
     from llmnb.train import pad_batch
-    if not rows or getattr(self.config.adapter, "init_lora_weights", None) not in _DATA_INITS: return None
+    if not rows or getattr(self.config.adapter, "init_lora_weights", None) not in DATA_INITS: return None
     bs = self.config.trainer.batch_size if isinstance(self.config.trainer.batch_size, int) else 8
     rows = rows[:CALIBRATION_ROWS]
     pad = self.tokenizer.pad_token_id

@@ -18,12 +18,12 @@ from .errors import LlmnbError, warn_once
 from .upload import make_card_portable
 
 # %% auto #0
-__all__ = ['HIGHER_IS_BETTER', 'plan_batches', 'balanced_packs', 'pack_batch', 'pad_batch', 'is_prompt_learning', 'loss_sum',
-           'plain_loss_sum', 'add_neftune', 'resolve_batch_size', 'TrainPlan', 'plan_steps', 'optimizer_class',
-           'make_optimizer', 'make_scheduler', 'reduce_lr_on_plateau', 'trainable_state', 'load_trainable_state',
-           'answer_hits', 'evaluate_loss', 'mixed_precision', 'freeze_layers', 'training_layout', 'run_fingerprint',
-           'train_step', 'evaluate', 'save_checkpoint', 'checkpoints', 'prune_checkpoints', 'resume_from_checkpoint',
-           'log_values', 'fit', 'fit_on_ray']
+__all__ = ['HIGHER_IS_BETTER', 'plan_batches', 'balanced_packs', 'pack_batch', 'pad_batch', 'base_model_of', 'is_prompt_learning',
+           'loss_sum', 'plain_loss_sum', 'add_neftune', 'resolve_batch_size', 'TrainPlan', 'plan_steps',
+           'optimizer_class', 'make_optimizer', 'make_scheduler', 'reduce_lr_on_plateau', 'trainable_state',
+           'load_trainable_state', 'answer_hits', 'evaluate_loss', 'mixed_precision', 'freeze_layers',
+           'training_layout', 'run_fingerprint', 'train_step', 'evaluate', 'save_checkpoint', 'checkpoints',
+           'prune_checkpoints', 'resume_from_checkpoint', 'log_values', 'fit', 'fit_on_ray']
 
 # %% ../nbs/04_train.ipynb #4e74d846
 def plan_batches(lengths, batch_size: int, seed: int = 0, shuffle: bool = True, group: int = 32) -> list[list[int]]:
@@ -76,7 +76,8 @@ def pad_batch(rows: list[dict], pad_id: int) -> dict:
     return dict(input_ids=ids, attention_mask=mask, labels=lab)
 
 # %% ../nbs/04_train.ipynb #c252f667
-def _base(model):
+def base_model_of(model, # a model, maybe inside PEFT, DDP or torch.compile wrappers
+                 ):
     "The `PreTrainedModel` inside a PEFT, DDP or compiled wrapper."
     m = getattr(model, "_orig_mod", model)
     m = getattr(m, "module", m)
@@ -122,7 +123,7 @@ def _row_lengths(batch: dict) -> torch.Tensor:
 
 def add_neftune(model, alpha: float):
     "NEFTune noise on the input embeddings of `model`, in training mode only; the hook handle (`.lengths`: row lengths)."
-    emb = _base(model).get_input_embeddings()
+    emb = base_model_of(model).get_input_embeddings()
     def hook(module, args, out):
         if not module.training or not alpha: return out
         L = handle.lengths
@@ -424,8 +425,8 @@ def _setup(model, tok, rows, val, cfg, plan, run_dir) -> _Run:
     acc = _accelerator(cfg, run_dir)
     freeze_layers(model, t.layers_to_freeze_regex)
     if t.enable_gradient_checkpointing:
-        _base(model).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        if hasattr(_base(model), "enable_input_require_grads"): _base(model).enable_input_require_grads()
+        base_model_of(model).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(base_model_of(model), "enable_input_require_grads"): base_model_of(model).enable_input_require_grads()
     model.train()
     opt = make_optimizer(model, t, getattr(cfg.adapter, "loraplus_lr_ratio", None))
     sched = make_scheduler(opt, t, plan)

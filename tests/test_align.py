@@ -6,7 +6,7 @@ import pytest, torch, yaml
 from llmnb.config import ConfigError, load_config
 from llmnb.errors import LlmnbError
 from llmnb.align import (answer_logps, dpo_loss, kto_loss, kto_kl, orpo_loss, group_advantages, grpo_token_loss,
-                         check_alignment_data, _mismatched)
+                         check_alignment_data, _mismatched, pair_logps, pack_pairs)
 from llmnb.testing import tiny_llama
 
 BASE = dict(base_model='smollm2-135m-instruct', input_features=[dict(name='prompt', type='text')],
@@ -91,6 +91,11 @@ def test_dpo_matches_trl(tok, loss_type, tmp_path):
     (s, n), (rs, _) = answer_logps(t.model, rows), answer_logps(ref, rows)
     ours = dpo_loss(s[:3], s[3:], rs[:3], rs[3:], 0.3, loss_type, 0.0, n[:3], n[3:]).mean()
     assert abs(float(trl_loss) - float(ours)) < 1e-5
+    pairs = [dict(input_ids=c['input_ids'], n_prompt=c['n_prompt'], rejected_input_ids=r['input_ids'],
+                  rejected_n_prompt=r['n_prompt']) for c, r in zip(rows[:3], rows[3:])]
+    (s, n), (rs, _) = pair_logps(t.model, pairs), pair_logps(ref, pairs)   # the prompt shared: still TRL's loss
+    shared = dpo_loss(s[0::2], s[1::2], rs[0::2], rs[1::2], 0.3, loss_type, 0.0, n[0::2], n[1::2]).mean()
+    assert abs(float(trl_loss) - float(shared)) < 1e-5
 
 def test_dpo_label_smoothing_is_conservative_dpo():
     "TRL 1.16's sigmoid has no smoothing; Ludwig's dpo_label_smoothing is cDPO (TRL <= 0.x's sigmoid with label_smoothing)."
@@ -147,6 +152,72 @@ def test_grpo_matches_trl_formula():
     trl = ((per_tok * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).mean()
     ours = grpo_token_loss(logps, old, ref, adv[:, None].expand(8, T), 0.04, 0.2)
     assert abs(float(((ours * mask).sum(-1) / mask.sum(-1)).mean()) - float(trl)) < 1e-6
+
+# --- prompt sharing: the pair's prompt once, the same log-probs and gradients as the unshared forward ---------------
+def _pairs(tok, n=6):
+    "Pair rows of the dates task through the shared encoding (chat template, answer + EOS), as the engine builds them."
+    from datasets import Dataset
+    from llmnb.align import alignment_rows, dates_pairs
+    from llmnb.prompt import render_prompts
+    from llmnb.train import sequence_limits
+    cfg = load_config(dict(base_model='smollm2-135m-instruct', input_features=[dict(name='date', type='text')],
+                           output_features=[dict(name='iso', type='text')], trainer=dict(type='dpo'),
+                           prompt=dict(template='Write this date in ISO format (YYYY-MM-DD): {date}')))
+    ds = render_prompts(Dataset.from_pandas(dates_pairs(n)), cfg)
+    return alignment_rows(ds, tok, cfg, sequence_limits(cfg, 2048), 'dpo', 'iso')[0]
+
+def _unshared(model, rows):
+    from llmnb.align import _halves
+    return answer_logps(model, [h for r in rows for h in _halves(r)])
+
+def _check_shared(model, rows, eps=1e-5):
+    "Summed log-probs and gradients within `eps` (relative to the magnitude, at least 1) of the unshared packed forward."
+    (s, n), (u, k) = pair_logps(model, rows), _unshared(model, rows)
+    assert torch.equal(n, k) and ((s - u).abs() / u.abs().clamp(min=1)).max() < eps, (s - u).abs().max()
+    ps = [p for p in model.parameters() if p.requires_grad]
+    g1 = torch.autograd.grad(pair_logps(model, rows)[0].sum(), ps)
+    g2 = torch.autograd.grad(_unshared(model, rows)[0].sum(), ps)
+    for a, b in zip(g1, g2): assert (a - b).abs().max() <= eps * max(1.0, float(b.abs().max()))
+
+@pytest.mark.parametrize('attn', ['sdpa', 'eager'])
+def test_prompt_shared_equals_unshared(tok, attn):
+    rows = _pairs(tok)
+    b = pack_pairs(rows)
+    assert b['input_ids'].shape[1] == sum(len(r['input_ids']) + len(r['rejected_input_ids']) - r['n_prompt'] for r in rows)
+    m = _tiny(tok, 3)
+    m.config._attn_implementation = attn
+    _check_shared(m, rows)
+    mixed = rows[:2] + [dict(rows[2], rejected_input_ids=rows[3]['rejected_input_ids'],
+                             rejected_n_prompt=rows[3]['rejected_n_prompt'])]   # a pair with two different prompts
+    _check_shared(m, mixed)
+
+def test_prompt_shared_lora_reference(tok):
+    "Through a LoRA policy (B made non-zero) and its adapter-disabled reference, the numbers the DPO loss reads."
+    from peft import LoraConfig, get_peft_model
+    from llmnb.align import reference
+    m = get_peft_model(_tiny(tok, 4), LoraConfig(r=4, target_modules=['q_proj', 'v_proj']))
+    with torch.no_grad():
+        for n_, p in m.named_parameters():
+            if 'lora_B' in n_: p.normal_(0, 0.1)
+    rows = _pairs(tok)
+    _check_shared(m, rows)
+    with reference(m) as r: assert (pair_logps(r, rows)[0] - _unshared(r, rows)[0]).abs().max() < 1e-5
+    assert (pair_logps(m, rows)[0] - _unshared(m, rows)[0]).abs().max() < 1e-5
+
+def test_prompt_sharing_falls_back(tok):
+    "A sliding window shorter than a pair: the unshared forward (the same numbers, no 4D mask)."
+    from llmnb.align import _can_share
+    m, rows = _tiny(tok, 5), _pairs(tok, 2)
+    assert _can_share(m, rows)
+    m.config.sliding_window = 4
+    assert not _can_share(m, rows)
+    assert torch.equal(pair_logps(m, rows)[0], _unshared(m, rows)[0])
+
+@pytest.mark.slow
+def test_prompt_shared_equals_unshared_embedded(tok, embedded_dir):
+    from transformers import AutoModelForCausalLM
+    m = AutoModelForCausalLM.from_pretrained(embedded_dir, dtype=torch.float32)
+    _check_shared(m, _pairs(tok, 8))
 
 # --- Ludwig's four alignment examples through the CLI: train, save, reload with plain PEFT, predict ---------------
 HERE = Path(__file__).parent
