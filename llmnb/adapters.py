@@ -27,11 +27,13 @@ _log = logging.getLogger("llmnb.adapters")   # information for the user (`llmnb 
 def _is_linear(m) -> bool:
     return isinstance(m, torch.nn.Linear) or type(m).__name__ in ("Conv1D", "Linear4bit", "Linear8bitLt")
 
+# %% ../nbs/09_adapters.ipynb #9765d666
 def linear_modules(model) -> list[str]:
     "Full names of the linear layers of `model` (the output head excluded)."
     out = getattr(model, "get_output_embeddings", lambda: None)()
     return [n for n, m in model.named_modules() if _is_linear(m) and m is not out]
 
+# %% ../nbs/09_adapters.ipynb #013144c7
 def linear_module_names(model) -> list[str]:
     "The distinct last name segments of `model`'s linear layers: the names `target_modules` can use."
     return sorted({n.split(".")[-1] for n in linear_modules(model)})
@@ -44,6 +46,7 @@ def default_target_modules(model) -> list[str]:
                                   f"set adapter.target_modules to some of the model's linear layers: {linear_module_names(model)}")
     return attn
 
+# %% ../nbs/09_adapters.ipynb #5c1ef098
 def check_target_modules(model, target_modules, key: str = "adapter.target_modules"):
     "Raise if `target_modules` (list, regex or 'all-linear') matches no module of `model`; name the modules that exist."
     if target_modules is None or target_modules == "all-linear": return
@@ -83,6 +86,7 @@ ADAPTERS = {
     'vblora': AdapterKind('VBLoRAConfig', 'VB-LoRA'),
 }
 
+# %% ../nbs/09_adapters.ipynb #3a3e656e
 def adapter_kind(peft_config) -> AdapterKind | None:
     "The table row of a PEFT config object (by its class), or None for a method llmnb does not configure."
     return next((k for k in ADAPTERS.values() if k.peft_class == type(peft_config).__name__), None)
@@ -105,6 +109,7 @@ def _ia3_default(model) -> list[str]:
     names = linear_module_names(model)
     return [n for n in ("k_proj", "v_proj", "down_proj") if n in names] or default_target_modules(model)
 
+# %% ../nbs/09_adapters.ipynb #1d007012
 def check_adapter(model, adapter):
     "Raise a clear error, naming the config key, if `adapter` cannot be attached to `model`; nothing is built."
     a = adapter
@@ -132,6 +137,7 @@ def check_adapter(model, adapter):
 def _say_targets(kind, targets):
     _log.info(f"adapter.target_modules is null: {kind} targets {targets}; set adapter.target_modules to choose others.")
 
+# %% ../nbs/09_adapters.ipynb #eeae7c70
 def _targets(a, model):
     t = a.target_modules
     if t is None:
@@ -141,6 +147,7 @@ def _targets(a, model):
     check_target_modules(model, t)
     return t
 
+# %% ../nbs/09_adapters.ipynb #04aff09d
 def _lora_kwargs(a, model):
     import peft
     init = getattr(a, "init_lora_weights", True)
@@ -170,6 +177,7 @@ def _adalora(a, model, total_steps):
     return peft.AdaLoraConfig(**kw, target_r=a.target_r, init_r=a.init_r, tinit=a.tinit, tfinal=a.tfinal, deltaT=a.delta_t,
                               beta1=a.beta1, beta2=a.beta2, orth_reg_weight=a.orth_reg_weight, total_step=total)
 
+# %% ../nbs/09_adapters.ipynb #ab7db66a
 def _ia3(a, model):
     import peft
     t = a.target_modules
@@ -182,6 +190,7 @@ def _ia3(a, model):
     return peft.IA3Config(target_modules=t, feedforward_modules=ff, fan_in_fan_out=a.fan_in_fan_out,
                           modules_to_save=a.modules_to_save, init_ia3_weights=a.init_ia3_weights, task_type="CAUSAL_LM")
 
+# %% ../nbs/09_adapters.ipynb #2b94b34b
 def _prompt_tuning(a, tokenizer_path):
     import peft
     text = a.prompt_tuning_init == "text"
@@ -198,6 +207,7 @@ def _lora(a, model):
     import peft
     return peft.LoraConfig(**_lora_kwargs(a, model))
 
+# %% ../nbs/09_adapters.ipynb #5b55b8b5
 def _from_fields(kind, a, model):
     "A PEFT config from the section's own fields, renamed by the table (the rule for every method without a builder)."
     import peft
@@ -231,6 +241,7 @@ def load_adapter(model, # the base model
     try: return peft.PeftModel.from_pretrained(model, str(path), is_trainable=trainable, token=hub_token())
     except Exception as e: raise LlmnbError(f"{key}: could not load an adapter from {str(path)!r}: {e}") from None
 
+# %% ../nbs/09_adapters.ipynb #9927f5d4
 def attach_adapter(model, # the base model
                    adapter, # the config's `adapter` section
                    trainable: bool = True, # False: for inference only
@@ -301,6 +312,7 @@ def merge_adapter(model, # a `PeftModel`
         raise LlmnbError(f"adapter.postprocessor.merge_adapter_into_base_model: {type(model).__name__} has no adapter to merge.")
     return model.merge_and_unload(progressbar=progressbar)
 
+# %% ../nbs/09_adapters.ipynb #9d104938
 def merged_copy(cfg, # the loaded config (its `quantization` is ignored here)
                 adapter_dir, # the saved adapter (`RUN/model`)
                 progressbar: bool = False, # show a progress bar while merging
@@ -316,6 +328,7 @@ def _adapter_folder(w, name: str) -> str:
     p = Path(str(w)).expanduser()
     return str(next((d for d in (p, p/name, p/"model", p/"model"/name) if (d/"adapter_config.json").exists()), w))
 
+# %% ../nbs/09_adapters.ipynb #3a3221c2
 def _add_one(model, name, a, pc, train):
     "`model` with the adapter `name` added: built from its PEFT config `pc`, or loaded (a `PeftModel` after the first)."
     import peft
@@ -332,6 +345,7 @@ def _add_one(model, name, a, pc, train):
     except Exception as e: raise LlmnbError(
         f"adapters.adapters.{name}.pretrained_adapter_weights: could not load an adapter from {path!r}: {e}") from None
 
+# %% ../nbs/09_adapters.ipynb #147378ad
 def attach_adapters(model, # the base model
                     named, # the config's `adapters` section
                     trainable: bool = True, # False: for inference only

@@ -29,6 +29,7 @@ def _row_of_labels(batch: dict) -> torch.Tensor:
     row = torch.cumsum((pos == 0).long(), 0) - 1
     return row[1:][y != -100]
 
+# %% ../nbs/20_align.ipynb #416c33eb
 def answer_logps(model, rows: list[dict], per_token: bool = False):
     "Summed answer log-probs of each row (`input_ids`, `n_prompt`) and answer lengths; with `per_token`, also the tokens'."
     if _prompt_learning(model): raise LlmnbError(
@@ -126,6 +127,7 @@ def kto_loss(logps, ref_logps, desirable, # per answer: policy and reference log
     bad = undesirable_weight * (1 - torch.sigmoid(beta * (kl - ratio)))
     return torch.where(desirable, good, bad)
 
+# %% ../nbs/20_align.ipynb #ab328d72
 def kto_kl(logps, ref_logps) -> torch.Tensor:
     "KTO's reference point: the mean log-ratio on mismatched prompt/answer pairs, detached and clamped at 0."
     return (logps - ref_logps).mean().detach().clamp(min=0)
@@ -135,6 +137,7 @@ def _log1mexp(x):
     "log(1 - exp(x)) for x < 0, stable at both ends."
     return torch.where(x > -0.6931, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
 
+# %% ../nbs/20_align.ipynb #2942b1f7
 def orpo_loss(chosen_mean, rejected_mean, # per-token mean answer log-probs of the policy
               chosen_nll, # the chosen answers' cross-entropy (mean over their tokens), the SFT term
               beta: float = 0.1) -> torch.Tensor:
@@ -148,6 +151,7 @@ def group_advantages(rewards: torch.Tensor, group: int) -> torch.Tensor:
     g = rewards.view(-1, group)
     return ((g - g.mean(1, keepdim=True)) / (g.std(1, keepdim=True) + 1e-4)).flatten()
 
+# %% ../nbs/20_align.ipynb #376b4d60
 def grpo_token_loss(logps, old_logps, ref_logps, advantages, # per answer token; advantages per token too
                     beta: float = 0.04, epsilon: float = 0.2) -> torch.Tensor:
     "GRPO's per-token objective: PPO's clipped ratio times the advantage, negated, plus `beta` times the k3 KL."
@@ -162,6 +166,7 @@ def _peft(model):
     m = getattr(getattr(model, "_orig_mod", model), "module", getattr(model, "_orig_mod", model))
     return m if hasattr(m, "disable_adapter") and hasattr(m, "peft_config") else None
 
+# %% ../nbs/20_align.ipynb #a2a3f534
 @contextmanager
 def reference(model, ref_model=None):
     "The reference model inside the block (no gradients): `ref_model`, else `model` with its adapter disabled."
@@ -171,6 +176,7 @@ def reference(model, ref_model=None):
         if p is None: raise LlmnbError("preference training without an adapter needs a frozen reference copy or precomputed reference log-probs")
         with p.disable_adapter(): yield p
 
+# %% ../nbs/20_align.ipynb #10be42ec
 def frozen_copy(model):
     "A frozen copy of `model` in eval mode: the reference of a full fine-tune (`adapter: null`)."
     ref = copy.deepcopy(model).eval()
@@ -180,10 +186,12 @@ def frozen_copy(model):
 # %% ../nbs/20_align.ipynb #4b94cc12
 def _norm(s) -> str: return " ".join(str(s).split()).lower()
 
+# %% ../nbs/20_align.ipynb #82d03968
 def _json(text):
     try: return True, json.loads(text)
     except (ValueError, TypeError): return False, None
 
+# %% ../nbs/20_align.ipynb #fb3b2e25
 def builtin_reward(spec): # a `trainer.rewards` entry
     "The reward function of a built-in reward `spec`: `f(prompts, completions, **columns)` -> list of floats."
     def f(prompts, completions, **cols):
@@ -200,11 +208,13 @@ def builtin_reward(spec): # a `trainer.rewards` entry
     f.__name__ = spec.type
     return f
 
+# %% ../nbs/20_align.ipynb #a0670ef6
 def _schema_ok(text, schema) -> float:
     import jsonschema
     ok, obj = _json(text)
     return float(ok and jsonschema.Draft202012Validator(schema).is_valid(obj))
 
+# %% ../nbs/20_align.ipynb #24d08c2c
 def score(reward_functions, weights, prompts, completions, columns) -> torch.Tensor:
     "Weighted sum of every reward function's scores of `completions`."
     total = torch.zeros(len(completions))
@@ -221,6 +231,7 @@ def _halves(row):
     return (dict(input_ids=row["input_ids"], n_prompt=row["n_prompt"]),
             dict(input_ids=row["rejected_input_ids"], n_prompt=row["rejected_n_prompt"]))
 
+# %% ../nbs/20_align.ipynb #188d12fb
 def _kto_examples(rows):
     "KTO's unpaired examples of `rows` (pairs give a desirable and an undesirable one) and their labels."
     seqs, good = [], []
@@ -229,6 +240,7 @@ def _kto_examples(rows):
         else: seqs.append(dict(input_ids=r["input_ids"], n_prompt=r["n_prompt"])); good.append(bool(r["label"]))
     return seqs, torch.tensor(good)
 
+# %% ../nbs/20_align.ipynb #7bb0aee3
 def _mismatched(seqs):
     "Each prompt with the previous example's answer (TRL's KL sequences for KTO)."
     ans = [s["input_ids"][s["n_prompt"]:] for s in seqs]
@@ -259,10 +271,12 @@ def _per_seq(values, seg, n: int):
     "Per-sequence sums of per-token `values` (`seg`: each token's sequence)."
     return torch.zeros(n, device=values.device, dtype=values.dtype).index_add(0, seg, values)
 
+# %% ../nbs/20_align.ipynb #eb2fa2e1
 @torch.no_grad()
 def _ref_logps(model, ref_model, seqs, per_token=False):
     with reference(model, ref_model) as m: return answer_logps(m, seqs, per_token)
 
+# %% ../nbs/20_align.ipynb #61176054
 def _pair_logps(o, model, rows):
     "Policy and reference summed log-probs of chosen and rejected, and answer lengths, from one prompt-shared forward each."
     s, n = pair_logps(model, rows)
@@ -272,16 +286,19 @@ def _pair_logps(o, model, rows):
         with reference(model, o.ref_model) as m: ref = pair_logps(m, rows)[0]
     return s[0::2], s[1::2], ref[0::2], ref[1::2], n[0::2], n[1::2]
 
+# %% ../nbs/20_align.ipynb #98c1a112
 def _loss_dpo(o, model, rows):
     c, r, rc, rr, nc, nr = _pair_logps(o, model, rows)
     t = o.t
     return dpo_loss(c, r, rc, rr, t.dpo_beta, t.dpo_loss_type, t.dpo_label_smoothing, nc, nr).sum()
 
+# %% ../nbs/20_align.ipynb #64fa0abb
 def _loss_orpo(o, model, rows):
     c, r, _, _, nc, nr = _pair_logps(o, model, rows)
     nll = -c.sum() / nc.sum().clamp(min=1)
     return orpo_loss(c / nc.clamp(min=1), r / nr.clamp(min=1), nll, o.t.orpo_beta).sum()
 
+# %% ../nbs/20_align.ipynb #5eed4058
 def _loss_kto(o, model, rows):
     seqs, good = _kto_examples(rows)
     k = len(seqs)
@@ -291,6 +308,7 @@ def _loss_kto(o, model, rows):
     kl = kto_kl(s[k:], ref[k:])
     return kto_loss(s[:k], ref[:k], good.to(s.device), kl, t.kto_beta, t.desirable_weight, t.undesirable_weight).sum()
 
+# %% ../nbs/20_align.ipynb #dd74a309
 def _grpo_sum(o, model, seqs, advantages):
     "GRPO's objective summed over `seqs` (mean over each one's tokens), the clipped ratio against itself (one iteration)."
     _, n, tok, seg = answer_logps(model, seqs, per_token=True)
@@ -298,17 +316,20 @@ def _grpo_sum(o, model, seqs, advantages):
     per_tok = grpo_token_loss(tok, tok.detach(), ref, advantages.to(tok.device)[seg], o.t.grpo_beta, o.t.grpo_epsilon)
     return (_per_seq(per_tok, seg, len(seqs)) / n.clamp(min=1)).sum()
 
+# %% ../nbs/20_align.ipynb #79074e30
 def _loss_grpo_offline(o, model, rows):
     "Ludwig's offline GRPO: each pair is a group of two completions, rewarded 1 (chosen) and 0 (rejected)."
     seqs = [h for r in rows for h in _halves(r)]
     return _grpo_sum(o, model, seqs, group_advantages(torch.tensor([1.0, 0.0] * len(rows)), 2))
 
+# %% ../nbs/20_align.ipynb #44cc3198
 def _loss_grpo_online(o, model, rows):
     "Online GRPO: sample a group per prompt, score it, and apply the clipped objective to the group-normalised rewards."
     seqs, rewards = o.sampler.rollouts(model, rows, o)
     o.last_rewards = rewards
     return _grpo_sum(o, model, seqs, group_advantages(rewards, o.t.grpo_num_generations))
 
+# %% ../nbs/20_align.ipynb #b34d56ba
 @patch_to(Objective)
 def loss(self, model, rows):
     "The loss of the micro-batch `rows`, summed over its examples (the engine divides by the step's `units`)."
@@ -322,6 +343,7 @@ def _until_eos(ids: list, eos) -> list:
         if i in eos: return ids[:k + 1]
     return ids
 
+# %% ../nbs/20_align.ipynb #443a8989
 @dataclass
 class Sampler:
     "Samples `grpo_num_generations` completions per prompt with the config's `generation` settings (sampling on)."
@@ -357,6 +379,7 @@ class Sampler:
 # %% ../nbs/20_align.ipynb #d6570a54
 def _beta(t) -> float: return getattr(t, f"{t.type}_beta")
 
+# %% ../nbs/20_align.ipynb #f713ce42
 def _pair_metrics(o, model, rows) -> dict:
     c, r, rc, rr, nc, nr = _pair_logps(o, model, rows)
     if o.mode == "orpo": c, r = c / nc.clamp(min=1), r / nr.clamp(min=1)
@@ -367,6 +390,7 @@ def _pair_metrics(o, model, rows) -> dict:
     if o.mode != "orpo": m["kl"] = ((c - rc) + (r - rr)) / (nc + nr).clamp(min=1)
     return m
 
+# %% ../nbs/20_align.ipynb #1b584b49
 @patch_to(Objective)
 @torch.no_grad()
 def evaluate(self, model, rows, batch_size: int) -> dict:
@@ -394,9 +418,11 @@ def alignment_mode(cfg, reward_functions=None) -> str:
     if t.type != "grpo": return t.type
     return "grpo-online" if (t.rewards or reward_functions) else "grpo-offline"
 
+# %% ../nbs/20_align.ipynb #2cdbb573
 def _missing(key, col, cols, why):
     return LlmnbError(f"{key}: column {col!r} is not in the training data ({why}); its columns: {', '.join(map(repr, cols))}")
 
+# %% ../nbs/20_align.ipynb #82f44dda
 def check_alignment_data(cfg, columns, reward_functions=None):
     "Refuse, before any work, data that the trainer cannot read: a missing rejected, label or reward column."
     t, cols, mode = cfg.trainer, list(columns), alignment_mode(cfg, reward_functions)
@@ -426,6 +452,7 @@ def _encode(prompts, answers, tok, cfg, limits, rep):
     rep.add(r0)
     return [None if i is None else (i, n) for i, n in zip(out["input_ids"], out["n_prompt"])]
 
+# %% ../nbs/20_align.ipynb #6b2eb545
 def alignment_rows(ds, tok, cfg, limits, mode: str, chosen: str, prompt_col: str = "__prompt__"):
     "Engine rows of a rendered split for `mode` (pairs, labelled KTO answers, or GRPO prompts) and a `TruncationReport`."
     if not len(ds): return [], TruncationReport()   # an empty split (e.g. no validation rows) is never rendered
@@ -454,6 +481,7 @@ def precompute_reference(model, rows, batch_size: int = 8, ref_model=None):
             for k, r in enumerate(b): r["ref_logps"] = [float(s[2 * k]), float(s[2 * k + 1])]
     return rows
 
+# %% ../nbs/20_align.ipynb #790238f4
 def make_objective(model, cfg, tok=None, gen=None, reward_functions=None) -> Objective:
     "The `Objective` of `cfg.trainer` for `model`: reference (disabled adapter, frozen copy, or precomputed) and rewards."
     t, mode = cfg.trainer, alignment_mode(cfg, reward_functions)
@@ -479,6 +507,7 @@ def _wrong_date(iso: str, rng) -> str:
     while (w := rng.choice(moves)()) is None: pass
     return w.isoformat()
 
+# %% ../nbs/20_align.ipynb #fd61e314
 def dates_pairs(n: int = 600, seed: int = 0):
     "Preference pairs from the dates task: `date` (the prompt's column), `iso` (chosen), `rejected` (a plausible wrong date)."
     import random

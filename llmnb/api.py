@@ -73,6 +73,7 @@ def load_base(self: LLM):
         self.model, self.kind = attach_adapters(self.model, self.config.adapters, trainable=False), "adapter"
     return self
 
+# %% ../nbs/06_api.ipynb #082c7d59
 @patch(as_prop=True)
 def context_length(self: LLM) -> int:
     "The model's context length (RoPE scaling included)."
@@ -97,6 +98,7 @@ def _render(self: LLM, ds, train_split=None):
         ds = add_context(ds, cfg, train_split if train_split is not None else getattr(self, "_index_split", None), self)
     return render_prompts(ds, cfg)
 
+# %% ../nbs/06_api.ipynb #99fc195c
 @patch
 def _refuse_special_tokens(self: LLM, ds):
     "Data cells that become model text must not hold special-token strings (the one check, before any encoding)."
@@ -111,6 +113,7 @@ def _refuse_special_tokens(self: LLM, ds):
     parts = ds.items() if isinstance(ds, DatasetDict) else [("", ds)]
     for name, part in parts: check_special_tokens(part, cols, self.tokenizer, f"{name} split" if name else "")
 
+# %% ../nbs/06_api.ipynb #563f0f54
 def _check_dropped(rep, kept: int, cfg):
     "Say how many training rows were dropped because their answer does not fit; refuse when none is left."
     if not rep.dropped_rows: return
@@ -121,6 +124,7 @@ def _check_dropped(rep, kept: int, cfg):
     if not kept: raise DataError(msg.replace("dropped", "dropped, so none is left", 1))
     warnings.warn(msg, LlmnbWarning, stacklevel=3)
 
+# %% ../nbs/06_api.ipynb #8b4e4b88
 @patch
 def _target_column(self: LLM) -> str:
     o = self.config.output_feature
@@ -134,16 +138,19 @@ def _check_match_labels(o, vocab):
                               f"training data (its labels: {', '.join(map(repr, vocab))}); allowed: one of those, or list "
                               f"every label in preprocessing.vocab")
 
+# %% ../nbs/06_api.ipynb #7906c5f8
 def _longest_target(tok, targets) -> int | None:
     "The longest training target in tokens: unset `max_new_tokens` generates up to it (+25%), not half the context."
     texts = ["" if t is None else str(t) for t in targets]
     return max((len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]), default=None)
 
+# %% ../nbs/06_api.ipynb #cf3a6385
 def _is_main_process() -> bool:
     "False in the non-zero ranks of a distributed run (`accelerate launch`, `torchrun`), which must not write the run directory."
     import torch.distributed as dist
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
+# %% ../nbs/06_api.ipynb #99050c57
 def _writable_dir(path) -> Path:
     "`path` as a folder we can write into; checked before any work so a run never fails at the end."
     p = Path(path).expanduser()
@@ -207,6 +214,7 @@ def _check_before_work(self: LLM):
     if cfg.trainer.type != "none" and not hasattr(self.model, "peft_config"): check_adapter(self.model, cfg.adapter)
     check_template_length(cfg, self.tokenizer, sequence_limits(cfg, self.context_length))
 
+# %% ../nbs/06_api.ipynb #82d30a24
 @patch
 @writes_run_folder()
 def train(self: LLM,
@@ -312,6 +320,7 @@ def _as_dataset(self: LLM, dataset):
     check_prompt_columns(self.config, ds.column_names)
     return ds
 
+# %% ../nbs/06_api.ipynb #71b68197
 @patch
 def _generate_rendered(self: LLM, ds, generation_config=None, batch_size=None, progress=False, generate=True):
     "Generate for a rendered Dataset: list of result dicts (text, ids, probability ...); only `prompt_ids` when not `generate`."
@@ -340,6 +349,7 @@ def _generate_rendered(self: LLM, ds, generation_config=None, batch_size=None, p
         lp = constraint_for(self.config, self.tokenizer, self.model, gc)
         return _with_neighbours(generate_batch(self.model, self.tokenizer, ids, gc, scores=scores, progress=progress, logits_processor=lp, **size), ds)
 
+# %% ../nbs/06_api.ipynb #9635f003
 def _with_neighbours(results, ds):
     "Each result with its row's retrieved examples' labels (`neighbours`), when retrieval filled them."
     from llmnb.retrieval import NEIGHBOURS
@@ -347,6 +357,7 @@ def _with_neighbours(results, ds):
         for r, n in zip(results, ds[NEIGHBOURS]): r["neighbours"] = n
     return results
 
+# %% ../nbs/06_api.ipynb #8b14bae6
 @patch
 def _content_free_ids(self: LLM):
     "The ids of the content-free prompt that `decoder.label_calibration` calibrates against (None: raw scores)."
@@ -357,12 +368,14 @@ def _content_free_ids(self: LLM):
     ids, _ = encode_prompts([content_free_prompt(self.config, how)], self.tokenizer, self.config, sequence_limits(self.config, self.context_length))
     return ids[0]
 
+# %% ../nbs/06_api.ipynb #054ad6e1
 @patch
 def _labels_only(self: LLM) -> bool:
     "A category output under `constrain_to_vocabulary`: its label is read off the label probabilities, nothing is generated."
     o = self.config.output_feature
     return o.type == "category" and bool(o.decoder.constrain_to_vocabulary)
 
+# %% ../nbs/06_api.ipynb #c4f212dd
 def generation_config_for(llm, overrides=None):
     "The `transformers.GenerationConfig` `llm` predicts with, `overrides` applied for this call only."
     return generation_config(llm.config, llm.tokenizer, llm.context_length, overrides, llm.model, getattr(llm, "longest_target", None))
@@ -420,6 +433,7 @@ def predict(self: LLM,
             frames.append(df)
     return pd.concat(frames, ignore_index=True)
 
+# %% ../nbs/06_api.ipynb #3fce12e5
 def _write_csv(df, path):
     "Write `df` to `path` atomically."
     with atomic_file(path) as tmp: df.to_csv(tmp, index=False)
@@ -446,6 +460,7 @@ def _evaluate_rendered(self: LLM, ds, generation_config=None, batch_size=None, p
     m["rows"] = len(truth)
     return m, df
 
+# %% ../nbs/06_api.ipynb #d7f006f8
 @patch
 @writes_run_folder()
 def evaluate(self: LLM,
@@ -469,6 +484,7 @@ def evaluate(self: LLM,
         _write_csv(df, out/"predictions.csv")
     return metrics, df
 
+# %% ../nbs/06_api.ipynb #02756e57
 def _write_json(path, obj): atomic_write_json(path, obj)
 
 # %% ../nbs/06_api.ipynb #928cfa3a
@@ -489,6 +505,7 @@ def _absolute_base(config: dict) -> dict:
         config = {**config, "base_model": str(Path(b).expanduser().resolve())}
     return config
 
+# %% ../nbs/06_api.ipynb #b3c01fc9
 @patch
 def _info(self: LLM, kind) -> dict:
     # `config` keeps only what the user set, so values llmnb derives (max_new_tokens from the context, ...) derive again on load
@@ -498,6 +515,7 @@ def _info(self: LLM, kind) -> dict:
                 longest_target=getattr(self, "longest_target", None),
                 metrics={k: v for k, v in self.stats.items() if k in ("validation", "test", "best")})
 
+# %% ../nbs/06_api.ipynb #e6c95959
 @patch
 def _write_model(self: LLM, tmp: Path, model, kind):
     if model is not None and kind != "none":
@@ -545,6 +563,7 @@ def _model_dir(path) -> Path:
         if (d/"llmnb.json").exists(): return d
     raise DataError(f"model_path: '{path}' is not an llmnb run: no llmnb.json in it, in model/ or in merged/.")
 
+# %% ../nbs/06_api.ipynb #e864520a
 def _read_info(d: Path) -> dict:
     "The run's `llmnb.json`, or a `DataError` naming the file when it is not readable JSON."
     f = d/"llmnb.json"
@@ -555,6 +574,7 @@ def _read_info(d: Path) -> dict:
         raise DataError(f"model_path: '{f}' is not an llmnb run description (no 'config' and 'kind').")
     return info
 
+# %% ../nbs/06_api.ipynb #34394394
 @patch(cls_method=True)
 def load(cls: LLM,
          path, # the run directory, or its `model/` or `merged/` folder
@@ -594,11 +614,13 @@ def _ludwig_model_dir(path) -> Path | None:
     p = Path(path).expanduser()
     return next((d for d in (p/"model", p) if (d/"model_hyperparameters.json").exists() and not (d/"llmnb.json").exists()), None)
 
+# %% ../nbs/06_api.ipynb #5901a6f4
 def _ludwig_vocab(d: Path, feature: str):
     "A category output's labels from Ludwig's training_set_metadata.json (`idx2str`), if it is there."
     m = d/"training_set_metadata.json"
     return (json.loads(m.read_text()).get(feature) or {}).get("idx2str") if m.exists() else None
 
+# %% ../nbs/06_api.ipynb #aa400ad3
 @patch(cls_method=True)
 def _load_ludwig(cls: LLM, d: Path, device=None, dtype=None) -> LLM:
     "A run Ludwig saved: the config from `model_hyperparameters.json`, the weights from `model_weights/` (adapter or full)."

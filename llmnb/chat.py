@@ -27,6 +27,7 @@ ROLES = ("system", "user", "assistant", "tool")
 SHAREGPT_ROLES = {"human": "user", "gpt": "assistant", "system": "system", "observation": "tool", "tool": "tool",
                   "user": "user", "assistant": "assistant"}
 
+# %% ../nbs/17_chat.ipynb #c78cf2f9
 def is_chat(cfg) -> bool:
     "Whether the input feature is a column of conversations (`preprocessing.format: chat`)."
     return getattr(cfg.input_feature.preprocessing, "format", "text") == "chat"
@@ -42,6 +43,7 @@ def _content(c, where):
     if is_missing(c): raise ChatError(f"{where}: empty content; allowed: a non-empty string")
     return c if isinstance(c, str) else str(c)
 
+# %% ../nbs/17_chat.ipynb #0d0db0e3
 def read_turn(turn, # one turn: {role, content} (OpenAI) or {from, value} (ShareGPT)
               where:str="turn", # how errors name it, e.g. 'row 3, turn 2'
              ) -> dict:
@@ -88,6 +90,7 @@ def end_of_turn_ids(tok) -> set[int]:
     vocab = tok.get_vocab()
     return {i for i in [tok.eos_token_id, *(vocab.get(t) for t in _END_TOKENS)] if i is not None}
 
+# %% ../nbs/17_chat.ipynb #ba6da8b2
 def has_generation_markers(tok) -> bool:
     "Whether the chat template marks assistant text with `{% generation %}` (then transformers returns the mask)."
     return bool(re.search(r"\{%-?\s*generation\s*-?%\}", tok.chat_template or ""))
@@ -103,10 +106,12 @@ def render_chat(tok, # a tokenizer with a chat template
     except Exception as e:
         raise ChatError(f"{'' if row is None else f'row {row}: '}the chat template refused the conversation: {e}") from None
 
+# %% ../nbs/17_chat.ipynb #6c5a43ae
 def _lcp(a, b):
     n = min(len(a), len(b))
     return next((i for i in range(n) if a[i] != b[i]), n)
 
+# %% ../nbs/17_chat.ipynb #4944422e
 def _trim(ids, s, e, ends):
     "End the span `[s, e)` at its last end-of-turn token (the newline a template writes after it carries no loss)."
     k = next((j for j in range(e - 1, s - 1, -1) if ids[j] in ends), None)
@@ -122,6 +127,7 @@ def _content_chars(tok, msgs, i, full, row):
     b = next((k for k, (x, y) in enumerate(zip(reversed(full), reversed(alt))) if x != y), 0)
     return a, len(full) - b
 
+# %% ../nbs/17_chat.ipynb #52b110b1
 def _turn_tokens(ids, offs, text, a, z, ends):
     "Tokens covering chars `[a, z)`, then the whitespace and end-of-turn token that close the turn (up to the first such token)."
     s = next(j for j, (x, y) in enumerate(offs) if y > a)
@@ -131,6 +137,7 @@ def _turn_tokens(ids, offs, text, a, z, ends):
         if text[offs[j][0]:offs[j][1]].strip(): break
     return s, e
 
+# %% ../nbs/17_chat.ipynb #7df082e6
 def _diff_spans(tok, msgs, row):
     "Ids of the conversation and the `[start, end)` of each assistant turn, by rendering it once per turn and diffing the text."
     full = render_chat(tok, msgs, row=row)
@@ -149,6 +156,7 @@ def _marker_spans(tok, msgs, row):
     edges = [j for j in range(len(m) + 1) if (m[j - 1] if j else 0) != (m[j] if j < len(m) else 0)]
     return ids, list(zip(edges[::2], edges[1::2]))
 
+# %% ../nbs/17_chat.ipynb #0a84abcf
 def assistant_spans(tok, # a tokenizer with a chat template
                     msgs:list[dict], # the conversation, `{role, content}` turns
                     row:int=0, # the row number, for errors
@@ -186,6 +194,7 @@ class ConversationReport(TruncationReport):
             s += f"; {self.dropped_rows} conversations dropped: last exchange over the limit ({self.dropped_tokens} tokens)"
         return s
 
+# %% ../nbs/17_chat.ipynb #4ea3ef06
 def _exchange_starts(msgs) -> list[int]:
     "Where each exchange begins: at every user turn (a leading system turn belongs to none and is always kept)."
     return [j for j, m in enumerate(msgs) if m["role"] == "user"]
@@ -214,16 +223,19 @@ def fit_turns(msgs:list[dict], # the conversation
 # %% ../nbs/17_chat.ipynb #2efb9f62
 def _column(cfg): return getattr(cfg.input_feature, "column", None) or cfg.input_feature.name
 
+# %% ../nbs/17_chat.ipynb #d36fc033
 def _need_template(tok):
     if not getattr(tok, "chat_template", None):
         raise ConfigError(["input_features[0].preprocessing.format: chat renders conversations with the tokenizer's chat template, "
                            "but this tokenizer has none; allowed: a base model with a chat template, or format: text"])
 
+# %% ../nbs/17_chat.ipynb #f3073f8e
 def _with_system(msgs, cfg):
     "`prompt.system` as the system turn of a conversation that has none."
     s = getattr(cfg.prompt, "system", None)
     return [dict(role="system", content=s), *msgs] if s and msgs[0]["role"] != "system" else msgs
 
+# %% ../nbs/17_chat.ipynb #808f15fe
 def _budget(limits: Limits):
     b = [x for x in (limits.total, limits.prompt) if x is not None]
     return min(b) if b else None
@@ -255,6 +267,7 @@ def prompt_and_reference(msgs:list[dict], # a conversation
     "What the model is given and the reference answer: a conversation ending on an assistant turn gives that turn as the reference."
     return (msgs[:-1], msgs[-1]["content"]) if msgs[-1]["role"] == "assistant" else (msgs, None)
 
+# %% ../nbs/17_chat.ipynb #c0f55aba
 def encode_chat_prompts(conversations:list, # one conversation per row
                         tok, cfg, # the tokenizer (with a chat template) and the loaded config
                         limits:Limits, # the limits, with room kept for the generated tokens
@@ -346,6 +359,7 @@ def check_chat_config(cfg):
                  "limit conversations with preprocessing.global_max_sequence_length")
     if p: raise ConfigError(p)
 
+# %% ../nbs/17_chat.ipynb #24cfd4a2
 def read_conversations(values:list, # the column's values
                        training:bool=False, # every conversation must end on an assistant turn
                        where:str="", # prefix of each error, e.g. 'train split, '
@@ -363,6 +377,7 @@ def read_conversations(values:list, # the column's values
 # %% ../nbs/17_chat.ipynb #703c7af0
 def _missing(v): return v is None or (isinstance(v, (list, tuple)) and not len(v))
 
+# %% ../nbs/17_chat.ipynb #fce3266b
 def conversation_splits(dd:dict, # split name -> Dataset, as `load_splits` gathered them
                         cfg, # the loaded config (`format: chat`)
                        ):
@@ -390,6 +405,7 @@ def _query_and_answer(msgs: list[dict]) -> tuple[str, str | None]:
     p, ref = prompt_and_reference(msgs)
     return next(m["content"] for m in reversed(p) if m["role"] == "user"), ref
 
+# %% ../nbs/17_chat.ipynb #8d566231
 def _chat_index_rows(split, cfg):
     "The training conversations as retrieval rows: the conversation column holds the last user turn, the output column its answer."
     from datasets import Dataset
@@ -397,6 +413,7 @@ def _chat_index_rows(split, cfg):
     qa = [_query_and_answer(read_conversation(c, i, training=True)) for i, c in enumerate(split[col])]
     return Dataset.from_dict({col: [q for q, _ in qa], out: [a for _, a in qa]})
 
+# %% ../nbs/17_chat.ipynb #8bb64b1c
 def _with_examples(msgs: list[dict], pairs: list[tuple[str, str]]) -> list[dict]:
     "The conversation with few-shot user/assistant pairs inserted after its system turn."
     shots = [dict(role=r, content=t) for q, a in pairs for r, t in (("user", q), ("assistant", a))]
@@ -416,6 +433,7 @@ def _add_shots(ds, idx, cfg, own: bool):
     # a split is a view (add_column needs its own rows), and a table left with no column has no rows: add, then drop
     return ds.flatten_indices().add_column("__shots__", new).remove_columns(col).rename_column("__shots__", col)
 
+# %% ../nbs/17_chat.ipynb #281900bf
 def add_chat_examples(ds, # a Dataset or DatasetDict of conversations
                       cfg, # the loaded config (`format: chat`, `prompt.retrieval` set)
                       index_split=None, # the training split of conversations (None: the cached or saved index)

@@ -27,6 +27,7 @@ def _common_args(p):
           help="one CPU thread (reproducible CPU runs)")
     p.add_argument("-b", "--backend", help="local (the default); for several GPUs run `accelerate launch -m llmnb.cli ...`")
 
+# %% ../nbs/07_cli.ipynb #fbe53e2b
 def _data_args(p):
     p.add_argument("--dataset", help="one dataset (CSV, TSV, JSON, JSONL, Parquet, a saved datasets folder, ...), split per the config")
     p.add_argument("--training_set", help="training split, when the splits are separate files")
@@ -35,9 +36,11 @@ def _data_args(p):
     p.add_argument("--training_set_metadata", help="Ludwig's preprocessing metadata (LLMs need none)")
     p.add_argument("--data_format", default="auto", choices=_FORMATS, help="file format; auto: from the extension")
 
+# %% ../nbs/07_cli.ipynb #37ed606f
 def _skip(p, short, name, what):
     p.add_argument(short, f"--skip_save_{name}", action="store_true", help=f"do not save {what}")
 
+# %% ../nbs/07_cli.ipynb #c5fe0400
 def _train_args(p, experiment=False):
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("-c", "--config", help="the YAML config file")
@@ -65,11 +68,13 @@ def _train_args(p, experiment=False):
             _skip(p, short, name, what)
     _common_args(p)
 
+# %% ../nbs/07_cli.ipynb #3d37616a
 def _batch_size(s):
     v = int(s)
     if v < 1: raise argparse.ArgumentTypeError(f"must be >= 1 (got {v})")
     return v
 
+# %% ../nbs/07_cli.ipynb #9b313107
 def _predict_args(p, what):
     p.add_argument("-m", "--model_path", required=True, help="a run directory written by `llmnb train` or by Ludwig (or its model/ folder)")
     p.add_argument("--dataset", required=True, help=f"the rows to {what}")
@@ -112,6 +117,7 @@ def _bool(s):
     if v is None: raise argparse.ArgumentTypeError(f"must be True or False (got {s!r})")
     return v
 
+# %% ../nbs/07_cli.ipynb #9b368d04
 def _upload_args(up):
     up.add_argument("hub", nargs="?", default="hf_hub", choices=["hf_hub"], help="the hub (hf_hub: the Hugging Face Hub)")
     up.add_argument("-r", "--repo_id", required=True, help="ORG/NAME")
@@ -124,6 +130,7 @@ def _upload_args(up):
     up.add_argument("-dn", "--dataset_name", help="the dataset's name on the hub (not supported yet)")
     up.add_argument("-l", "--logging_level", choices=_LEVELS, default=argparse.SUPPRESS, help="logging level")
 
+# %% ../nbs/07_cli.ipynb #91c8263b
 def _render_args(rc):
     rc.add_argument("config_file", nargs="?", help="the YAML config file (or a YAML string)")
     rc.add_argument("-c", "--config", dest="config_path", help="the YAML config file")
@@ -132,6 +139,7 @@ def _render_args(rc):
     rc.add_argument("--json_schema", action="store_true", help="print the JSON Schema of the config language instead")
     rc.add_argument("-l", "--logging_level", choices=_LEVELS, default=argparse.SUPPRESS, help="logging level")
 
+# %% ../nbs/07_cli.ipynb #70dcbe8b
 def parser() -> argparse.ArgumentParser:
     "The `llmnb` argument parser: Ludwig's verbs and flags, no prefix matching, defaults in --help."
     kw = dict(allow_abbrev=False, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -188,6 +196,7 @@ def _say_notes(a):
     for k, why in _NOTES.items():
         if getattr(a, k, None) not in (None, False): print(f"llmnb {a.verb}: note: --{k} has no effect: {why}", file=sys.stderr)
 
+# %% ../nbs/07_cli.ipynb #7d93b16c
 def _apply_devices(a):
     "Ludwig's -g / -gml / -dpt / -b, before any model is loaded."
     import os
@@ -208,6 +217,7 @@ def _config_arg(a):
 _PANDAS = dict(excel="read_excel", feather="read_feather", fwf="read_fwf", hdf5="read_hdf", pickle="read_pickle",
                sas="read_sas", spss="read_spss", stata="read_stata")
 
+# %% ../nbs/07_cli.ipynb #12b49513
 def _read(path, fmt):
     "A `--dataset` path read per `--data_format` (auto: the path itself, read by llmnb from its extension)."
     if path is None or fmt in (None, "auto"): return path
@@ -219,17 +229,20 @@ def _read(path, fmt):
     except ImportError as e: raise LlmnbError(f"--data_format {fmt}: pandas needs another package to read it: {e}") from None
     except (OSError, ValueError) as e: raise LlmnbError(f"--data_format {fmt}: could not read {path!r}: {e}") from None
 
+# %% ../nbs/07_cli.ipynb #7f6ee72c
 def _saved_model(path) -> Path:
     "The weights folder of a saved run: llmnb's `merged/` or `model/`, Ludwig's `model/model_weights/`, or `path`."
     p = Path(path).expanduser()
     return next((d for d in (p/"merged", p/"model"/"model_weights", p/"model", p/"model_weights") if d.is_dir()), p)
 
+# %% ../nbs/07_cli.ipynb #53ad77bd
 def _start_from(llm, path):
     "`--model_load_path`: continue from a saved run's adapter, or from its full model as the base."
     d = _saved_model(path)
     if llm.config.adapter is not None and (d/"adapter_config.json").exists(): llm.config.adapter.pretrained_adapter_weights = str(d)
     else: llm.config.base_model = str(d)
 
+# %% ../nbs/07_cli.ipynb #e7552975
 def _train(a, evaluate_test=False):
     from llmnb.api import LLM
     _say_notes(a); _apply_devices(a)
@@ -244,6 +257,7 @@ def _train(a, evaluate_test=False):
     if evaluate_test: _evaluate_after_training(llm, a, out)
     _drop_skipped(a, out)
 
+# %% ../nbs/07_cli.ipynb #a3763fc2
 def _evaluate_after_training(llm, a, out):
     "`experiment`: score the `--eval_split` split; test_statistics.json and the predictions in the run folder."
     split = {"training": "train"}.get(a.eval_split, a.eval_split)
@@ -255,6 +269,7 @@ def _evaluate_after_training(llm, a, out):
     if not a.skip_save_predictions: _write_predictions(out, df)
     print(_table({feat: metrics}))
 
+# %% ../nbs/07_cli.ipynb #af228c07
 def _drop_skipped(a, out):
     "`--skip_save_model` / `--skip_save_training_statistics`: the run folder without them."
     import shutil
@@ -262,6 +277,7 @@ def _drop_skipped(a, out):
         for d in ("model", "merged"): shutil.rmtree(out/d, ignore_errors=True)
     if a.skip_save_training_statistics: (out/"training_statistics.json").unlink(missing_ok=True)
 
+# %% ../nbs/07_cli.ipynb #862b9e40
 def _summary(stats, out):
     v = stats.get("validation") or {}
     best = (stats.get("best") or {}).get("validation_loss")
@@ -280,6 +296,7 @@ def _table(stats: dict) -> str:
             if isinstance(v, (int, float)): lines.append(f"  {k:<16} {v:.4f}" if isinstance(v, float) else f"  {k:<16} {v}")
     return "\n".join(lines)
 
+# %% ../nbs/07_cli.ipynb #61bc38a2
 def _gen_config(s):
     if not s: return None
     import yaml
@@ -293,6 +310,7 @@ def _gen_config(s):
     if not isinstance(d, dict): raise LlmnbError(f"--generation_config: expected a mapping such as '{{max_new_tokens: 8}}', got {s!r}")
     return d
 
+# %% ../nbs/07_cli.ipynb #5063365c
 def _atomic(path, write):
     "Write `path` through `write(tmp)` and one rename: never a half-written file."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
@@ -300,16 +318,19 @@ def _atomic(path, write):
     try: write(tmp); os.replace(tmp, path)
     finally: tmp.unlink(missing_ok=True)
 
+# %% ../nbs/07_cli.ipynb #ab3e4f30
 def _write_predictions(out, df):
     "Ludwig's predictions.parquet, and predictions.csv beside it."
     _atomic(Path(out)/"predictions.parquet", lambda t: df.to_parquet(t, index=False))
     _atomic(Path(out)/"predictions.csv", lambda t: df.to_csv(t, index=False))
 
+# %% ../nbs/07_cli.ipynb #6ceeae3e
 def _write_test_statistics(out, feat, metrics):
     "Ludwig's test_statistics.json: feature → metric, and `combined.loss`."
     stats = {feat: metrics, "combined": {"loss": metrics.get("loss")}}
     _atomic(Path(out)/"test_statistics.json", lambda t: t.write_text(json.dumps(stats, indent=2, default=float)))
 
+# %% ../nbs/07_cli.ipynb #adba9ce7
 def _predict(a, evaluate=False):
     from llmnb.api import LLM
     _say_notes(a); _apply_devices(a)
@@ -341,12 +362,14 @@ def _render_config(a):
     if a.output: _atomic(a.output, lambda t: t.write_text(text))
     else: print(text, end="")
 
+# %% ../nbs/07_cli.ipynb #5aaec077
 def _upload(a):
     from llmnb.upload import upload_to_hf_hub
     url = upload_to_hf_hub(a.repo_id, a.model_path, repo_type=a.repo_type, private=a.private,
                            commit_message=a.commit_message, commit_description=a.commit_description)
     print(f"uploaded to {url}")
 
+# %% ../nbs/07_cli.ipynb #87f0d905
 def _demo(a):
     from llmnb.demo import run_demo
     run_demo(a.output_directory, n=a.rows)
@@ -365,6 +388,7 @@ def _export(a):
     from llmnb.export import export_model
     print(f"exported to {export_model(a.model_path, a.output_path, a.format, a.quantization)}")
 
+# %% ../nbs/07_cli.ipynb #797294ff
 def _serve(a):
     from llmnb.serve import serve
     serve(a.model_path, a.host, a.port, a.api_key, a.max_batch, a.max_queue, a.timeout)
@@ -385,6 +409,7 @@ def _run(a):
     verbs.update(_DEPLOY_VERBS)
     with _run_folder_lock(a): verbs[a.verb](a)
 
+# %% ../nbs/07_cli.ipynb #ae8006ec
 def main(argv: list[str] | None = None):
     "Run the `llmnb` command: a user error (any `LlmnbError`) is one line and exit status 2; Ctrl-C one line and 130."
     a = parser().parse_args(argv)

@@ -48,15 +48,18 @@ def _fail(*problems):
     "Raise from a validator: each problem is `(key path relative to the validated object, message)`."
     raise PydanticCustomError('llmnb', '{text}', {'problems': list(problems), 'text': '; '.join(f"{r}: {m}" if r else m for r, m in problems)})
 
+# %% ../nbs/00_config.ipynb #2013b312
 def _show(v) -> str:
     "A short readable form of a bad value."
     s = repr(v) if not isinstance(v, (dict, list)) else json.dumps(v, default=str)
     return s if len(s) <= 80 else s[:77] + '...'
 
+# %% ../nbs/00_config.ipynb #7eade070
 def _fill(obj, name, value):
     "Fill a resolved default without marking `name` as set by the user (keeps `model_fields_set` honest)."
     obj.__dict__[name] = value
 
+# %% ../nbs/00_config.ipynb #7d17a063
 class _Section(BaseModel):
     model_config = ConfigDict(extra='forbid', populate_by_name=True)
 
@@ -84,6 +87,7 @@ _LUDWIG_FEATURE_KEYS = _keys("""active calibration class_similarities default_va
 _LUDWIG_PREPROCESSING_KEYS = _keys("""cache_encoder_embeddings compute_idf computed_fill_value fill_value lowercase
     most_common ngram_size padding padding_symbol prompt sequence_length tokenizer unknown_symbol vocab_file""")
 
+# %% ../nbs/00_config.ipynb #5dfaa2f8
 class _LudwigSection(_Section):
     "A section that also takes the keys Ludwig's schema has there (`ludwig_keys`), kept in `model_extra`."
     model_config = ConfigDict(extra='allow', populate_by_name=True)
@@ -129,6 +133,7 @@ def _is_hub_id(s: str) -> bool:
     except HFValidationError: return False
     return True
 
+# %% ../nbs/00_config.ipynb #6364288d
 def _check_base_model(v: str) -> str:
     if v in PRESETS: return PRESETS[v]
     if not v.strip(): _fail(('', "must not be empty; allowed: a preset (e.g. 'smollm2-135m-instruct'), a Hub id "
@@ -210,19 +215,23 @@ class TextPreprocessing(_LudwigSection):
     cache_encoder_embeddings: bool = Field(False, description="Unused for LLMs.")
     compute_idf: bool = Field(False, description="Unused for LLMs.")
 
+# %% ../nbs/00_config.ipynb #c2a3287c
 class TextOutputPreprocessing(TextPreprocessing):
     "Preprocessing of a text output feature."
     max_sequence_length: Optional[int] = Field(None, ge=1, description="Cap on target tokens; null: the longest in the training data.")
     missing_value_strategy: MissingStrategy = Field('drop_row', description="What to do with a missing target.")
 
+# %% ../nbs/00_config.ipynb #efa13871
 class PassthroughEncoder(_LudwigSection):
     ludwig_keys: ClassVar[frozenset] = _LUDWIG_ENCODER_KEYS
     type: Literal['passthrough'] = Field('passthrough', description="LLM inputs go to the model as tokens.")
 
+# %% ../nbs/00_config.ipynb #4f2c7e3e
 class TextExtractorDecoder(_LudwigSection):
     ludwig_keys: ClassVar[frozenset] = _LUDWIG_DECODER_KEYS
     type: Literal['text_extractor'] = Field('text_extractor', description="Returns the generated text after the prompt.")
 
+# %% ../nbs/00_config.ipynb #9a7515c9
 class NextTokenLoss(_LudwigSection):
     ludwig_keys: ClassVar[frozenset] = _LUDWIG_LOSS_KEYS
     type: Literal['next_token_softmax_cross_entropy'] = Field('next_token_softmax_cross_entropy', description="Shifted next-token cross-entropy on target tokens.")
@@ -253,11 +262,13 @@ class TextParserDecoder(_LudwigSection):
             except re.error as e: _fail(('regex', f"invalid regular expression (got {_show(self.regex)}): {e}"))
         return self
 
+# %% ../nbs/00_config.ipynb #ee57a54b
 def _decoder_type(v):
     return {'type': 'text_extractor', **v} if isinstance(v, dict) and 'type' not in v else v
 
 TextDecoder = Annotated[Union[TextExtractorDecoder, TextParserDecoder], Discriminator('type'), BeforeValidator(_decoder_type)]
 
+# %% ../nbs/00_config.ipynb #f673f385
 def _text_parser_problems(c, ok) -> list:
     "Constrained decoding follows one sequence per row: beam search reorders rows between steps."
     if not ok(c.output_features, c.generation) or getattr(c.output_features[0].decoder, 'type', '') != 'text_parser': return []
@@ -277,6 +288,7 @@ class _Feature(_LudwigSection):
             _fail(('active', "an LLM config needs its one input and one output feature (got false); allowed: true"))
         return self
 
+# %% ../nbs/00_config.ipynb #6cf23a1c
 class TextInputPreprocessing(TextPreprocessing):
     "Preprocessing of the text input feature: plain text, or a column of conversations (`format: chat`)."
     format: Literal['text', 'chat'] = Field('text', description="`text`: one string per row; `chat`: a conversation per row (OpenAI `messages` or ShareGPT `conversations`), rendered by the tokenizer's chat template, trained on its assistant turns, predicted as the next assistant turn.")
@@ -288,12 +300,14 @@ class TextInputPreprocessing(TextPreprocessing):
             _fail(('train_on', f"only used with format: chat (got {_show(self.train_on)} with format: text); allowed: set format: chat, or leave train_on out"))
         return self
 
+# %% ../nbs/00_config.ipynb #4c321c0f
 class TextInputFeature(_Feature):
     "The single input feature: the text (or the rendered prompt) given to the LLM."
     type: Literal['text'] = Field(description="Must be `text`.")
     encoder: PassthroughEncoder = Field(default_factory=PassthroughEncoder, description="Always passthrough.")
     preprocessing: TextInputPreprocessing = Field(default_factory=TextInputPreprocessing, description="Text preprocessing.")
 
+# %% ../nbs/00_config.ipynb #ee6a7ad3
 class TextOutputFeature(_Feature):
     "A text output: the LLM's generated answer."
     type: Literal['text'] = Field(description="`text` for generation.")
@@ -314,6 +328,7 @@ class MatchRule(_Section):
             except re.error as e: _fail(('value', f"invalid regular expression (got {_show(self.value)}): {e}"))
         return self
 
+# %% ../nbs/00_config.ipynb #8065c4b0
 class CategoryPreprocessing(_LudwigSection):
     "Preprocessing of a category output."
     ludwig_keys: ClassVar[frozenset] = _LUDWIG_PREPROCESSING_KEYS
@@ -321,6 +336,7 @@ class CategoryPreprocessing(_LudwigSection):
     vocab: Optional[list[str]] = Field(None, description="The labels; null: the labels found in the training data.")
     missing_value_strategy: MissingStrategy = Field('fill_with_const', description="`fill_with_const` fills with `fallback_label`.")
 
+# %% ../nbs/00_config.ipynb #1516cbb1
 class CategoryExtractorDecoder(_LudwigSection):
     "Turns generated text into a label."
     ludwig_keys: ClassVar[frozenset] = _LUDWIG_DECODER_KEYS
@@ -332,11 +348,13 @@ class CategoryExtractorDecoder(_LudwigSection):
     label_calibration: Literal['auto', 'contextual', 'pmi', 'none'] = Field('auto', description="Ours: label scores divided by those after a content-free prompt (`contextual`: the template with every field `N/A` and no examples; `pmi`: the last line of the template's text after its last field), renormalised; `none`: raw; `auto`: contextual without fine-tuned weights (`trainer: none`), else none.")
     match_strategy: Optional[str] = Field(None, description="Accepted for compatibility; unused.")
 
+# %% ../nbs/00_config.ipynb #a7c100a4
 class CategoryLoss(_LudwigSection):
     "The loss section of a category output (Ludwig's ECD loss; an LLM learns labels with the next-token loss)."
     ludwig_keys: ClassVar[frozenset] = _LUDWIG_LOSS_KEYS
     type: Literal['softmax_cross_entropy', 'next_token_softmax_cross_entropy'] = Field('softmax_cross_entropy', description="Accepted for compatibility.")
 
+# %% ../nbs/00_config.ipynb #3f87f50f
 class CategoryOutputFeature(_Feature):
     "A category output: zero/few-shot or fine-tuned classification."
     type: Literal['category'] = Field(description="`category` for classification.")
@@ -447,43 +465,51 @@ def _probabilities(v):
 
 Probabilities = Annotated[list[float], AfterValidator(_probabilities)]
 
+# %% ../nbs/00_config.ipynb #4706c1d6
 class RandomSplit(_Section):
     "Random split into train / validation / test."
     type: Literal['random'] = Field('random', description="Random split.")
     probabilities: Probabilities = Field([0.7, 0.1, 0.2], description="Train, validation, test fractions (sum to 1).")
 
+# %% ../nbs/00_config.ipynb #58a71159
 class FixedSplit(_Section):
     "Split given by a column: 0 train, 1 validation, 2 test."
     type: Literal['fixed'] = Field(description="Split from a column.")
     column: str = Field('split', description="Column holding 0/1/2 (or train/validation/test).")
 
+# %% ../nbs/00_config.ipynb #3ee5dfe9
 class StratifySplit(_Section):
     "Random split that keeps the label proportions of a column."
     type: Literal['stratify'] = Field(description="Stratified split.")
     column: str = Field(description="Column to stratify on (required).")
     probabilities: Probabilities = Field([0.7, 0.1, 0.2], description="Train, validation, test fractions (sum to 1).")
 
+# %% ../nbs/00_config.ipynb #7cabc7ad
 class HashSplit(_Section):
     "Split by a hash of a column's value: rows with the same value (an id) always land in the same split."
     type: Literal['hash'] = Field(description="Hash split.")
     column: str = Field(description="Column whose value is hashed (required).")
     probabilities: Probabilities = Field([0.7, 0.1, 0.2], description="Train, validation, test fractions (sum to 1).")
 
+# %% ../nbs/00_config.ipynb #390dd532
 class DateTimeSplit(_Section):
     "Split in time order: the oldest rows train, the newest test."
     type: Literal['datetime'] = Field(description="Datetime split.")
     column: str = Field(description="Column of dates or datetimes (required).")
     probabilities: Probabilities = Field([0.7, 0.1, 0.2], description="Train, validation, test fractions (sum to 1).")
 
+# %% ../nbs/00_config.ipynb #bb4b1e5d
 def _split_type(v):
     return {'type': 'random', **v} if isinstance(v, dict) and 'type' not in v else v
 
 Split = Annotated[Union[RandomSplit, FixedSplit, StratifySplit, HashSplit, DateTimeSplit], Discriminator('type'), BeforeValidator(_split_type)]
 
+# %% ../nbs/00_config.ipynb #c3a82343
 class TruncationConfig(_Section):
     "What to cut when a prompt is longer than its budget (ours)."
     prompt_side: Literal['left', 'right'] = Field('left', description="`left`: drop the start, keep the end of the prompt (where the answer cue is); `right`: keep the start.")
 
+# %% ../nbs/00_config.ipynb #d38c3f6c
 class PreprocessingConfig(_Section):
     "Global preprocessing."
     global_max_sequence_length: Optional[int] = Field(None, ge=1, description="Cap on merged prompt + target tokens in training; null: the model's context length.")
@@ -508,6 +534,7 @@ def _known_keys(model):
         return v
     return AfterValidator(check)
 
+# %% ../nbs/00_config.ipynb #376190e7
 class TextDefaults(_Section):
     "Defaults for every text feature."
     preprocessing: Annotated[dict[str, Any], _known_keys(TextPreprocessing)] = Field(default_factory=dict, description="Text preprocessing keys.")
@@ -515,6 +542,7 @@ class TextDefaults(_Section):
     decoder: Annotated[dict[str, Any], _known_keys(TextExtractorDecoder)] = Field(default_factory=dict, description="Decoder keys.")
     loss: Annotated[dict[str, Any], _known_keys(NextTokenLoss)] = Field(default_factory=dict, description="Loss keys.")
 
+# %% ../nbs/00_config.ipynb #f8d4886a
 class DefaultsConfig(_Section):
     "Per-type feature defaults (LLMs: only `text`)."
     text: TextDefaults = Field(default_factory=TextDefaults, description="Defaults for text features.")
@@ -525,6 +553,7 @@ class Postprocessor(_Section):
     merge_adapter_into_base_model: bool = Field(False, description="Merge the trained adapter into the base weights so the model loads as one.")
     progressbar: bool = Field(False, description="Show a progress bar while merging.")
 
+# %% ../nbs/00_config.ipynb #d410d216
 def _regex_or_list(v):
     if isinstance(v, str) and v != 'all-linear':
         try: re.compile(v)
@@ -534,6 +563,7 @@ def _regex_or_list(v):
 TargetModules = Annotated[Optional[Union[list[str], str]], AfterValidator(_regex_or_list)]
 _PRETRAINED = "Hub id or local folder of a trained adapter to start from (or to use with `trainer: none`)."
 
+# %% ../nbs/00_config.ipynb #ab0de24c
 class LoraAdapter(_Section):
     "LoRA: trainable low-rank updates to chosen linear layers."
     type: Literal['lora'] = Field('lora', description="LoRA.")
@@ -582,6 +612,7 @@ class AdaloraAdapter(LoraAdapter):
             _fail(('total_step', f"must be greater than tinit + tfinal (got {self.total_step} <= {self.tinit} + {self.tfinal})"))
         return self
 
+# %% ../nbs/00_config.ipynb #b7ce55a8
 class IA3Adapter(_Section):
     "(IA)³: learned vectors that rescale keys, values and feed-forward activations."
     type: Literal['ia3'] = Field(description="(IA)³.")
@@ -600,6 +631,7 @@ class IA3Adapter(_Section):
             _fail(('feedforward_modules', f"must be a subset of target_modules (got {_show(extra)} not in {_show(t)})"))
         return self
 
+# %% ../nbs/00_config.ipynb #73fb3dca
 class PromptTuningAdapter(_Section):
     "Prompt tuning (ours): trainable virtual tokens before the prompt."
     type: Literal['prompt_tuning'] = Field(description="Prompt tuning.")
@@ -614,8 +646,6 @@ class PromptTuningAdapter(_Section):
             _fail(('prompt_tuning_init_text', "required when prompt_tuning_init is text (got null)"))
         return self
 
-
-
 # %% ../nbs/00_config.ipynb #3589080b
 class _PeftAdapter(_Section):
     "Fields every other PEFT method shares: what to target, weights to start from, the merge step."
@@ -623,6 +653,7 @@ class _PeftAdapter(_Section):
     pretrained_adapter_weights: Optional[str] = Field(None, description=_PRETRAINED)
     postprocessor: Postprocessor = Field(default_factory=Postprocessor, description="Merge options.")
 
+# %% ../nbs/00_config.ipynb #2389f1f5
 def _adapter(name, doc, **fields):
     "A `_PeftAdapter` section named `name` with `fields` (name → (type, Field)); one line per PEFT method."
     t = (Literal[name], Field(description=doc))
@@ -671,6 +702,7 @@ VbloraAdapter = _adapter('vblora', "VB-LoRA: low-rank factors mixed from a share
 _MORE_ADAPTERS = (VeraAdapter, LohaAdapter, LokrAdapter, FourierftAdapter, BoftAdapter, TinyloraAdapter, C3AAdapter,
                   OftAdapter, HraAdapter, WaveftAdapter, LnTuningAdapter, VbloraAdapter)
 
+# %% ../nbs/00_config.ipynb #8807ccc0
 def _adapter_type(v):
     return {'type': 'lora', **v} if isinstance(v, dict) and 'type' not in v else v
 
@@ -689,6 +721,7 @@ class MergeAdapters(_Section):
     combination_type: Literal[_COMBINATIONS] = Field('linear', description="PEFT's merge: `linear` (weighted sum of the LoRA factors), `svd` (rank-r SVD of the weighted sum of the updates), `ties`, `dare_linear`, `dare_ties`, `magnitude_prune` (on the factors); `cat` and the `*_svd` forms (on the updates) are PEFT's too.")
     density: float = Field(0.5, ge=0, le=1, description="Fraction of values kept by `ties`, `dare_*` and `magnitude_prune`.")
 
+# %% ../nbs/00_config.ipynb #4a9a9b85
 class NamedAdapters(_Section):
     "Several named adapters on one base model: one is trained (or used) per run, and they can be merged."
     adapters: dict[str, Adapter] = Field(min_length=1, description="name → adapter section (as `adapter:`); in order, the first is the default `active`.")
@@ -711,6 +744,7 @@ class NamedAdapters(_Section):
         if p: _fail(*p)
         return self
 
+# %% ../nbs/00_config.ipynb #ed96c79d
 def _merge_problems(adapters, m) -> list:
     "PEFT merges LoRA adapters only; all but `cat` and the SVD forms need one rank."
     src = [(s, adapters[s]) for s in m.sources if s in adapters]
@@ -720,12 +754,14 @@ def _merge_problems(adapters, m) -> list:
         p.append(('merge.combination_type', f"{m.combination_type} needs sources of one rank (got r {sorted(ranks)}); allowed: equal r, or svd / cat"))
     return p
 
+# %% ../nbs/00_config.ipynb #46b83e0f
 def _trained_adapter(c):
     "The adapter section a run trains: `adapter`, or the active one of `adapters` (a merge's first source)."
     if c.adapters is None: return c.adapter
     n = c.adapters
     return n.adapters.get(n.active) or n.adapters[n.merge.sources[0]]
 
+# %% ../nbs/00_config.ipynb #3ff4ba47
 def _named_adapter_problems(c, ok) -> list:
     "`adapters:` against the rest: not with `adapter:`; with `trainer: none` every adapter it uses is a trained one."
     n, p = c.adapters, []
@@ -788,8 +824,10 @@ class RopeScaling(_Section):
                 _fail(('type', f"conflicts with rope_type (got type={t!r}, rope_type={v['rope_type']!r}); allowed: one of them"))
         return v
 
+# %% ../nbs/00_config.ipynb #8859bbbc
 def _empty_none(v): return None if v == {} else v
 
+# %% ../nbs/00_config.ipynb #a8ac3932
 class ModelParameters(_Section):
     "Changes to the model at initialisation."
     rope_scaling: Annotated[Optional[RopeScaling], BeforeValidator(_empty_none)] = Field(None, description="RoPE scaling; null or {}: off.")
@@ -828,6 +866,7 @@ class OptimizerConfig(_Section):
 
 DecayName = Literal['cosine', 'linear', 'constant', 'exponential', 'one_cycle', 'inverse_sqrt', 'polynomial', 'wsd']
 
+# %% ../nbs/00_config.ipynb #b17b0b6a
 class LRSchedulerConfig(_Section):
     "Learning-rate warmup and decay."
     decay: Optional[DecayName] = Field('cosine', description="Decay after warmup; null or constant: none.")
@@ -855,12 +894,12 @@ class LRSchedulerConfig(_Section):
     wsd_stable_fraction: float = Field(0.8, ge=0, le=1, description="wsd: fraction of steps at the peak rate.")
     wsd_decay_fraction: float = Field(0.1, ge=0, le=1, description="wsd: fraction of steps decaying.")
 
+# %% ../nbs/00_config.ipynb #5192be72
 class GradientClipping(_Section):
     "Gradient clipping."
     clipglobalnorm: Optional[float] = Field(1.0, gt=0, description="Clip the global gradient norm; null: off.")
     clipnorm: Optional[float] = Field(None, gt=0, description="Clip each parameter's gradient norm; null: off.")
     clipvalue: Optional[float] = Field(None, gt=0, description="Clip gradient values to ±clipvalue; null: off.")
-
 
 # %% ../nbs/00_config.ipynb #312ef061
 ValidationMetric = Literal['loss', 'perplexity', 'next_token_perplexity', 'token_accuracy', 'sequence_accuracy']
@@ -875,8 +914,7 @@ class _TrainerBase(_Section):
     enable_profiling: bool = Field(False, description="Ludwig profiler option.")
     profiler: Optional[dict[str, Any]] = Field(None, description="Ludwig profiler options.")
 
-
-
+# %% ../nbs/00_config.ipynb #2f002660
 class NoneTrainer(_TrainerBase):
     "No training: zero-shot / few-shot prediction and evaluation."
     type: Literal['none'] = Field('none', description="No weights change.")
@@ -893,7 +931,6 @@ class NoneTrainer(_TrainerBase):
     packing: bool = Field(False, description="No training.")
     packing_max_sequences_per_pack: int = Field(8, ge=1, description="No training.")
 
-
 # %% ../nbs/00_config.ipynb #ed7ea3db
 def _auto_learning_rate(v):
     "Ludwig's `learning_rate: auto` runs a learning-rate finder; llmnb has none: the default rate, said once."
@@ -901,6 +938,7 @@ def _auto_learning_rate(v):
     warn_once('trainer.learning_rate', "trainer.learning_rate: 'auto' (a learning-rate search) is not implemented; using 2e-4")
     return 2e-4
 
+# %% ../nbs/00_config.ipynb #0873d389
 class FinetuneTrainer(_TrainerBase):
     "Supervised fine-tuning of the base model or an adapter."
     type: Literal['finetune'] = Field(description="Fine-tune.")
@@ -971,6 +1009,7 @@ def _beta_alias(v):
     warn_once(f'trainer.beta:{key}', f"trainer.beta: Ludwig's example spelling of trainer.{key}; read as {key}: {v['beta']}")
     return {**{k: x for k, x in v.items() if k != 'beta'}, key: v['beta']}
 
+# %% ../nbs/00_config.ipynb #77712deb
 class _PreferenceTrainer(FinetuneTrainer):
     "What the alignment trainers add to fine-tuning: the rejected column (every fine-tuning field still applies)."
     rejected_column: str = Field('rejected', description="Column of the rejected completions; the output feature names the chosen one.")
@@ -990,6 +1029,7 @@ class DpoTrainer(_PreferenceTrainer):
     dpo_label_smoothing: float = Field(0.0, ge=0, le=0.5, description="Probability that a pair is mislabelled (conservative DPO); 0: none.")
     precompute_ref_log_probs: bool = Field(False, description=_REF)
 
+# %% ../nbs/00_config.ipynb #ed0d4fde
 class KtoTrainer(_PreferenceTrainer):
     "Kahneman-Tversky Optimization (Ethayarajh et al. 2024): desirable and undesirable answers, unpaired."
     type: Literal['kto'] = Field(description="KTO.")
@@ -997,6 +1037,7 @@ class KtoTrainer(_PreferenceTrainer):
     desirable_weight: float = Field(1.0, gt=0, description="Loss weight of desirable (chosen) answers.")
     undesirable_weight: float = Field(1.0, gt=0, description="Loss weight of undesirable (rejected) answers.")
 
+# %% ../nbs/00_config.ipynb #94cc0959
 class OrpoTrainer(_PreferenceTrainer):
     "Odds Ratio Preference Optimization (Hong et al. 2024): SFT on chosen plus an odds-ratio term; no reference model."
     type: Literal['orpo'] = Field(description="ORPO.")
@@ -1039,6 +1080,7 @@ class GrpoTrainer(_PreferenceTrainer):
 
 PREFERENCE_TRAINERS = ('dpo', 'kto', 'orpo', 'grpo')
 
+# %% ../nbs/00_config.ipynb #59c0b601
 def _trainer_type(v):
     return {'type': 'none', **v} if isinstance(v, dict) and 'type' not in v else v
 
@@ -1159,6 +1201,7 @@ def _strategy_dict(v):
         v = {**v, 'strategy': s.pop('type', 'auto'), 'strategy_config': s}
     return v
 
+# %% ../nbs/00_config.ipynb #15afd5b9
 class BackendTrainer(_Section):
     "How the processes share the work; the processes are started by `accelerate launch` or `torchrun`."
     _long_form = model_validator(mode='before')(_strategy_dict)
@@ -1168,10 +1211,12 @@ class BackendTrainer(_Section):
     num_workers: Optional[int] = Field(None, ge=1, description="Ray: workers.")
     resources_per_worker: Optional[dict[str, Any]] = Field(None, description="Ray: resources of each worker.")
 
+# %% ../nbs/00_config.ipynb #adfe27f3
 def _backend(v):
     "Ludwig's shorthand: `backend: local` is `{type: local}`; `backend: null` is the default."
     return {'type': v} if isinstance(v, str) else ({} if v is None else v)
 
+# %% ../nbs/00_config.ipynb #8a435a18
 class BackendConfig(_Section):
     "Where training runs: this machine's processes (`local`), or Ray (`ray`, needs the `ray` extra)."
     type: Literal['local', 'ray'] = Field('local', description="local: the processes accelerate or torchrun started; ray: Ray Train (extra `ray`).")
@@ -1181,7 +1226,6 @@ class BackendConfig(_Section):
     processor: Optional[dict[str, Any]] = Field(None, description="Ray processor options.")
     loader: Optional[dict[str, Any]] = Field(None, description="Ray loader options.")
 
-
 # %% ../nbs/00_config.ipynb #fe6aa39a
 def _not_supported(msg):
     def check(v):
@@ -1189,6 +1233,7 @@ def _not_supported(msg):
         return v
     return AfterValidator(check)
 
+# %% ../nbs/00_config.ipynb #bc017f97
 class LLMConfig(_Section):
     "A Ludwig `model_type: llm` config, validated, with every default filled in."
     model_type: Literal['llm'] = Field('llm', description="Always `llm` (may be omitted).")
@@ -1236,6 +1281,7 @@ def _merge(base: dict, over: dict) -> dict:
         out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
+# %% ../nbs/00_config.ipynb #4334b149
 def _normalise(raw: dict) -> dict:
     "Merge `defaults.text` into the text features (a feature's own keys win)."
     d = (raw.get('defaults') or {}).get('text') if isinstance(raw.get('defaults'), dict) else None
@@ -1286,8 +1332,10 @@ def _unwrap(ann):
             if len(args) == 1: ann = args[0]; continue
         return ann
 
+# %% ../nbs/00_config.ipynb #94badd03
 def _is_model(a): return isinstance(a, type) and issubclass(a, BaseModel)
 
+# %% ../nbs/00_config.ipynb #ed28fd91
 def _walk(loc, root=None):
     "Follow a pydantic error location: (path as the user writes it, annotation there, parent model)."
     ann, out, parent = root or LLMConfig, '', None
@@ -1305,6 +1353,7 @@ def _walk(loc, root=None):
         else: ann = None
     return out.lstrip('.'), _unwrap(ann), parent
 
+# %% ../nbs/00_config.ipynb #7ab877d0
 def _unknown_key(key, allowed):
     close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
     return f"unknown key; did you mean {close[0]!r}?" if close else f"unknown key; allowed: {', '.join(allowed)}"
@@ -1314,6 +1363,7 @@ def _tags(ann) -> list:
     "The `type` tags of a discriminated union's members."
     return [get_args(m.model_fields['type'].annotation)[0] for m in map(_unwrap, get_args(ann)) if _is_model(m) and 'type' in m.model_fields]
 
+# %% ../nbs/00_config.ipynb #e685da6e
 def _describe(e, ann):
     "(what was wrong, what is allowed) for one pydantic error."
     t, ctx = e['type'], e.get('ctx', {})
@@ -1434,6 +1484,7 @@ def _set_keys(obj, prefix=''):
         yield path, tpath
         yield from _set_keys(v, path)
 
+# %% ../nbs/00_config.ipynb #d36f5bbe
 def compat_notes(cfg) -> list[str]:
     "One note per key in `COMPAT` that `cfg` sets to a non-default value."
     hits = {p if p in COMPAT or t.endswith('*') else t: COMPAT.get(p) or COMPAT.get(t) for p, t in _set_keys(cfg)}
@@ -1443,6 +1494,7 @@ def compat_notes(cfg) -> list[str]:
 class _UniqueKeyLoader(yaml.SafeLoader):
     "PyYAML's safe loader, except that a key given twice in one mapping is an error (PyYAML keeps the last silently)."
 
+# %% ../nbs/00_config.ipynb #2275b98c
 def _unique_mapping(loader, node, deep=False):
     loader.flatten_mapping(node)
     seen = {}
@@ -1477,6 +1529,7 @@ def _read(config) -> dict:
     if not isinstance(raw, dict): raise ConfigError([f"config: must be a mapping of keys (got {_show(raw)}) in {src}"])
     return raw
 
+# %% ../nbs/00_config.ipynb #bad03b5d
 def _overrides(raw: dict, overrides: dict) -> dict:
     for k, v in overrides.items():
         *path, last = k.split('__'); o = {last: v}
@@ -1493,6 +1546,7 @@ def _partial(raw: dict):
         except (ValidationError, KeyError, TypeError): ns[name] = _FAILED
     return SimpleNamespace(**ns)
 
+# %% ../nbs/00_config.ipynb #58a99f88
 def _validate(raw: dict) -> LLMConfig:
     feats = raw.get("input_features") if isinstance(raw, dict) else None   # any shape: the schema says what is wrong
     first = feats[0] if isinstance(feats, list) and feats and isinstance(feats[0], dict) else {}
@@ -1510,6 +1564,7 @@ def _notes(cfg: LLMConfig) -> list[str]:
     n = compat_notes(cfg)
     return n
 
+# %% ../nbs/00_config.ipynb #c57e83a2
 def load_config(config:Union[LLMConfig, dict, str, Path], # an LLMConfig, a dict, a YAML string, or a YAML/JSON file path
                 ludwig_defaults:bool=False, # Ludwig 0.17's defaults where llmnb's differ (`DEFAULT_CHANGES`)
                 **overrides # top-level sections to deep-merge in; `a__b=v` sets key b of section a
@@ -1530,9 +1585,11 @@ def _to_dict(self: LLMConfig) -> dict:
 
 LLMConfig.to_dict = _to_dict
 
+# %% ../nbs/00_config.ipynb #2f6f6e49
 class _Dumper(yaml.SafeDumper): pass
 _Dumper.add_representer(str, lambda d, s: d.represent_scalar('tag:yaml.org,2002:str', s, style='|' if '\n' in s else None))
 
+# %% ../nbs/00_config.ipynb #480a204f
 def render_config(config:Union[LLMConfig, dict, str, Path] # anything `load_config` accepts
                  ) -> str:
     "The full config as YAML, keys in schema order."
@@ -1587,6 +1644,7 @@ def _ludwig_defaults(raw: dict) -> dict:
         o[path[-1]] = ludwig
     return _ludwig_category_decoder(_merge(over, raw))
 
+# %% ../nbs/00_config.ipynb #c87f810e
 def _ludwig_category_decoder(raw: dict) -> dict:
     "A category output's decoder keys of `DEFAULT_CHANGES` at Ludwig's behaviour, where the output does not set them."
     dec = {k.split('.')[-1]: l for k, (l, _, _) in DEFAULT_CHANGES.items() if k.startswith('output_features[category].decoder.')}
@@ -1617,6 +1675,7 @@ def _objects(node, defs, tag=None):
     t = node.get('properties', {}).get('type', {})
     if 'properties' in node and (tag is None or t.get('const', t.get('default')) == tag): yield node
 
+# %% ../nbs/00_config.ipynb #9c73be72
 def _mark_compat(schema: dict) -> dict:
     "Mark every `COMPAT` key `deprecated` in a JSON schema, with the reason in its description."
     defs = schema.get('$defs', {})
@@ -1634,10 +1693,12 @@ def _mark_compat(schema: dict) -> dict:
             p['description'] = f"{p.get('description', '')} Accepted for compatibility but {why}.".strip()
     return schema
 
+# %% ../nbs/00_config.ipynb #347e3133
 def config_json_schema() -> dict:
     "JSON schema of an llmnb / Ludwig LLM config; keys in `COMPAT` are marked `deprecated`."
     return _mark_compat(LLMConfig.model_json_schema())
 
+# %% ../nbs/00_config.ipynb #4cea58e7
 def save_config_json_schema(path:Union[str, Path] # where to write the schema (JSON)
                            ) -> Path:
     "Write the config's JSON schema to `path` (point your editor's YAML plugin at it)."
@@ -1653,6 +1714,7 @@ def _type_name(ann) -> str:
     if ann is type(None): return 'null'
     return getattr(ann, '__name__', str(ann))
 
+# %% ../nbs/00_config.ipynb #cc5118f0
 def config_fields_table(section_model:type[BaseModel] # a section of the schema, e.g. `LoraAdapter`
                        ) -> str:
     "Markdown table of a section's fields: type, default and description."

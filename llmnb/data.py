@@ -40,6 +40,7 @@ def did_you_mean(name, # the name that was not found
     m = m or difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.6)
     return f" Did you mean {m[0]!r}{f' for {name!r}' if say_which else ''}?" if m else ""
 
+# %% ../nbs/01_data.ipynb #d1ef7489
 def missing_column_error(what:str, # what reads the column, e.g. "Output feature 'answer'"
                          col:str, # the column it reads
                          columns, # the columns that exist
@@ -84,10 +85,12 @@ def _csv_header(path, sep):
     if dups: raise DataError(f"{str(path)!r} has repeated column names in its header: {', '.join(map(repr, dups))}; column names must be unique.")
     return header
 
+# %% ../nbs/01_data.ipynb #5cca3265
 def _root_cause(e):
     while e.__cause__ is not None: e = e.__cause__
     return f"{type(e).__name__}: {e}"
 
+# %% ../nbs/01_data.ipynb #1f40d7b8
 @contextlib.contextmanager
 def _datasets_quiet():
     "Keep `datasets` from logging its own copy of a read error: the error it raises becomes our one line."
@@ -96,6 +99,7 @@ def _datasets_quiet():
     try: yield
     finally: log.setLevel(level)
 
+# %% ../nbs/01_data.ipynb #93511ced
 def _read_error(path, fmt, e) -> DataError:
     "One sentence for a file the reader could not read: not UTF-8, not gzip, no rows, or the reader's own words."
     cause = _root_cause(e)
@@ -104,6 +108,7 @@ def _read_error(path, fmt, e) -> DataError:
     if "corresponds to no data" in cause: return DataError(f"{str(path)!r} has no rows.")
     return DataError(f"Could not read {str(path)!r} as {fmt}: {cause}")
 
+# %% ../nbs/01_data.ipynb #9868aa09
 def _read_file(path, fmt):
     if path.stat().st_size == 0: raise DataError(f"{str(path)!r} is an empty file (0 bytes).")
     kw = {}
@@ -156,6 +161,7 @@ def _cut(idx, probs, rng):
     bounds = np.rint(np.cumsum(probs) * len(idx)).astype(int)
     return [np.sort(part) for part in np.split(idx, np.minimum(bounds[:-1], len(idx)))]
 
+# %% ../nbs/01_data.ipynb #29042f5b
 def _column(ds, col):
     "One column as a pyarrow array, honouring `ds`'s indices."
     return ds.select_columns([col]).with_format("arrow")[:].column(0).combine_chunks()
@@ -168,6 +174,7 @@ def _hash_split(ds, col, probs):
     ids = np.searchsorted(np.cumsum(probs)[:-1], u, side="right")
     return [np.flatnonzero(ids == i) for i in range(3)]
 
+# %% ../nbs/01_data.ipynb #865fbded
 def _datetime_split(ds, col, probs):
     "Split in time order of `col`: the oldest rows train, the newest test."
     t = pd.to_datetime(pd.Series(_column(ds, col).to_pylist()), errors="coerce")
@@ -191,6 +198,7 @@ def _fixed_ids(ds, col):
                         f"not a split: {', '.join(map(repr, vals))}; allowed: 0/1/2 or train/validation/test.")
     return np.array(list(_SPLIT_VALUES.values()))[codes.to_numpy(zero_copy_only=False)]
 
+# %% ../nbs/01_data.ipynb #c786deac
 def _split_indices(ds, split, seed):
     kind = getattr(split, "type", None) or "random"
     probs = list(getattr(split, "probabilities", None) or (0.7, 0.1, 0.2))
@@ -245,7 +253,10 @@ def _fill_batch(values, fill, how):
             else: last = vals[i]
     return [fill if v is None else v for v in vals]
 
+# %% ../nbs/01_data.ipynb #affb87cd
 def _fill(batch, col, fill, how): return {col: _fill_batch(batch[col], fill, how)}
+
+# %% ../nbs/01_data.ipynb #9032ae99
 def _present(batch, col): return [not is_missing(v) for v in batch[col]]
 
 # %% ../nbs/01_data.ipynb #c1813852
@@ -253,6 +264,7 @@ _STRATEGIES = ("fill_with_const", "fill_with_mode", "bfill", "ffill", "drop_row"
 
 def _count_present(ds, col): return sum(sum(_present(b, col)) for b in ds.select_columns([col]).iter(batch_size=10_000))
 
+# %% ../nbs/01_data.ipynb #9d0eb287
 def _mode(dd, col):
     for name in SPLIT_NAMES:
         if name in dd and len(dd[name]) and col in dd[name].column_names:
@@ -261,6 +273,7 @@ def _mode(dd, col):
             if vc: return max(vc, key=lambda r: r["counts"])["values"]
     return None
 
+# %% ../nbs/01_data.ipynb #c58643b5
 def _handle_missing(dd, col, strategy, fill, what, report):
     if strategy not in _STRATEGIES:
         raise DataError(f"{what}: missing_value_strategy {strategy!r} is not supported; allowed: {', '.join(_STRATEGIES)}.")
@@ -317,6 +330,7 @@ def _gather(dataset, sets, pre, seed):
     if len(ds) == 0: raise DataError(f"Sampling (preprocessing.sample_ratio={pre.sample_ratio}) left no rows.")
     return {k: ds.select(ix) for k, ix in zip(SPLIT_NAMES, _split_indices(ds, pre.split, seed))}
 
+# %% ../nbs/01_data.ipynb #3deff6ca
 def _check_output(dd, out):
     col = getattr(out, "column", None) or out.name
     for name, ds in dd.items():

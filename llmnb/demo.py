@@ -21,6 +21,7 @@ _FORMATS = [lambda d: f"{_MONTHS[d.month-1]} {d.day}, {d.year}", lambda d: f"{d.
             lambda d: f"{_MONTHS[d.month-1][:3]} {d.day} {d.year}", lambda d: f"the {_ordinal(d.day)} of {_MONTHS[d.month-1]}, {d.year}",
             lambda d: f"{d.year}, {_MONTHS[d.month-1]} {_ordinal(d.day)}", lambda d: f"{_MONTHS[d.month-1]} the {_ordinal(d.day)} {d.year}"]
 
+# %% ../nbs/13_demo.ipynb #3057b71e
 def dates_dataset(n: int = 600, seed: int = 0) -> pd.DataFrame:
     "`n` rows of a date written in words (`date`) and the same date in ISO format (`iso`), generated with `seed`."
     rng = random.Random(seed)

@@ -35,6 +35,7 @@ def match_rules(output_feature, vocab) -> dict:
     if m: return {k: (v.model_dump() if hasattr(v, "model_dump") else dict(v)) for k, v in m.items()}
     return {l: dict(type="contains", value=l) for l in vocab}
 
+# %% ../nbs/11_evaluate.ipynb #97a3cde6
 def _json_label(text):
     s = re.sub(r"^```\w*|```$", "", text.strip()).strip()
     try: o = json.loads(s)
@@ -42,6 +43,7 @@ def _json_label(text):
     if isinstance(o, dict): o = next((o[k] for k in ("label", "value", "category") if k in o), next(iter(o.values()), None))
     return None if o is None else str(o)
 
+# %% ../nbs/11_evaluate.ipynb #632043fa
 def _find(rule, text):
     "(start, length) of the rule's first match in `text`, or None."
     v, t = str(rule["value"]), rule["type"]
@@ -69,6 +71,7 @@ def label_token_ids(tok, labels, prompt_ids=None) -> list[list[int]]:
     last = tok.decode(list(prompt_ids[-1:]), skip_special_tokens=False) if prompt_ids else "\n"
     return answer_ids(tok, labels, [answer_separator(last)] * len(labels))
 
+# %% ../nbs/11_evaluate.ipynb #a7da770d
 def _trie(paths):
     "Prefix tree of token paths: node → {token: child}; the key None marks the end of a label."
     root = {}
@@ -78,6 +81,7 @@ def _trie(paths):
         node[None] = {}
     return root
 
+# %% ../nbs/11_evaluate.ipynb #c48cfdc8
 class LabelConstraint:
     "Allow only tokens that continue a label's token sequence, and `eos` once a label is complete."
     def __init__(self, label_ids: list[list[int]], eos: int):
@@ -99,6 +103,7 @@ def _label_groups(paths, budget: int = 256):
         cur.append(j); n += len(p) - 1
     return groups + [cur]
 
+# %% ../nbs/11_evaluate.ipynb #117911b3
 def _label_mask(seg, attn: str, dtype):
     "Attention mask for rows laid out as [padding, prompt, label 1, label 2 ...] (`seg`: -2, -1, 0, 1 ...)."
     if int(seg.max()) <= 0: return (seg != -2).long()                      # one label: an ordinary 2D padding mask
@@ -110,6 +115,7 @@ def _label_mask(seg, attn: str, dtype):
     if attn == "sdpa": return ok[:, None]
     return torch.zeros(ok.shape, dtype=dtype, device=seg.device).masked_fill(~ok, torch.finfo(dtype).min)[:, None]
 
+# %% ../nbs/11_evaluate.ipynb #ade9bb20
 @torch.no_grad()
 def label_probabilities(model, tok, prompt_ids: list[list[int]], label_ids: list[list[int]], eos: int | None,
                         constrained: bool = False, batch_size: int = 16) -> np.ndarray:
@@ -160,6 +166,7 @@ def calibrate(P:np.ndarray, # (rows × labels) label probabilities
     q = np.asarray(P, dtype=float) / np.maximum(np.asarray(prior, dtype=float)[None], 1e-12)
     return q / q.sum(1, keepdims=True)
 
+# %% ../nbs/11_evaluate.ipynb #ab47799f
 def neighbour_vote(labels:list)->str|None:
     "The majority label of a row's retrieved examples (listed best first); a tie goes to the label of the nearest."
     labels = [str(l) for l in (labels or []) if l is not None]
@@ -167,6 +174,7 @@ def neighbour_vote(labels:list)->str|None:
     n = Counter(labels); top = max(n.values())
     return next(l for l in labels if n[l] == top)
 
+# %% ../nbs/11_evaluate.ipynb #d22b39fa
 def best_labels(P:np.ndarray, vocab:list[str])->list[str]:
     "Each row's highest-probability label; an empty label (`fallback_label: ''`) is never chosen while another exists."
     ok = np.array([v != "" for v in vocab]) if any(v != "" for v in vocab) else np.ones(len(vocab), bool)
@@ -195,6 +203,7 @@ def predict_categories(model, tok, results:list[dict], # dicts with `prompt_ids`
     return dict(labels=[f if f is not None else o for f, o in zip(found, other)], answers=[r["text"] for r in results],
                 probabilities=P, fell_back=[f is None for f in found], votes=votes)
 
+# %% ../nbs/11_evaluate.ipynb #761e91ae
 def category_predictions(model, tok, results: list[dict], output_feature, vocab: list[str], batch_size: int = 16):
     "(labels, answer texts, prompts × vocab probabilities) for `results`: `predict_categories` without calibration."
     r = predict_categories(model, tok, results, output_feature, vocab, batch_size)
@@ -203,6 +212,7 @@ def category_predictions(model, tok, results: list[dict], output_feature, vocab:
 # %% ../nbs/11_evaluate.ipynb #08ba67e5
 def _norm(s): return " ".join(str(s).split()).lower()
 
+# %% ../nbs/11_evaluate.ipynb #6f4ca567
 def text_metrics(predictions, targets) -> dict:
     "Exact match, ROUGE-1/2/L (F-measure) and corpus BLEU (sacrebleu, 0-100) of generated texts against targets."
     from rouge_score import rouge_scorer
@@ -215,6 +225,7 @@ def text_metrics(predictions, targets) -> dict:
     out["bleu"] = float(sacrebleu.corpus_bleu(p, [t]).score) if t else 0.0
     return out
 
+# %% ../nbs/11_evaluate.ipynb #e3999237
 def category_metrics(predictions, targets, vocab, fell_back=None) -> dict:
     "Accuracy, macro-F1 (over the labels in truth or predictions), the confusion matrix (rows: truth, `vocab` order); `fallback_rate`: the share of `fell_back` rows."
     from sklearn.metrics import accuracy_score, f1_score, confusion_matrix

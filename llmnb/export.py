@@ -119,6 +119,7 @@ def _convert(model_dir: Path, out: Path, outtype: str):
         hint = " (pip install sentencepiece)" if "sentencepiece" in tail else ""
         raise LlmnbError(f"export: llama.cpp's converter failed on '{model_dir}'{hint}:\n{tail}")
 
+# %% ../nbs/18_export.ipynb #46d3dd51
 def _quantize(src: Path, out: Path, q: str):
     "llama.cpp's quantizer (`llama_model_quantize`, from llama-cpp-python) from an f16 GGUF to type `q`."
     try: import llama_cpp
@@ -158,6 +159,7 @@ def _llama_cpp():
 
 _QUIET = None
 
+# %% ../nbs/18_export.ipynb #fb4c8adb
 def _llama_context(L, gguf, slots: int, per_seq: int, threads: int, n_batch: int):
     "Model, context and batch for `slots` parallel sequences of up to `per_seq` tokens each."
     model = L.llama_model_load_from_file(str(gguf).encode(), L.llama_model_default_params())
@@ -186,6 +188,7 @@ def _fill(batch, slot, todo, prompts, n_batch):
     batch.n_tokens = n
     return rows
 
+# %% ../nbs/18_export.ipynb #4f604420
 def llama_cpp_generate(gguf, # a GGUF file
                        prompts: list[list[int]], # prompt token ids
                        max_new: int, # tokens to generate at most per prompt
@@ -229,6 +232,7 @@ def _gguf_of(llm) -> Path:
     shutil.rmtree(d/"merged")
     return llm._gguf
 
+# %% ../nbs/18_export.ipynb #4474b87c
 def llama_cpp_results(llm, # a loaded `llmnb.api.LLM`
                       prompt_ids: list[list[int]], # encoded prompts
                       gc, # the `GenerationConfig` of the call

@@ -30,6 +30,7 @@ def merged_generation(cfg, overrides: dict | None = None):
         except ConfigError as ce: raise ConfigError([p.replace("generation.", "generation_config.", 1) for p in ce.problems]) from None
         raise
 
+# %% ../nbs/05_generate.ipynb #87fb2bb1
 def generation_config(cfg, tok, context_length: int, overrides: dict | None = None, model=None, longest_target: int | None = None):
     "A `transformers.GenerationConfig` from `cfg.generation` + `overrides`, with max_new_tokens resolved and pad/eos ids set."
     from transformers import GenerationConfig
@@ -43,6 +44,7 @@ def generation_config(cfg, tok, context_length: int, overrides: dict | None = No
     kw.update(pad_token_id=tok.pad_token_id if kw.get("pad_token_id") is None else kw["pad_token_id"], eos_token_id=eos)
     return GenerationConfig(**kw)
 
+# %% ../nbs/05_generate.ipynb #7106f69b
 def _eos_ids(tok, model):
     "The tokenizer's eos id plus any the model's own generation config lists (chat models end turns with their own token)."
     ids = [tok.eos_token_id] if tok.eos_token_id is not None else []
@@ -60,6 +62,7 @@ def encode_prompts(prompts: list[str], tok, cfg, limits: Limits) -> tuple[list[l
     keep_bos = tok.bos_token_id is not None and any(i[:1] == [tok.bos_token_id] for i in ids[:1])
     return [truncate_row(i, None, limits, None, keep_bos, rep)[0] for i in ids], rep
 
+# %% ../nbs/05_generate.ipynb #a4bf342d
 def length_batches(lengths, batch_size: int, max_tokens: int | None = None, min_rows: int = 1) -> list[list[int]]:
     "Indices sorted by length (longest first), cut into batches of <= `batch_size` rows and <= `max_tokens` padded tokens (but >= `min_rows` rows)."
     order = np.argsort(-np.asarray(lengths), kind="stable").tolist()
@@ -103,12 +106,14 @@ def _positions(mask):
     "Position ids of left-padded rows: 0 at each row's first real token."
     return (mask.long().cumsum(-1) - 1).clamp(min=0)
 
+# %% ../nbs/05_generate.ipynb #eb989226
 def _forward(model, ids, mask, cache, hidden=False, **kw):
     "One cached forward step over `ids` (the new tokens); the mask covers the whole sequence so far."
     pos = _positions(mask)[:, -ids.shape[1]:]
     return model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **cache_kwargs(model, cache),
                  output_hidden_states=hidden, return_dict=True, **kw)
 
+# %% ../nbs/05_generate.ipynb #3da5d1a9
 def generation_eos_ids(gc, # a `GenerationConfig`
            ) -> list[int]:
     "The end-of-sequence ids of `gc` as a list (one, several or none)."
@@ -166,6 +171,7 @@ class _Hyps:
         n = max_new if (gc.early_stopping == "never" and lp > 0) else t
         return self.items[-1][0] >= best_running / (n ** lp)
 
+# %% ../nbs/05_generate.ipynb #4f968c72
 def _group_step(s, beam_scores, rows0, n, eos, t, gc, hyps, input_ids, hist):
     "One beam-search step of one group for one batch item: (source rows, tokens, scores) of its `n` next beams."
     V = s.shape[-1]
@@ -181,6 +187,7 @@ def _group_step(s, beam_scores, rows0, n, eos, t, gc, hyps, input_ids, hist):
         if len(src) == n: break
     return src, tok, sc
 
+# %% ../nbs/05_generate.ipynb #872d8bbc
 def _group_candidates(proc, beam_scores, B, N, G, n, pad, eos, t, gc, hyps, done, input_ids, hist, max_new):
     "Each group's next beams, in order, the earlier groups' tokens penalising the later ones: (source rows, tokens, scores)."
     BN, V, dev = B * N, proc.shape[-1], proc.device
@@ -202,6 +209,7 @@ def _group_candidates(proc, beam_scores, B, N, G, n, pad, eos, t, gc, hyps, done
             done[b][g] = hyps[b][g].done(max(v) if v else -1e9, t, gc, max_new)
     return src, tok, nsc
 
+# %% ../nbs/05_generate.ipynb #1def2451
 def _group_output(gc, hyps, done, beam_scores, input_ids, hist, B, N, G, n, L0, pad, steps):
     "Close the unfinished groups with their running beams and return the best `num_return_sequences` of each item."
     from transformers.generation.utils import GenerateBeamDecoderOnlyOutput
@@ -224,6 +232,7 @@ def _group_output(gc, hyps, done, beam_scores, input_ids, hist, B, N, G, n, L0, 
     return GenerateBeamDecoderOnlyOutput(sequences=seqs, sequences_scores=torch.tensor([h[0] for h in flat_best], device=dev),
                                          scores=tuple(steps) if steps is not None else None, beam_indices=bidx)
 
+# %% ../nbs/05_generate.ipynb #308145de
 @torch.no_grad()
 def _group_beam_search(model, input_ids, logits_processor, stopping_criteria, generation_config, synced_gpus=False, streamer=None, **model_kwargs):
     "Diverse (group) beam search as a `custom_generate` function."
@@ -277,6 +286,7 @@ def _acts(key, value) -> bool:
     "True when `key: value` changes greedy decoding (None, False, 0 and empty values do not; nor a neutral penalty)."
     return value != _INERT[key] if key in _INERT else value not in (None, False, 0, [], {})
 
+# %% ../nbs/05_generate.ipynb #905f2480
 def plain_greedy(gc, # the resolved `GenerationConfig`
                  logits_processor=None, # extra logits processors (any sends the batch to `generate`)
                 ) -> bool:
@@ -349,6 +359,7 @@ def generate_batch(model, tok, prompt_ids: list[list[int]], gen_config, batch_si
     model.train(was)
     return results
 
+# %% ../nbs/05_generate.ipynb #b5b3840a
 def _until_eos(gen, eos, pad):
     "Generated ids up to and including the first end-of-sequence id (what follows is padding)."
     eos = set(eos if isinstance(eos, (list, tuple)) else [eos])
@@ -356,6 +367,7 @@ def _until_eos(gen, eos, pad):
         if t in eos: return gen[:k + 1]
     return gen
 
+# %% ../nbs/05_generate.ipynb #22ec71d9
 def _token_probs(model, out, gc):
     bi = getattr(out, "beam_indices", None) if (gc.num_beams or 1) > 1 else None
     ts = model.compute_transition_scores(out.sequences, out.scores, beam_indices=bi, normalize_logits=bi is None)

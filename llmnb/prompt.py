@@ -31,6 +31,7 @@ def _fields(template):
     try: return template_fields(template)
     except LlmnbError as e: raise TemplateError(f"prompt.template: {e}") from None
 
+# %% ../nbs/02_prompt.ipynb #0bd0cce1
 def parse_template(template:str, # a prompt template in Python format-string syntax
                   )->list[tuple]:
     "The template as (literal, field, spec, conversion) parts, after `template_fields` checked it; field is None for trailing text."
@@ -50,6 +51,7 @@ def _retrieval_on(cfg):
     r = getattr(cfg.prompt, "retrieval", None)
     return getattr(r, "type", None) is not None
 
+# %% ../nbs/02_prompt.ipynb #3096a432
 def prompt_template(cfg, # the loaded config
                    )->str|None:
     "The template prompts are rendered with: the user's, a default one when only `task` is set, else None."
@@ -61,6 +63,8 @@ def prompt_template(cfg, # the loaded config
 def _input_column(cfg): return getattr(cfg.input_feature, "column", None) or cfg.input_feature.name
 
 #| export
+
+# %% ../nbs/02_prompt.ipynb #2fa60101
 def check_prompt_columns(cfg, # the loaded config
                          column_names, # the dataset's column names
                         ):
@@ -92,6 +96,7 @@ def value_text(v, # a cell value
     s = fill if is_missing(v) else (v if isinstance(v, str) else str(v))
     return s.lower() if lower else s
 
+# %% ../nbs/02_prompt.ipynb #e9867281
 def cell_text(v, # a cell value
               name:str, # its column, for the message
               spec:str, # the field's format spec ('' or a float spec such as '.2f')
@@ -122,6 +127,7 @@ def _render_batch(batch, parts, sample_col, task, fill, lower):
     pieces = [(lit, cols.get((name, spec, conv))) for lit, name, spec, conv in parts]
     return {PROMPT: ["".join(lit + (c[i] if c is not None else "") for lit, c in pieces) for i in range(n)]}
 
+# %% ../nbs/02_prompt.ipynb #e3412b23
 def _plan(cfg, column_names):
     "Check the template against `column_names`, then return the arguments of `_render_batch`."
     check_prompt_columns(cfg, column_names)
@@ -142,6 +148,7 @@ def render_prompts(ds:Dataset|DatasetDict, # the data, after `load_splits` (and 
     for c in [_input_column(cfg), *_fields(prompt_template(cfg) or "")]: refuse_list_column(ds, c)
     return ds.map(_render_batch, batched=True, num_proc=num_proc, fn_kwargs=_plan(cfg, ds.column_names))
 
+# %% ../nbs/02_prompt.ipynb #700a476c
 def render_prompt(cfg, # the loaded config
                   row:dict, # one row: column name -> value (plus `CONTEXT` for few-shot)
                  )->str:
@@ -152,8 +159,10 @@ def render_prompt(cfg, # the loaded config
 def _field_text(name, spec, conv) -> str:
     return "{" + name + (f"!{conv}" if conv else "") + (f":{spec}" if spec else "") + "}"
 
+# %% ../nbs/02_prompt.ipynb #8e5e8103
 def _braces(s): return s.replace("{", "{{").replace("}", "}}")
 
+# %% ../nbs/02_prompt.ipynb #1a3d894f
 def query_example_template(template:str|None, # the prompt template
                            label_field:str="__label__", # the example field that holds the answer
                           )->str|None:
@@ -168,6 +177,7 @@ def query_example_template(template:str|None, # the prompt template
 
 CONTENT_FREE = "N/A"
 
+# %% ../nbs/02_prompt.ipynb #c996042b
 def content_free_prompt(cfg, # the loaded config
                         how:str="contextual", # `contextual`: every field N/A, no examples; `pmi`: the answer cue alone
                        )->str:

@@ -29,8 +29,11 @@ __all__ = ['DEFAULT_EXAMPLE_TEMPLATE', 'TEXT', 'NEIGHBOURS', 'example_template',
 
 # %% ../nbs/08_retrieval.ipynb #4d1cd175
 def _label_column(cfg): return getattr(cfg.output_feature, "column", None) or cfg.output_feature.name
+
+# %% ../nbs/08_retrieval.ipynb #1ddc9675
 def _input_column(cfg): return getattr(cfg.input_feature, "column", None) or cfg.input_feature.name
 
+# %% ../nbs/08_retrieval.ipynb #3609eba4
 def _text_columns(cfg, columns) -> list[str]:
     "The columns a row's input text is made of: the input column, else the template's columns (never the label)."
     if _input_column(cfg) in columns: return [_input_column(cfg)]
@@ -45,6 +48,7 @@ def _column(ds, name) -> list:
     "Column `name` of `ds` as a list (one Arrow conversion; a datasets `Column` is slow to iterate)."
     return ds[name][:]
 
+# %% ../nbs/08_retrieval.ipynb #aec505b8
 def _input_texts(ds, text_columns, fill="") -> list[str]:
     "Each row's input text: the one text column as is, or `name: value` lines for several."
     missing = [c for c in text_columns if c not in ds.column_names]
@@ -86,6 +90,7 @@ def _embedding_offline_message(name):
             f"Download it where there is a connection (`hf download {name}`), copy the folder here and set model_name to "
             f"that folder; or use the default `{DEFAULT_EMBEDDING_MODEL}`, which ships with the package `{_EMBEDDING_PACKAGE}`.")
 
+# %% ../nbs/08_retrieval.ipynb #a78f439b
 def resolve_embedding_model(name:str|None=None, # a sentence-transformers Hub id or local folder; None: the default
                            )->str:
     "A local folder (or a Hub id to download) for the embedding model `name`."
@@ -112,6 +117,7 @@ def _embedder(path):
     finally:
         if bars: hf_logging.enable_progress_bar()
 
+# %% ../nbs/08_retrieval.ipynb #71f1db40
 def _embed(texts, model_name, batch_size=128) -> np.ndarray:
     "Unit-length float32 embeddings of `texts`, computed in batches."
     v = _embedder(resolve_embedding_model(model_name)).encode(list(texts), batch_size=batch_size, convert_to_numpy=True,
@@ -125,6 +131,7 @@ def _first_k(cand, bad, k):
     "Per row, the first `k` entries of `cand` whose `bad` is False, in order."
     return np.take_along_axis(cand, np.argsort(bad, axis=1, kind="stable")[:, :k], axis=1)
 
+# %% ../nbs/08_retrieval.ipynb #9efecbd0
 def _repeats(cand):
     "True where a row of `cand` repeats an earlier entry of the same row."
     order = np.argsort(cand, axis=1, kind="stable")
@@ -145,6 +152,7 @@ def _draws(keys, m, n):
     x = (x ^ (x >> np.uint64(27))) * _M2
     return ((x ^ (x >> np.uint64(31))) % np.uint64(n)).astype(np.int64)
 
+# %% ../nbs/08_retrieval.ipynb #7bb16301
 def _keys(texts, seed) -> np.ndarray:
     return np.array([int.from_bytes(hashlib.blake2b(f"{seed}\0{t}".encode(), digest_size=8).digest(), "little") for t in texts], dtype=np.uint64)
 
@@ -171,6 +179,7 @@ def _data_sha1(texts, labels) -> str:
     for t, l in zip(texts, labels): h.update(f"{t}\0{l}\1".encode())
     return h.hexdigest()
 
+# %% ../nbs/08_retrieval.ipynb #231f1f35
 @patch(cls_method=True)
 def build(cls:RetrievalIndex,
           rows, # the training split (`Dataset`, DataFrame, path, ...)
@@ -210,6 +219,7 @@ def _banned_counts(self:RetrievalIndex, groups, exclude):
     own = (exclude >= 0) & (self._group_of[np.maximum(exclude, 0)] != groups)
     return n_same + own
 
+# %% ../nbs/08_retrieval.ipynb #fb4f9c4e
 @patch
 def _check_enough(self:RetrievalIndex, texts, k, banned):
     if k > len(self): raise DataError(f"prompt.retrieval.k: {k} examples per row, but there are only {len(self)} training rows; allowed: k ≤ {len(self) - 1}.")
@@ -246,6 +256,7 @@ def _query_vectors(self:RetrievalIndex, texts, groups, exclude):
         v[rest] = _embed(uniq.tolist(), self.settings["model_name"])[inv.ravel()]
     return v
 
+# %% ../nbs/08_retrieval.ipynb #7a9d95f9
 @patch
 def _search_semantic(self:RetrievalIndex, texts, k, groups, exclude, banned, chunk=4096):
     q, n = len(texts), len(self)
@@ -310,6 +321,7 @@ def _quiet():
     finally:
         if on: datasets.enable_progress_bars()
 
+# %% ../nbs/08_retrieval.ipynb #994bab24
 @patch
 def save(self:RetrievalIndex,
          folder, # the folder to write (replaced if it exists)
@@ -321,6 +333,7 @@ def save(self:RetrievalIndex,
         (tmp/"settings.json").write_text(json.dumps(self.settings, indent=2))
     return write_dir_atomically(folder, write)
 
+# %% ../nbs/08_retrieval.ipynb #4f62fc7d
 @patch(cls_method=True)
 def load(cls:RetrievalIndex,
          folder, # a folder written by `save`
@@ -354,6 +367,7 @@ def _named_folder(name) -> Path:
     if not _NAME.match(name): raise DataError(f"prompt.retrieval.index_name: {name!r} is not a usable folder name; allowed: letters, digits, '.', '_' and '-', starting with a letter or digit.")
     return cache_dir()/"index"/name
 
+# %% ../nbs/08_retrieval.ipynb #644ef6a7
 def retrieval_index_for(cfg, # the loaded config, `prompt.retrieval` set
                         index_split, # the training split to build from (None: the cached or named index)
                         llm, # an object the index is cached on as `retrieval_index` (or None)
@@ -387,6 +401,7 @@ def _with_context(ds, idx, cfg, own):
     ds = ds.add_column(NEIGHBOURS, [[None if l is None else str(l) for l in row] for row in labels[ids]] if len(ids) else [[]] * len(ds))
     return ds.add_column(CONTEXT, idx.format_examples(ids, example_template(cfg)))
 
+# %% ../nbs/08_retrieval.ipynb #f9b22445
 def add_context(ds:Dataset|DatasetDict, # the rows that need examples: a split, or a DatasetDict of splits
                 cfg, # the loaded config, with `prompt.retrieval.type` set
                 index_split:Dataset|None=None, # the training split the index is built from (None: use the cached or named index)
@@ -407,6 +422,7 @@ def save_retrieval(llm, # an `LLM` (anything with `config` and maybe `retrieval_
     if idx is None or llm.config.prompt.retrieval.type is None: return None
     return idx.save(Path(model_dir)/"retrieval")
 
+# %% ../nbs/08_retrieval.ipynb #26db83c4
 def load_retrieval(llm, # an `LLM` being loaded
                    model_dir, # the saved model folder
                   )->RetrievalIndex|None:

@@ -53,6 +53,7 @@ def pid_alive(pid: int) -> bool:
     except PermissionError: return True
     return True
 
+# %% ../nbs/06a_run.ipynb #2760768b
 def _temp_owner(name: str):
     "(host, pid) of a temporary name written by `temp_path`, else None."
     if ".tmp." not in name: return None
@@ -80,6 +81,7 @@ def _fsync(path):
     except OSError: pass   # some file systems refuse fsync on a read-only descriptor
     finally: os.close(fd)
 
+# %% ../nbs/06a_run.ipynb #5df99dde
 @contextlib.contextmanager
 def atomic_file(dest):
     "Yield a per-process temporary path beside `dest`; on success fsync it and `os.replace` it onto `dest`."
@@ -98,6 +100,7 @@ def atomic_write(dest, data: str | bytes) -> Path:
     with atomic_file(dest) as tmp: Path(tmp).write_bytes(data.encode() if isinstance(data, str) else data)
     return Path(dest)
 
+# %% ../nbs/06a_run.ipynb #91646e85
 def atomic_write_json(dest, obj) -> Path:
     "`atomic_write` of `obj` as indented JSON."
     return atomic_write(dest, json.dumps(obj, indent=2, default=float))
@@ -112,8 +115,10 @@ def _exchange(a, b) -> bool:
     if e in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP): return False
     raise OSError(e, os.strerror(e), str(a))
 
+# %% ../nbs/06a_run.ipynb #df60236c
 def _backup(dest: Path) -> Path: return dest.with_name(f".{dest.name}.old")
 
+# %% ../nbs/06a_run.ipynb #bc890eb0
 def recover_folder(dest) -> Path:
     "Put back `dest` from its backup when a two-rename swap was interrupted between the renames."
     dest = Path(dest); b = _backup(dest)
@@ -125,6 +130,7 @@ def _fsync_tree(folder: Path):
     for p in folder.rglob("*"):
         if p.is_file(): _fsync(p)
 
+# %% ../nbs/06a_run.ipynb #86182b52
 def write_dir_atomically(dest, write) -> Path:
     "Call `write(tmp_dir)`, then swap `tmp_dir` in as `dest`; nothing half-written is ever at `dest`, and `dest` never goes missing."
     dest = Path(dest); tmp = temp_path(dest)
@@ -149,6 +155,7 @@ def _owner_text(p: Path) -> str:
     except (OSError, ValueError): return "another process"
     return f"llmnb {o.get('what', '?')} (pid {o.get('pid')} on {o.get('host')}, since {o.get('since')})"
 
+# %% ../nbs/06a_run.ipynb #ed5bfe7c
 def _try_flock(f) -> bool:
     import fcntl
     try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB); return True
@@ -198,6 +205,7 @@ def is_main_process() -> bool:
     dist = getattr(sys.modules.get("torch"), "distributed", None)
     return not (dist and dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
+# %% ../nbs/06a_run.ipynb #d02beb40
 def writes_run_folder(arg: str = "output_directory"):
     "Decorator: hold `run_lock` on the folder in argument `arg` (when given) while the function runs."
     def deco(f):

@@ -20,6 +20,7 @@ __all__ = ['QueueFull', 'BatchEngine', 'ServedModel', 'make_app', 'running', 'se
 class QueueFull(LlmnbError):
     "The server's queue is full: the client should retry later (HTTP 503)."
 
+# %% ../nbs/19_serve.ipynb #9dc3b97a
 @dataclass
 class _Request:
     ids: list[int]
@@ -36,6 +37,7 @@ def _pad_left(t, n, dim):
     shape = list(t.shape); shape[dim] = n
     return torch.cat([t.new_zeros(shape), t], dim)
 
+# %% ../nbs/19_serve.ipynb #7891970d
 def _merge(cache, mask, new_cache, new_mask):
     "One cache and mask from two batches: rows concatenated, the shorter left-padded to the longer's length."
     if cache is None: return new_cache, new_mask
@@ -121,6 +123,7 @@ def _loop(self: BatchEngine):
             if new: self._admit(new)
             self._step()
 
+# %% ../nbs/19_serve.ipynb #62ce42cc
 @patch
 def submit(self: BatchEngine, ids: list[int], max_new: int, emit) -> _Request:
     "Queue a prompt's ids; `emit(token_id)` is called from the engine thread for each token, `emit(None)` at the end."
@@ -130,6 +133,7 @@ def submit(self: BatchEngine, ids: list[int], max_new: int, emit) -> _Request:
         r = _Request(list(ids), max(int(max_new), 1), emit); self.pending.append(r); self.active += 1; self.cv.notify()
     return r
 
+# %% ../nbs/19_serve.ipynb #72785a2b
 @patch
 def close(self: BatchEngine):
     "Stop the engine thread."
@@ -159,6 +163,7 @@ def prompt_ids(self: ServedModel, prompt: str) -> list[int]:
     from llmnb.generate import encode_prompts
     return encode_prompts([prompt], self.tok, self.llm.config, self.limits)[0][0]
 
+# %% ../nbs/19_serve.ipynb #b1c62bf2
 @patch
 def chat_ids(self: ServedModel, messages: list[dict]) -> list[int]:
     "Ids of a chat: the tokenizer's chat template with the assistant's turn opened."
@@ -166,6 +171,7 @@ def chat_ids(self: ServedModel, messages: list[dict]) -> list[int]:
     text = self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     return self.tok(text, add_special_tokens=False)["input_ids"]
 
+# %% ../nbs/19_serve.ipynb #886bb6bd
 @patch
 def decode(self: ServedModel, ids: list[int]) -> str:
     "The answer text of generated ids, as `predict` writes it."
@@ -178,6 +184,7 @@ def _fastapi():
         return fastapi
     except ImportError: raise LlmnbError("llmnb serve needs FastAPI and uvicorn: pip install 'llmnb[serve]'") from None
 
+# %% ../nbs/19_serve.ipynb #dc0885e0
 def _error(status: int, message: str, kind: str = "invalid_request_error"):
     from fastapi.responses import JSONResponse
     return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status)
@@ -217,6 +224,7 @@ async def _generate(sm: ServedModel, ids, n: int, sampling: dict | None, timeout
     if text.startswith(sent) and len(text) > len(sent): yield text[len(sent):]
     yield ("stop" if req.stopped_by_eos else "length", len(req.out))
 
+# %% ../nbs/19_serve.ipynb #8e10c7aa
 def _sample(sm: ServedModel, ids, over):
     from llmnb.generate import generation_config, generate_batch
     llm = sm.llm
@@ -227,10 +235,12 @@ def _sample(sm: ServedModel, ids, over):
 # %% ../nbs/19_serve.ipynb #b9783efe
 def _sse(obj) -> str: return f"data: {json.dumps(obj)}\n\n"
 
+# %% ../nbs/19_serve.ipynb #40944813
 async def _chain(first, gen):
     yield first
     async for p in gen: yield p
 
+# %% ../nbs/19_serve.ipynb #8e626ad5
 async def _collect(gen) -> tuple[str, str, int]:
     "The whole text, finish reason and token count of a `_generate` iterator."
     parts = [p async for p in gen]
@@ -265,6 +275,7 @@ def _completion_routes(app, sm: ServedModel, timeout: float):
     app.add_route("/v1/completions", completions, methods=["POST"])
     app.add_route("/v1/chat/completions", chat_completions, methods=["POST"])
 
+# %% ../nbs/19_serve.ipynb #ff81844c
 def _one_prompt(p) -> str:
     if isinstance(p, list) and len(p) == 1: p = p[0]
     if not isinstance(p, str): raise LlmnbError("prompt: expected one string.")

@@ -23,9 +23,11 @@ def _llguidance():
                                          "pip install 'llmnb[structured]' (or pip install llguidance)") from None
     return llguidance
 
+# %% ../nbs/20_structured.ipynb #09bb83e2
 def _key(decoder) -> str:
     return next(k for k in ("json_schema", "regex", "grammar") if getattr(decoder, k) is not None)
 
+# %% ../nbs/20_structured.ipynb #942f8a64
 def grammar_for(decoder, # a `text_parser` decoder section
                ) -> str:
     "The llguidance grammar of a `text_parser` decoder: its JSON schema, regex or Lark/GBNF grammar."
@@ -51,6 +53,7 @@ def ll_tokenizer(tok, # a fast Hugging Face tokenizer
         except ValueError as e: raise LlmnbError(f"output_features[0].decoder.type: text_parser needs a fast tokenizer: {e}") from None
     return cache[key]
 
+# %% ../nbs/20_structured.ipynb #d4ba714e
 def check_grammar(decoder, lt) -> str:
     "The decoder's grammar, compiled against the tokenizer `lt`: an `LlmnbError` naming the key when it does not compile."
     g = grammar_for(decoder)
@@ -115,12 +118,15 @@ def parse_answer(text: str, # a generated answer
         return None if m is None else (m.groupdict() or m.group(0))
     return text
 
+# %% ../nbs/20_structured.ipynb #90efdf58
 def _fields(decoder) -> list[str]:
     if decoder.json_schema is not None: return list(decoder.json_schema.get("properties") or {})
     return list(re.compile(decoder.regex).groupindex) if decoder.regex is not None else []
 
+# %% ../nbs/20_structured.ipynb #7e391799
 def _cell(v): return json.dumps(v) if isinstance(v, (dict, list)) else v
 
+# %% ../nbs/20_structured.ipynb #98fe73b8
 def parsed_columns(name: str, # the output feature's name
                    texts: list[str], # the generated answers
                    decoder, # the `text_parser` decoder section

@@ -27,6 +27,7 @@ def use_chat_template(cfg, tok) -> bool:
         raise LlmnbError("prompt.chat_template: true, but this tokenizer has no chat template; set it to false or 'auto'.")
     return bool(want)
 
+# %% ../nbs/04_train.ipynb #e9613ef5
 def format_prompts(prompts: list[str], tok, cfg) -> list[str]:
     "The text the model reads for each prompt: the prompt itself, or its chat-template rendering as a user turn."
     if not use_chat_template(cfg, tok): return list(prompts)
@@ -43,6 +44,7 @@ class Limits:
     total: int | None = None
     prompt_side: str = "left"
 
+# %% ../nbs/04_train.ipynb #7cb34fa3
 def sequence_limits(cfg, context_length: int, reserve: int = 0) -> Limits:
     "The three limits of `cfg` (spec §1.9), the total never above `context_length - reserve` (`reserve`: room for generated tokens)."
     g = cfg.preprocessing.global_max_sequence_length
@@ -67,6 +69,7 @@ def cut_prompt(ids:list, # the prompt's token ids
     head = ids[:1] if keep_first and n > 1 else []
     return head + ids[len(ids) - (n - len(head)):]
 
+# %% ../nbs/04_train.ipynb #e336c1c6
 @dataclass
 class TruncationReport:
     "Rows and tokens cut by each limit: the answer limit (`target_*`), the prompt limit (`prompt_*`), the total limit (`total_*`)."
@@ -114,6 +117,7 @@ def answer_separator(prompt: str) -> str:
     "What goes between a prompt and its answer: a space after a visible character, nothing after whitespace or a tag (`>`)."
     return "" if not prompt or prompt[-1].isspace() or prompt.endswith(">") else " "
 
+# %% ../nbs/04_train.ipynb #f5b93319
 def answer_ids(tok, answers: list, separators: list[str]) -> list[list[int]]:
     "Token ids of each `separator + answer`, without the lone `▁` a SentencePiece tokenizer writes for the separator."
     out = []
@@ -122,6 +126,7 @@ def answer_ids(tok, answers: list, separators: list[str]) -> list[list[int]]:
         out.append(ids)
     return out
 
+# %% ../nbs/04_train.ipynb #f2f6d7bc
 def tokenize_rows(prompts: list[str], targets: list[str] | None, tok, cfg, limits: Limits, report: TruncationReport | None = None) -> dict:
     "Ids of `format_prompts(prompts)` + `targets` + EOS, with `n_prompt` (how many leading ids are prompt), cut to `limits`."
     report = report if report is not None else TruncationReport()
@@ -137,7 +142,6 @@ def tokenize_rows(prompts: list[str], targets: list[str] | None, tok, cfg, limit
         out["input_ids"].append(p + (t or []))
         out["n_prompt"].append(len(p))
     return out
-
 
 # %% ../nbs/04_train.ipynb #33446936
 def tokenize_dataset(ds, tok, cfg, limits: Limits, prompt_col: str = "__prompt__", target_col: str | None = None):
@@ -156,6 +160,7 @@ def special_token_strings(tok) -> list[str]:
     added = [t.content for t in getattr(tok, "added_tokens_decoder", {}).values() if getattr(t, "special", False)]
     return sorted({s for s in list(tok.all_special_tokens) + added if s}, key=len, reverse=True)
 
+# %% ../nbs/04_train.ipynb #39d45e18
 def check_special_tokens(ds, # a `datasets.Dataset` of raw rows
                          columns: list[str], # the data columns that become text the model reads
                          tok, # the tokenizer
@@ -180,6 +185,7 @@ def _fixed_text(cfg) -> str | None:
     if t is None: return None
     return "".join(lit + (cfg.prompt.task or "" if name == "__task__" else "") for lit, name, _, _ in string.Formatter().parse(t))
 
+# %% ../nbs/14_lengths.ipynb #612a4672
 def template_tokens(cfg, # the loaded config
                     tok, # the base model's tokenizer
                    ) -> int:
@@ -211,6 +217,7 @@ def _rows(dataset):
     if not len(ds): raise DataError("The dataset has no rows.")
     return ds
 
+# %% ../nbs/14_lengths.ipynb #c2062540
 def token_lengths(cfg, # the loaded config
                   tok, # the base model's tokenizer
                   dataset, # rows (path, DataFrame, Dataset, ...); rendered with `cfg.prompt` unless it has the `__prompt__` column
@@ -289,6 +296,7 @@ def _source(cfg, tok, context_length):
             context_length = ctx_of(mc)
     return cfg, tok, context_length
 
+# %% ../nbs/14_lengths.ipynb #9c9530b6
 def length_stats(source, # a config (dict, YAML, path or `LLMConfig`); for an `LLM`, `llm.length_stats(dataset)`
                  dataset, # the rows to measure (path, DataFrame, Dataset, ...)
                  tok=None, # the tokenizer (default: the base model's)

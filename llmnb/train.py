@@ -56,6 +56,7 @@ def _labels(ids, n_prompt, mask=None):
     if mask is not None: return [i if m else -100 for i, m in zip(ids, mask)]
     return [-100] * n_prompt + ids[n_prompt:]
 
+# %% ../nbs/04_train.ipynb #5c3e28d7
 def pack_batch(rows: list[dict]) -> dict:
     "One sequence holding all `rows` end to end; position ids restart per row; labels are -100 on prompts."
     ids = [i for r in rows for i in r["input_ids"]]
@@ -64,6 +65,7 @@ def pack_batch(rows: list[dict]) -> dict:
     t = lambda x: torch.tensor([x], dtype=torch.long)
     return dict(input_ids=t(ids), position_ids=t(pos), labels=t(lab))
 
+# %% ../nbs/04_train.ipynb #85b929a6
 def pad_batch(rows: list[dict], pad_id: int) -> dict:
     "Rows right-padded to the longest; the attention mask comes from lengths, never from token values."
     n = max(len(r["input_ids"]) for r in rows)
@@ -83,10 +85,12 @@ def base_model_of(model, # a model, maybe inside PEFT, DDP or torch.compile wrap
     m = getattr(m, "module", m)
     return m.get_base_model() if hasattr(m, "get_base_model") else m
 
+# %% ../nbs/04_train.ipynb #3ac46eb7
 def _peft_config(model):
     m = getattr(getattr(model, "_orig_mod", model), "module", getattr(model, "_orig_mod", model))
     return getattr(m, "peft_config", {}).get("default") if hasattr(m, "peft_config") else None
 
+# %% ../nbs/04_train.ipynb #3bd7a1b3
 def is_prompt_learning(model, # a model, PEFT-wrapped or not
                       ) -> bool:
     "Prompt tuning (and kin) prepend virtual tokens to each row: such rows cannot be packed into one sequence."
@@ -121,6 +125,7 @@ def _row_lengths(batch: dict) -> torch.Tensor:
     m = batch["attention_mask"]
     return m.sum(1, keepdim=True).expand_as(m)
 
+# %% ../nbs/04_train.ipynb #2bd18cb2
 def add_neftune(model, alpha: float):
     "NEFTune noise on the input embeddings of `model`, in training mode only; the hook handle (`.lengths`: row lengths)."
     emb = base_model_of(model).get_input_embeddings()
@@ -162,10 +167,12 @@ def _processes() -> int:
     from accelerate import PartialState
     return PartialState(cpu=_multi_cpu()).num_processes
 
+# %% ../nbs/04_train.ipynb #936c365d
 def _multi_cpu() -> bool:
     "Several processes on a machine without an accelerator: accelerate needs `cpu=True` to see them."
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
 
+# %% ../nbs/04_train.ipynb #bc0ce949
 def plan_steps(t, rows, processes: int | None = None) -> TrainPlan:
     "The `TrainPlan` of trainer section `t` on tokenised `rows` with `processes` (default: this run's)."
     world = processes or _processes()
@@ -210,6 +217,7 @@ def _optimizer_kwargs(cls, o, lr) -> dict:
     if out.get("nesterov") and not out.get("momentum"): out["nesterov"] = False
     return out
 
+# %% ../nbs/04_train.ipynb #d2f13201
 def make_optimizer(model, t, loraplus_lr_ratio: float | None = None):
     "The optimizer of trainer section `t` over the trainable weights; LoRA+ parameter groups with `loraplus_lr_ratio`."
     cls = optimizer_class(t.optimizer.type)
@@ -229,6 +237,7 @@ def _warmup_steps(s, plan) -> int:
     if s.warmup_evaluations is not None: return int(round(s.warmup_evaluations * plan.eval_every))
     return int(round(s.warmup_fraction * plan.total_steps))
 
+# %% ../nbs/04_train.ipynb #3d2501be
 def _lr_factor(s, warm: int, floor: float = 0.0):
     "Multiplier of the peak rate at step k for Ludwig's schedules transformers lacks (`floor`: eta_min / peak)."
     def exponential(k):
@@ -251,6 +260,7 @@ def _hf_schedule_kwargs(s, total: int) -> dict:
     if s.decay == "polynomial": return dict(power=s.polynomial_power, lr_end=s.polynomial_end_lr)
     return {}
 
+# %% ../nbs/04_train.ipynb #a993d41b
 def make_scheduler(opt, t, plan: TrainPlan):
     "The learning-rate schedule of trainer section `t` over the plan's steps."
     from transformers import get_scheduler
@@ -281,10 +291,12 @@ def trainable_state(model) -> dict:
     "The trainable tensors of `model` (the adapter, or every weight in a full fine-tune), on the CPU."
     return {k: _full(v).detach().to("cpu", copy=True) for k, v in getattr(model, "module", model).named_parameters() if v.requires_grad}
 
+# %% ../nbs/04_train.ipynb #af2c6fc9
 def _full(v):
     "A parameter's whole value: under FSDP2 a parameter is a shard (a `DTensor`), gathered from every process."
     return v.full_tensor() if hasattr(v, "full_tensor") else v
 
+# %% ../nbs/04_train.ipynb #bb2c9c2c
 def load_trainable_state(model, state: dict):
     "Copy `state` (from `trainable_state`) back into `model`."
     params = dict(getattr(model, "module", model).named_parameters())
@@ -354,6 +366,7 @@ def _cpu_has_bf16() -> bool:
     except OSError: return False
     return " avx512_bf16" in flags or " amx_bf16" in flags
 
+# %% ../nbs/04_train.ipynb #8b630c60
 def mixed_precision(use_mixed_precision) -> str:
     "Accelerate's `mixed_precision` for `trainer.use_mixed_precision`: bf16 autocast where the hardware has bf16, unless set false."
     if use_mixed_precision is False: return "no"
@@ -399,6 +412,7 @@ class _Run:
 
 _TRACKER_PACKAGES = dict(comet_ml="comet_ml", clearml="clearml", dvclive="dvclive", swanlab="swanlab")
 
+# %% ../nbs/04_train.ipynb #801db0fe
 def _trackers(t) -> list[str] | None:
     "`trainer.trackers` that can log: each must be installed, except the default TensorBoard (skipped when absent)."
     import importlib.util
@@ -409,6 +423,7 @@ def _trackers(t) -> list[str] | None:
             f"trainer.trackers: {name} is not installed; pip install {name}, or remove it from trainer.trackers")
     return out or None
 
+# %% ../nbs/04_train.ipynb #2b6f4142
 def _accelerator(cfg, run_dir):
     "This run's `Accelerator`; in a single process, a fresh one each time (accelerate keeps the first one's settings)."
     from accelerate import Accelerator
@@ -449,6 +464,7 @@ def _new_stats(r) -> dict:
                 processes=r.plan.processes, train_rows=len(r.rows), validation_rows=len(r.val),
                 supervised_tokens=0, total_tokens=0, learning_rate=[])
 
+# %% ../nbs/04_train.ipynb #ae53bbb1
 def run_fingerprint(cfg, rows) -> str:
     "A hash of the config (minus generation) and the tokenised training rows: what a resumed run must match."
     import hashlib
@@ -464,12 +480,14 @@ def _packs(r, group: list[list[int]]) -> list[list[int]]:
     n = max(len(group), math.ceil(len(idx) / r.t.packing_max_sequences_per_pack))
     return balanced_packs(idx, [len(x["input_ids"]) for x in r.rows], n)
 
+# %% ../nbs/04_train.ipynb #fc3e09df
 def _batch(r, idx: list[int]) -> dict:
     rb = [r.rows[i] for i in idx]
     b = pack_batch(rb) if r.packing else pad_batch(rb, r.pad)
     if r.neftune is not None: r.neftune.lengths = _row_lengths(b)
     return {k: v.to(r.acc.device) for k, v in b.items()}
 
+# %% ../nbs/04_train.ipynb #8de36e78
 def _my_share(r, packs):
     "This process's batches of the step, and the weight of its loss (0 for a stand-in when it has none)."
     mine = packs[r.acc.process_index::r.plan.processes]
@@ -518,6 +536,7 @@ def _evaluate_rows(r, rows) -> dict:
     return dict(loss=loss, perplexity=math.exp(min(loss, 50)), token_accuracy=float(s[2]) / n,
                 sequence_accuracy=float(s[3]) / max(float(s[4]), 1))
 
+# %% ../nbs/04_train.ipynb #1b997668
 def evaluate(r) -> dict:
     "Validation (and, with `evaluate_training_set`, training-set) loss and perplexity; {} with `skip_all_evaluation`."
     if r.t.skip_all_evaluation: return {}
@@ -539,11 +558,13 @@ def _watched(r, ev: dict) -> float | None:
 
 HIGHER_IS_BETTER = ("token_accuracy", "sequence_accuracy")
 
+# %% ../nbs/04_train.ipynb #a6240a2d
 def _improved(st: dict, value: float, loss: float | None) -> bool:
     "Better than the best so far; on a tie (an accuracy often ties on a small split), the lower loss wins."
     if st["best"] is None or value < st["best"]: return True
     return value == st["best"] and loss is not None and loss < st.get("best_loss", math.inf)
 
+# %% ../nbs/04_train.ipynb #083dba80
 def _after_evaluation(r, ev: dict, train_loss: float):
     "Record `ev`; keep the best weights; count evaluations without improvement; reduce the rate on a plateau."
     st, stats = r.state, r.state["stats"]
@@ -580,6 +601,7 @@ def save_checkpoint(r) -> Path:
     r.acc.wait_for_everyone()
     return d
 
+# %% ../nbs/04_train.ipynb #532cb75d
 def checkpoints(run_dir) -> list[Path]:
     "The complete `checkpoints/step-N/` folders of `run_dir`, oldest first."
     found = [p for p in (Path(run_dir)/"checkpoints").glob("step-*") if (p/"trainer_state.json").exists()]
@@ -610,6 +632,7 @@ def _load_weights(model, d: Path):
     else:
         for f in sorted(d.glob("model*.safetensors")): m.load_state_dict(load_file(str(f)), strict=False)
 
+# %% ../nbs/04_train.ipynb #ac5e9c4a
 def resume_from_checkpoint(r) -> bool:
     "Continue from the newest checkpoint of the run: weights, optimizer, scheduler, RNG and counters; False if none."
     found = checkpoints(r.run_dir)
@@ -651,6 +674,7 @@ def _steps(r):
             if step >= p.total_steps: return
             if step >= r.state["step"]: yield epoch, plan[k * per_step:(k + 1) * per_step] or plan[-per_step:]
 
+# %% ../nbs/04_train.ipynb #851e58d0
 def _due(r) -> tuple[bool, bool]:
     "Whether the step just done is due an evaluation, and a checkpoint."
     s, p = r.state["step"], r.plan
@@ -751,6 +775,7 @@ def _fsdp_on_cpu(acc, cfg):
     PartialState._shared_state["distributed_type"] = DistributedType.FSDP   # as AcceleratorState.__init__ does
     return acc
 
+# %% ../nbs/04_train.ipynb #e67d9cc3
 def _unshard(model):
     "After an FSDP2 run, gather each module's whole weights and keep them, so rank 0 can save and predict alone."
     from torch.distributed.fsdp import FSDPModule
@@ -772,6 +797,7 @@ def _ray_train():
         "or use backend: local and start the processes with accelerate launch or torchrun") from None
     return ray, TorchTrainer
 
+# %% ../nbs/04_train.ipynb #59f0b59b
 def _ray_worker(a: dict):
     "One Ray Train worker: the same `fit`, in the process group Ray set up; rank 0 reports the trained weights."
     import ray.train, tempfile
@@ -810,15 +836,18 @@ def _save_best(run_dir, state):
     from safetensors.torch import save_file
     write_dir_atomically(Path(run_dir)/"checkpoints"/"best", lambda tmp: save_file({k: v.contiguous() for k, v in state.items()}, str(tmp/"trainable.safetensors")))
 
+# %% ../nbs/04_train.ipynb #84a21003
 def _load_best(run_dir):
     from safetensors.torch import load_file
     return load_file(str(Path(run_dir)/"checkpoints"/"best"/"trainable.safetensors"))
 
+# %% ../nbs/04_train.ipynb #4d424635
 def _adapter_penalty(model):
     "AdaLoRA's orthogonality penalty, which PEFT adds only to a loss the model computes itself; 0 for other models."
     from llmnb.adapters import adapter_regularization
     return adapter_regularization(getattr(model, "module", model))
 
+# %% ../nbs/04_train.ipynb #140105dc
 def _adapter_step(model, step):
     "AdaLoRA reallocates its ranks after each optimiser step."
     m = getattr(model, "module", model)

@@ -51,6 +51,7 @@ def _listing(d):
     files = sorted(p.name for p in Path(d).iterdir()) if Path(d).is_dir() else []
     return ', '.join(files) if files else 'nothing'
 
+# %% ../nbs/12_upload.ipynb #0b7d575c
 def _upload_dir(model_path, what='auto'):
     "The folder to upload for `model_path` (RUN, RUN/model or RUN/merged) and `what`, checked for weights."
     if what not in _WHAT: raise UploadError(f"what={what!r} is not allowed; use one of {', '.join(_WHAT)}")
@@ -91,6 +92,7 @@ def _read_json(p):
     try: return json.loads(Path(p).read_text())
     except (OSError, ValueError): return {}
 
+# %% ../nbs/12_upload.ipynb #0f77a5e6
 def _run_info(d):
     "What the card needs from model folder `d`: meta (llmnb.json), config, adapter settings, training stats, kind."
     meta = _read_json(d/'llmnb.json')
@@ -122,6 +124,7 @@ def _is_hub_id(s):
     try: validate_repo_id(s); return '/' in s
     except HFValidationError: return False
 
+# %% ../nbs/12_upload.ipynb #4ad1d5cb
 def _card_data(info):
     ad = (info['adapter'].get('peft_type') or (info['config'].get('adapter') or {}).get('type') or '').lower()
     tags = ['llmnb'] + ([ad] if ad else ['full-fine-tune']) + (['merged'] if info['kind'] == 'merged' else [])
@@ -132,6 +135,7 @@ def _card_data(info):
 # %% ../nbs/12_upload.ipynb #770360b5
 def _fmt(v): return f"{v:.4g}" if isinstance(v, float) else str(v)
 
+# %% ../nbs/12_upload.ipynb #e9bde097
 def _metric_rows(info):
     rows = {}
     for split, ms in (info['stats'] or {}).items():
@@ -155,6 +159,7 @@ def _usage(info, repo, has_tokenizer):
             f'out = model.generate(**inputs, max_new_tokens={new})\n'
             'print(tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))')
 
+# %% ../nbs/12_upload.ipynb #cf921bb7
 def _example_prompt(info):
     cfg = info['config']; p = cfg.get('prompt') or {}
     t = p.get('template') or '{' + ((cfg.get('input_features') or [{}])[0].get('name') or 'input') + '}'
@@ -168,8 +173,10 @@ def _peft_names() -> dict:
     by_class = {c.__name__: str(t.value) for t, c in PEFT_TYPE_TO_CONFIG_MAPPING.items()}
     return {'PREFIX_TUNING': 'prefix tuning', **{by_class[k.peft_class]: k.name for k in ADAPTERS.values() if k.peft_class in by_class}}
 
+# %% ../nbs/12_upload.ipynb #5ff5c0d0
 def _peft_name(ad): return _peft_names().get(ad.get('peft_type'), ad.get('peft_type') or 'PEFT')
 
+# %% ../nbs/12_upload.ipynb #ddebcb8b
 def _details(info, d):
     cfg, ad = info['config'], info['adapter']
     feats = lambda k: ', '.join(f.get('column') or f.get('name', '?') for f in cfg.get(k) or []) or '?'
@@ -183,6 +190,7 @@ def _details(info, d):
     if tr: rows.append(('trainer', ', '.join(f"{k}={v}" for k, v in tr.items() if not isinstance(v, (dict, list)))))
     return '\n'.join(['| | |', '|---|---|'] + [f"| {k} | {v} |" for k, v in rows])
 
+# %% ../nbs/12_upload.ipynb #7a184550
 def model_card(run_or_model_dir, # a run folder, RUN/model or RUN/merged
                repo_id=None, # the Hub repo the card is for; used in the title and the usage snippet
                what='auto', # 'auto', 'adapter' or 'merged', as in `upload_to_hf_hub`
@@ -234,6 +242,7 @@ def _inside(f, d) -> bool:
     "Whether `f`, links followed, is a file inside folder `d`."
     return f.resolve().is_relative_to(d.resolve())
 
+# %% ../nbs/12_upload.ipynb #b33d70de
 def _stage(d, dest, card, token):
     for f in sorted(d.rglob('*')):
         rel = f.relative_to(d)
@@ -290,6 +299,7 @@ def portable_base_name(base_model: str) -> str:
     p = Path(b).expanduser()
     return p.name if p.is_absolute() or p.exists() or b.startswith(('.', '~')) else b
 
+# %% ../nbs/12_upload.ipynb #48e4feab
 def make_card_portable(folder, # a folder `save_pretrained` wrote (RUN/model, a checkpoint)
                        base_model: str, # the config's `base_model`
                        loaded_from: str | None # the local path the base was loaded from (what the card names)

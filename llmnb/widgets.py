@@ -49,6 +49,7 @@ def _parse_setting(text: str) -> dict:
     if not isinstance(d, dict): raise LlmnbError(f"generation settings must be a JSON object (got {text!r})")
     return d
 
+# %% ../nbs/06b_widgets.ipynb #c99ce1ef
 def decoding_widget(llm, # an `llmnb.api.LLM`
                     data, # rows to pick from: DataFrame, list of dicts, or prompt strings
                     n_settings: int = 2, # how many settings side by side (2-4)
@@ -94,11 +95,13 @@ def _plot(stats, sug):
     plt.tight_layout()
     return fig
 
+# %% ../nbs/14_lengths.ipynb #2c03a93d
 def _suggestion_text(stats, q):
     s, cut = stats.suggest(q), stats.cut(stats.suggest(q))
     return (f"<b>keep {q:g}% of rows whole:</b> output max_sequence_length: {s.target}, input max_sequence_length: {s.prompt}, "
             f"global_max_sequence_length: {s.total} &nbsp;→ rows cut: answer {cut['target']:.0%}, prompt {cut['prompt']:.0%}, total {cut['total']:.0%}")
 
+# %% ../nbs/14_lengths.ipynb #cd17151c
 def length_explorer(stats: LengthStats, # from `length_stats`
                     percentile: float = 95, # the slider's start
                    ):
