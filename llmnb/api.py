@@ -43,6 +43,7 @@ class LLM:
         self.model = self.tokenizer = self.base_path = None
         self.vocab, self.stats, self.kind = None, {}, "none"
         self._last_splits = None  # the raw splits of the last train(), for `experiment`
+        self.retrieval_index = None  # few-shot retrieval's index, built (or loaded) once and saved with the run
 
     def __repr__(self):
         c = self.config
@@ -86,16 +87,19 @@ def _render(self: LLM, ds, train_split=None):
     "Retrieval context (when configured) and rendered prompts for a Dataset or DatasetDict."
     from datasets import DatasetDict
     cfg = self.config
+    split = train_split if train_split is not None else getattr(self, "_index_split", None)  # what retrieval draws from
     if cfg.input_feature.preprocessing.format == "chat":   # conversations: the rendered prompt and the reference turn
-        from llmnb.chat import render_conversations, check_chat_special_tokens, add_chat_examples
+        from llmnb.chat import render_conversations, check_chat_special_tokens, add_chat_examples, chat_retrieval_index
         check_chat_special_tokens(ds, cfg, self.load_base().tokenizer)
         if cfg.prompt.retrieval.type:   # few-shot exchanges retrieved by the last user turn
-            ds = add_chat_examples(ds, cfg, train_split if train_split is not None else getattr(self, "_index_split", None), self)
+            self.retrieval_index = chat_retrieval_index(cfg, split, self.retrieval_index)
+            ds = add_chat_examples(ds, cfg, split, self.retrieval_index)
         return render_conversations(ds, cfg, self.load_base().tokenizer)
     self._refuse_special_tokens(ds)
     if cfg.prompt.retrieval.type:
-        from llmnb.retrieval import add_context
-        ds = add_context(ds, cfg, train_split if train_split is not None else getattr(self, "_index_split", None), self)
+        from llmnb.retrieval import add_context, retrieval_index_for
+        self.retrieval_index = retrieval_index_for(cfg, split, self.retrieval_index)
+        ds = add_context(ds, cfg, split, self.retrieval_index)
     return render_prompts(ds, cfg)
 
 # %% ../nbs/06_api.ipynb #99fc195c
@@ -530,7 +534,7 @@ def _write_model(self: LLM, tmp: Path, model, kind):
     (tmp/"model_hyperparameters.json").write_text(json.dumps(self.config.to_dict(), indent=2))  # Ludwig's name for the config
     if self.config.prompt.retrieval.type:  # the few-shot index travels with the model (RUN/model/retrieval/)
         from llmnb.retrieval import save_retrieval
-        save_retrieval(self, tmp)
+        save_retrieval(self.retrieval_index, tmp)
 
 # %% ../nbs/06_api.ipynb #2dcab265
 @patch
@@ -605,7 +609,7 @@ def load(cls: LLM,
     llm.stats = {k: v for k, v in info.get("metrics", {}).items()}
     if llm.config.prompt.retrieval.type:  # predict with the saved few-shot index, no training data needed
         from llmnb.retrieval import load_retrieval
-        load_retrieval(llm, d)
+        llm.retrieval_index = load_retrieval(d)
     return llm
 
 # %% ../nbs/06_api.ipynb #17c8e5bc
@@ -639,3 +643,21 @@ def _load_ludwig(cls: LLM, d: Path, device=None, dtype=None) -> LLM:
         llm.model, llm.tokenizer = load_model(llm.config, device, dtype, path=str(w))
     else: llm.load_base(); llm.kind = "none"  # Ludwig saves no weights for trainer: none
     return llm
+
+# %% ../nbs/06_api.ipynb #3d22e5b5
+@patch
+def render(self: LLM,
+           dataset, # rows in any form `predict` takes
+          ):
+    "The rows as the model sees them: retrieval context (when configured) and the rendered prompt (`PROMPT`)."
+    return self._render(self._as_dataset(dataset))
+
+# %% ../nbs/06_api.ipynb #60b48a85
+@patch
+def generate_rendered(self: LLM,
+                      rendered, # rows from `render` (or a `Dataset` with a `PROMPT` column)
+                      generation_config: dict | None = None, # overrides of the config's `generation` for this call
+                      batch_size: int | None = None, # rows per batch (default: batches by a token budget)
+                     ) -> list[dict]:
+    "Generate for rendered rows: per row its `text`, `ids` and `prompt_ids`."
+    return self._generate_rendered(rendered, generation_config, batch_size)

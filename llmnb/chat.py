@@ -17,7 +17,7 @@ __all__ = ['ROLES', 'SHAREGPT_ROLES', 'ChatError', 'is_chat', 'read_turn', 'read
            'has_generation_markers', 'render_chat', 'assistant_spans', 'encode_conversation', 'ConversationReport',
            'fit_turns', 'tokenize_conversations', 'prompt_and_reference', 'encode_chat_prompts', 'render_conversations',
            'check_chat_special_tokens', 'highlight_trained', 'conversation_lengths', 'check_chat_config',
-           'read_conversations', 'conversation_splits', 'add_chat_examples']
+           'read_conversations', 'conversation_splits', 'chat_retrieval_index', 'add_chat_examples']
 
 # %% ../nbs/17_chat.ipynb #bc48d7ea
 class ChatError(DataError):
@@ -434,16 +434,22 @@ def _add_shots(ds, idx, cfg, own: bool):
     return ds.flatten_indices().add_column("__shots__", new).remove_columns(col).rename_column("__shots__", col)
 
 # %% ../nbs/17_chat.ipynb #281900bf
+def chat_retrieval_index(cfg, # the loaded config (`format: chat`, `prompt.retrieval` set)
+                         index_split=None, # the training split of conversations (None: the cached or saved index)
+                         cached=None, # the index built before, reused while it fits
+                        ):
+    "The retrieval index over the training conversations, searched by their last user turn."
+    from llmnb.retrieval import retrieval_index_for
+    return retrieval_index_for(cfg, None if index_split is None else _chat_index_rows(index_split, cfg), cached)
+
 def add_chat_examples(ds, # a Dataset or DatasetDict of conversations
                       cfg, # the loaded config (`format: chat`, `prompt.retrieval` set)
                       index_split=None, # the training split of conversations (None: the cached or saved index)
-                      llm=None, # an `LLM`: the index is cached on it, and saved with the run
+                      index=None, # an index built before (`chat_retrieval_index`), reused while it fits
                      ):
     "Conversations with their `k` retrieved few-shot exchanges inserted after the system turn."
     from datasets import DatasetDict
-    from llmnb.retrieval import retrieval_index_for
-    rows = None if index_split is None else _chat_index_rows(index_split, cfg)
-    idx = retrieval_index_for(cfg, rows, llm)
+    idx = chat_retrieval_index(cfg, index_split, index)
     own = lambda d: index_split is not None and (d is index_split or d._fingerprint == index_split._fingerprint)
     if isinstance(ds, DatasetDict): return DatasetDict({k: _add_shots(v, idx, cfg, own(v)) for k, v in ds.items()})
     return _add_shots(ds, idx, cfg, own(ds))

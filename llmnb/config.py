@@ -477,26 +477,30 @@ class FixedSplit(_Section):
     type: Literal['fixed'] = Field(description="Split from a column.")
     column: str = Field('split', description="Column holding 0/1/2 (or train/validation/test).")
 
+# %% ../nbs/00_config.ipynb #624026ac
+class _ColumnSplit(_Section):
+    "A split computed from one column, into train / validation / test fractions (the subclasses name the column's role)."
+    type: str
+    column: str
+    probabilities: Probabilities = Field([0.7, 0.1, 0.2], description="Train, validation, test fractions (sum to 1).")
+
 # %% ../nbs/00_config.ipynb #3ee5dfe9
-class StratifySplit(_Section):
+class StratifySplit(_ColumnSplit):
     "Random split that keeps the label proportions of a column."
     type: Literal['stratify'] = Field(description="Stratified split.")
     column: str = Field(description="Column to stratify on (required).")
-    probabilities: Probabilities = Field([0.7, 0.1, 0.2], description="Train, validation, test fractions (sum to 1).")
 
 # %% ../nbs/00_config.ipynb #7cabc7ad
-class HashSplit(_Section):
+class HashSplit(_ColumnSplit):
     "Split by a hash of a column's value: rows with the same value (an id) always land in the same split."
     type: Literal['hash'] = Field(description="Hash split.")
     column: str = Field(description="Column whose value is hashed (required).")
-    probabilities: Probabilities = Field([0.7, 0.1, 0.2], description="Train, validation, test fractions (sum to 1).")
 
 # %% ../nbs/00_config.ipynb #390dd532
-class DateTimeSplit(_Section):
+class DateTimeSplit(_ColumnSplit):
     "Split in time order: the oldest rows train, the newest test."
     type: Literal['datetime'] = Field(description="Datetime split.")
     column: str = Field(description="Column of dates or datetimes (required).")
-    probabilities: Probabilities = Field([0.7, 0.1, 0.2], description="Train, validation, test fractions (sum to 1).")
 
 # %% ../nbs/00_config.ipynb #bb4b1e5d
 def _split_type(v):

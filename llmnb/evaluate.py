@@ -241,12 +241,11 @@ def category_metrics(predictions, targets, vocab, fell_back=None) -> dict:
 def plot_confusion_matrix(metrics: dict, # `category_metrics(...)` (or anything with `labels` and `confusion_matrix`)
                           ax=None, # a matplotlib Axes to draw on (default: a new figure)
                           title: str = "Confusion matrix"):
-    "Draw the confusion matrix of `metrics` with counts in the cells; returns the Axes."
+    "Draw the confusion matrix of `metrics` with counts in the cells (scikit-learn's `ConfusionMatrixDisplay`); the Axes."
     import matplotlib.pyplot as plt
+    from sklearn.metrics import ConfusionMatrixDisplay
     cm, labels = np.asarray(metrics["confusion_matrix"]), list(metrics["labels"])
     if ax is None: _, ax = plt.subplots(figsize=(1.2 + 0.7 * len(labels), 1 + 0.6 * len(labels)))
-    ax.imshow(cm, cmap="Blues")
-    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right"); ax.set_yticks(range(len(labels)), labels)
+    ConfusionMatrixDisplay(cm, display_labels=labels).plot(ax=ax, cmap="Blues", colorbar=False, xticks_rotation=45)
     ax.set_xlabel("predicted"); ax.set_ylabel("true"); ax.set_title(title)
-    for (i, j), v in np.ndenumerate(cm): ax.text(j, i, int(v), ha="center", va="center", color="white" if v > cm.max() / 2 else "black")
     return ax

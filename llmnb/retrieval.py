@@ -370,11 +370,11 @@ def _named_folder(name) -> Path:
 # %% ../nbs/08_retrieval.ipynb #644ef6a7
 def retrieval_index_for(cfg, # the loaded config, `prompt.retrieval` set
                         index_split, # the training split to build from (None: the cached or named index)
-                        llm, # an object the index is cached on as `retrieval_index` (or None)
+                        cached=None, # the index built or loaded before (the `LLM` keeps one), or None
                        )->RetrievalIndex:
-    "The index to retrieve from: cached on `llm`, named in the cache, or built from `index_split`."
+    "The index to retrieve from: `cached` while it still fits, else the named one in the cache, else built from `index_split`."
     r = cfg.prompt.retrieval
-    idx = getattr(llm, "retrieval_index", None)
+    idx = cached
     if idx is not None and not idx._differs(cfg, index_split): return idx
     if r.index_name and (_named_folder(r.index_name)/"settings.json").exists():
         idx = RetrievalIndex.load(_named_folder(r.index_name))
@@ -387,7 +387,6 @@ def retrieval_index_for(cfg, # the loaded config, `prompt.retrieval` set
     else:
         idx = RetrievalIndex.build(index_split, cfg)
         if r.index_name: idx.save(_named_folder(r.index_name))
-    if llm is not None: llm.retrieval_index = idx
     return idx
 
 # %% ../nbs/08_retrieval.ipynb #0911f5df
@@ -405,28 +404,24 @@ def _with_context(ds, idx, cfg, own):
 def add_context(ds:Dataset|DatasetDict, # the rows that need examples: a split, or a DatasetDict of splits
                 cfg, # the loaded config, with `prompt.retrieval.type` set
                 index_split:Dataset|None=None, # the training split the index is built from (None: use the cached or named index)
-                llm=None, # an `LLM`: the index is cached on it as `llm.retrieval_index`
+                index:RetrievalIndex|None=None, # an index built before (`retrieval_index_for`), reused while it fits
                )->Dataset|DatasetDict:
     "`ds` with a `CONTEXT` column: each row's k retrieved training examples, as text."
-    idx = retrieval_index_for(cfg, index_split, llm)
+    idx = retrieval_index_for(cfg, index_split, index)
     same = lambda d: index_split is not None and (d is index_split or d._fingerprint == index_split._fingerprint)
     if isinstance(ds, DatasetDict): return DatasetDict({k: _with_context(v, idx, cfg, same(v)) for k, v in ds.items()})
     return _with_context(ds, idx, cfg, same(ds))
 
 # %% ../nbs/08_retrieval.ipynb #7da3ab0a
-def save_retrieval(llm, # an `LLM` (anything with `config` and maybe `retrieval_index`)
+def save_retrieval(index:RetrievalIndex|None, # the run's index (None: nothing to save)
                    model_dir, # the model folder being written
                   )->Path|None:
-    "Save `llm`'s retrieval index into `model_dir/retrieval` when the config uses retrieval and an index was built."
-    idx = getattr(llm, "retrieval_index", None)
-    if idx is None or llm.config.prompt.retrieval.type is None: return None
-    return idx.save(Path(model_dir)/"retrieval")
+    "Save `index` into `model_dir/retrieval`; None when there is no index."
+    return None if index is None else index.save(Path(model_dir)/"retrieval")
 
 # %% ../nbs/08_retrieval.ipynb #26db83c4
-def load_retrieval(llm, # an `LLM` being loaded
-                   model_dir, # the saved model folder
+def load_retrieval(model_dir, # the saved model folder
                   )->RetrievalIndex|None:
-    "Load the index saved in `model_dir/retrieval` onto `llm.retrieval_index` (None when there is none)."
+    "The index saved in `model_dir/retrieval` (None when there is none)."
     f = Path(model_dir)/"retrieval"
-    llm.retrieval_index = RetrievalIndex.load(f) if (f/"settings.json").exists() else None
-    return llm.retrieval_index
+    return RetrievalIndex.load(f) if (f/"settings.json").exists() else None

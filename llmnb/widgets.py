@@ -27,13 +27,13 @@ def compare_decoding(llm, # an `llmnb.api.LLM`
     from llmnb.data import PROMPT
     if isinstance(prompts, str): prompts = [prompts]
     plain = not isinstance(prompts, pd.DataFrame) and all(isinstance(p, str) for p in prompts)
-    rendered = None if plain else llm._render(llm._as_dataset(prompts))   # keeps a conversation column for `format: chat`
+    rendered = None if plain else llm.render(prompts)   # keeps a conversation column for `format: chat`
     texts = list(prompts) if plain else rendered[PROMPT]
     ds = Dataset.from_dict({PROMPT: texts}) if plain else rendered
     df = pd.DataFrame({"prompt": texts})
     for name, over in settings.items():
         t0 = time.time()
-        res = llm._generate_rendered(ds, dict(over or {}), batch_size)
+        res = llm.generate_rendered(ds, dict(over or {}), batch_size)
         dt = (time.time() - t0) / len(res)
         df[f"{name}: output"] = [r["text"] for r in res]
         df[f"{name}: tokens"] = [len(r["ids"]) for r in res]

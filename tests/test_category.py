@@ -271,7 +271,7 @@ def test_neighbour_vote_column_and_fallback(tiny_model_dir, tmp_path):
     assert df.output_predictions.tolist() == df.output_neighbour_vote.tolist()
     from llmnb.retrieval import add_context, NEIGHBOURS
     from datasets import Dataset
-    ds = add_context(Dataset.from_pandas(REVIEWS10), llm.config, llm=llm)
+    ds = add_context(Dataset.from_pandas(REVIEWS10), llm.config, index=llm.retrieval_index)
     assert "Sentiment: positive" in ds["__context__"][0] or "Sentiment: negative" in ds["__context__"][0]   # examples in the query's format
     for n, v in zip(ds[NEIGHBOURS], df.output_neighbour_vote):
         top = max(Counter(n).values()); assert Counter(n)[v] == top

@@ -9,7 +9,7 @@ from llmnb.config import load_config, ConfigError
 from llmnb.data import CONTEXT, PROMPT, DataError, load_splits
 from llmnb.model import ModelLoadError
 from llmnb.prompt import render_prompts
-from llmnb.retrieval import (RetrievalIndex, add_context, resolve_embedding_model, save_retrieval, load_retrieval,
+from llmnb.retrieval import (RetrievalIndex, add_context, resolve_embedding_model, save_retrieval, load_retrieval, retrieval_index_for,
                              DEFAULT_EXAMPLE_TEMPLATE, TEXT, _embed)
 
 TOPICS = {"sport": ["the striker scored a late goal", "the team won the cup final", "a tennis player served an ace",
@@ -29,8 +29,6 @@ def cfg(type="random", k=2, template=None, task="Which topic?", **r):
 def data(rows=ROWS, **cols):
     return Dataset.from_dict(dict(text=[t for t, _ in rows], topic=[l for _, l in rows], **cols))
 
-class Holder:  # stands in for an LLM: holds `config` and `retrieval_index`
-    def __init__(self, config=None): self.config, self.retrieval_index = config, None
 
 def examples(context):
     "The (input, output) pairs written in a context with the default example template."
@@ -199,10 +197,9 @@ def test_missing_input_column_uses_template_columns():
     c = cfg("semantic", k=2, template="{__context__}\n{__task__}\nHeadline: {headline}\nTopic:")
     out = add_context(ds, c, ds)
     assert all(t in ds["headline"] for x in out[CONTEXT][:] for t, _ in examples(x))  # the headline is the input text
-    h = Holder(c)
-    add_context(ds, c, ds, h)
+    idx = retrieval_index_for(c, ds)
     with pytest.raises(DataError, match=r"built on the input text of column\(s\) \['headline'\], but the data has no \['headline'\]"):
-        add_context(Dataset.from_dict(dict(title=["x"])), c, None, h)
+        add_context(Dataset.from_dict(dict(title=["x"])), c, None, idx)
 
 # ---------------------------------------------------------------- example template
 def test_example_template_fields():
@@ -235,9 +232,9 @@ def test_index_name_built_once_then_reused(tmp_path):
     folder = tmp_path/"cache"/"index"/"topics"
     assert {"settings.json", "rows", "vectors.faiss"} <= {p.name for p in folder.iterdir()}
     stamp = (folder/"vectors.faiss").stat().st_mtime_ns
-    h = Holder(c)
-    assert add_context(ds, c, ds, h)[CONTEXT][:] == first  # reused: same contexts, file untouched
-    assert add_context(data(ROWS[:3]), c, None, Holder(c))[CONTEXT][:] == add_context(data(ROWS[:3]), c, None, h)[CONTEXT][:]
+    idx = retrieval_index_for(c, ds)
+    assert add_context(ds, c, ds, idx)[CONTEXT][:] == first  # reused: same contexts, file untouched
+    assert add_context(data(ROWS[:3]), c)[CONTEXT][:] == add_context(data(ROWS[:3]), c, None, idx)[CONTEXT][:]
     assert (folder/"vectors.faiss").stat().st_mtime_ns == stamp
     assert json.loads((folder/"settings.json").read_text())["rows"] == len(ROWS)
 
@@ -251,27 +248,24 @@ def test_index_name_incompatible(tmp_path):
     with pytest.raises(DataError, match=r"index_name: 'a/b' is not a usable folder name"):
         add_context(ds, cfg(index_name="a/b"), ds)
 
-def test_llm_cached_index_rebuilt_when_training_data_changes():
-    h = Holder(cfg())
-    add_context(data(), h.config, data(), h)
-    first = h.retrieval_index
-    add_context(data(), h.config, data(), h)
-    assert h.retrieval_index is first
-    add_context(data(ROWS[:6]), h.config, data(ROWS[:6]), h)
-    assert h.retrieval_index is not first and len(h.retrieval_index) == 6
+def test_cached_index_rebuilt_when_training_data_changes():
+    c = cfg()
+    first = retrieval_index_for(c, data())
+    assert retrieval_index_for(c, data(), first) is first
+    second = retrieval_index_for(c, data(ROWS[:6]), first)
+    assert second is not first and len(second) == 6
 
 # ---------------------------------------------------------------- persistence
 def test_save_load_round_trip(tmp_path):
     ds = data()
     c = cfg("semantic", k=2)
-    h = Holder(c)
-    add_context(ds, c, ds, h)
-    save_retrieval(h, tmp_path/"model")
-    loaded = Holder(c)
-    load_retrieval(loaded, tmp_path/"model")
+    idx = retrieval_index_for(c, ds)
+    save_retrieval(idx, tmp_path/"model")
+    loaded = load_retrieval(tmp_path/"model")
     q = data(ROWS[::4])
-    assert add_context(q, c, None, loaded)[CONTEXT][:] == add_context(q, c, None, h)[CONTEXT][:]
-    assert save_retrieval(Holder(cfg()), tmp_path/"other") is None and not (tmp_path/"other").exists()
+    assert add_context(q, c, None, loaded)[CONTEXT][:] == add_context(q, c, None, idx)[CONTEXT][:]
+    assert save_retrieval(None, tmp_path/"other") is None and not (tmp_path/"other").exists()
+    assert load_retrieval(tmp_path/"other") is None
 
 def run_py(code, **env):
     r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env={**os.environ, **env}, timeout=600)
