@@ -28,7 +28,8 @@ SHAREGPT_ROLES = {"human": "user", "gpt": "assistant", "system": "system", "obse
                   "user": "user", "assistant": "assistant"}
 
 # %% ../nbs/17_chat.ipynb #c78cf2f9
-def is_chat(cfg) -> bool:
+def is_chat(cfg, # the config
+           ) -> bool:
     "Whether the input feature is a column of conversations (`preprocessing.format: chat`)."
     return getattr(cfg.input_feature.preprocessing, "format", "text") == "chat"
 
@@ -85,13 +86,15 @@ def read_conversation(conv, # a list of turns, OpenAI or ShareGPT
 # %% ../nbs/17_chat.ipynb #0134b9ae
 _END_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "</s>", "<eos>")
 
-def end_of_turn_ids(tok) -> set[int]:
+def end_of_turn_ids(tok, # the tokenizer
+                   ) -> set[int]:
     "Token ids that end an assistant turn: the tokenizer's EOS and the usual end-of-turn tokens it has."
     vocab = tok.get_vocab()
     return {i for i in [tok.eos_token_id, *(vocab.get(t) for t in _END_TOKENS)] if i is not None}
 
 # %% ../nbs/17_chat.ipynb #ba6da8b2
-def has_generation_markers(tok) -> bool:
+def has_generation_markers(tok, # the tokenizer (its `chat_template`, if any)
+                          ) -> bool:
     "Whether the chat template marks assistant text with `{% generation %}` (then transformers returns the mask)."
     return bool(re.search(r"\{%-?\s*generation\s*-?%\}", tok.chat_template or ""))
 
@@ -346,7 +349,8 @@ def conversation_lengths(cfg, tok, # the loaded config (`format: chat`) and the 
     return pd.DataFrame(dict(prompt=total - target, target=target, total=total))
 
 # %% ../nbs/17_chat.ipynb #ef0752e3
-def check_chat_config(cfg):
+def check_chat_config(cfg, # the config, whose input is `format: chat`
+                     ):
     "Config keys that mean nothing for conversations are errors, before any work."
     p, o = [], cfg.output_feature
     for k in ("template", "task"):
