@@ -410,7 +410,8 @@ def _run(a):
     with _run_folder_lock(a): verbs[a.verb](a)
 
 # %% ../nbs/07_cli.ipynb #ae8006ec
-def main(argv: list[str] | None = None):
+def main(argv: list[str] | None = None, # the command-line arguments (None: `sys.argv[1:]`)
+        ):
     "Run the `llmnb` command: a user error (any `LlmnbError`) is one line and exit status 2; Ctrl-C one line and 130."
     a = parser().parse_args(argv)
     from llmnb.errors import LlmnbError
