@@ -1489,7 +1489,8 @@ def _set_keys(obj, prefix=''):
         yield from _set_keys(v, path)
 
 # %% ../nbs/00_config.ipynb #d36f5bbe
-def compat_notes(cfg) -> list[str]:
+def compat_notes(cfg, # the config
+                ) -> list[str]:
     "One note per key in `COMPAT` that `cfg` sets to a non-default value."
     hits = {p if p in COMPAT or t.endswith('*') else t: COMPAT.get(p) or COMPAT.get(t) for p, t in _set_keys(cfg)}
     return [f"{k}: accepted for compatibility but {why}" for k, why in sorted(hits.items()) if why]
