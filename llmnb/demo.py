@@ -22,7 +22,9 @@ _FORMATS = [lambda d: f"{_MONTHS[d.month-1]} {d.day}, {d.year}", lambda d: f"{d.
             lambda d: f"{d.year}, {_MONTHS[d.month-1]} {_ordinal(d.day)}", lambda d: f"{_MONTHS[d.month-1]} the {_ordinal(d.day)} {d.year}"]
 
 # %% ../nbs/13_demo.ipynb #3057b71e
-def dates_dataset(n: int = 600, seed: int = 0) -> pd.DataFrame:
+def dates_dataset(n: int = 600, # rows to make
+                  seed: int = 0, # random seed (the same seed: the same rows)
+                 ) -> pd.DataFrame:
     "`n` rows of a date written in words (`date`) and the same date in ISO format (`iso`), generated with `seed`."
     rng = random.Random(seed)
     start = dt.date(1950, 1, 1).toordinal()
@@ -64,7 +66,11 @@ generation:
 """
 
 # %% ../nbs/13_demo.ipynb #05c340d4
-def run_demo(output_directory: str = "runs/demo", n: int = 400, show: int = 8, progress: bool = True) -> dict:
+def run_demo(output_directory: str = "runs/demo", # where the run is saved
+             n: int = 400, # rows in all: 80% to train on, 20% held out
+             show: int = 8, # rows of the printed table
+             progress: bool = True, # show progress bars
+            ) -> dict:
     "Score the base model on held-out rows, fine-tune it with LoRA, score it again; print a table and both scores."
     from llmnb.api import LLM
     t0 = time.time()
