@@ -76,7 +76,8 @@ def _example_fields(template, input_feature, output_feature, label_column) -> di
 # %% ../nbs/08_retrieval.ipynb #2a70708c
 NEIGHBOURS = "__neighbours__"  # the column retrieval fills with each row's examples' labels, best first
 
-def example_template(cfg)->str:
+def example_template(cfg, # the config (its `prompt` section)
+                    )->str:
     "How each example is written: `retrieval.example_template`, else the query's own format (`query_example_template`), else `DEFAULT_EXAMPLE_TEMPLATE`."
     r = cfg.prompt.retrieval
     return r.example_template or query_example_template(cfg.prompt.template) or DEFAULT_EXAMPLE_TEMPLATE
