@@ -338,7 +338,10 @@ def make_app(sm: ServedModel, # the model to serve
 
 # %% ../nbs/19_serve.ipynb #77def6e4
 @contextlib.contextmanager
-def running(app, host: str = "127.0.0.1", port: int = 0):
+def running(app, # the ASGI app to serve, e.g. from `make_app`
+            host: str = "127.0.0.1", # the address to listen on
+            port: int = 0, # the port (0: any free port)
+           ):
     "Run `app` with uvicorn in a background thread for the `with` block; yields its base URL (port 0: any free port)."
     import uvicorn
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
