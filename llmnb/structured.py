@@ -54,7 +54,9 @@ def ll_tokenizer(tok, # a fast Hugging Face tokenizer
     return cache[key]
 
 # %% ../nbs/20_structured.ipynb #d4ba714e
-def check_grammar(decoder, lt) -> str:
+def check_grammar(decoder, # a `text_parser` decoder section
+                  lt, # the llguidance tokenizer (`ll_tokenizer`)
+                 ) -> str:
     "The decoder's grammar, compiled against the tokenizer `lt`: an `LlmnbError` naming the key when it does not compile."
     g = grammar_for(decoder)
     err, msgs = _llguidance().LLMatcher.validate_grammar_with_warnings(g, lt)
