@@ -292,7 +292,8 @@ def upload_to_hf_hub(repo_id, # "namespace/name" on the Hub
     return str(url)
 
 # %% ../nbs/12_upload.ipynb #5154f760
-def portable_base_name(base_model: str) -> str:
+def portable_base_name(base_model: str, # the config's `base_model`: a preset, a Hub id or a local path
+                      ) -> str:
     "How a model card names `base_model`: a preset's Hub id, a Hub id as given, else the local folder's or file's name."
     from llmnb.config import PRESETS
     b = PRESETS.get(str(base_model).lower(), str(base_model))
