@@ -17,7 +17,9 @@ __all__ = ['STRATEGIES', 'merged_generation', 'generation_config', 'encode_promp
            'cache_kwargs', 'generation_eos_ids', 'plain_greedy', 'generate_batch']
 
 # %% ../nbs/05_generate.ipynb #be268bc2
-def merged_generation(cfg, overrides: dict | None = None):
+def merged_generation(cfg, # the config
+                      overrides: dict | None = None, # settings applied over `cfg.generation` (None: none)
+                     ):
     "`cfg.generation` with `overrides` applied and validated (a new object; `cfg` is not changed)."
     from llmnb.config import ConfigError
     g = cfg.generation
@@ -31,7 +33,13 @@ def merged_generation(cfg, overrides: dict | None = None):
         raise
 
 # %% ../nbs/05_generate.ipynb #87fb2bb1
-def generation_config(cfg, tok, context_length: int, overrides: dict | None = None, model=None, longest_target: int | None = None):
+def generation_config(cfg, # the config
+                      tok, # the tokenizer (its pad and EOS ids)
+                      context_length: int, # the model's context length in tokens (a cap)
+                      overrides: dict | None = None, # generation settings over `cfg.generation` (None: none)
+                      model=None, # the model; its own generation config may add EOS ids
+                      longest_target: int | None = None, # longest training target in tokens (sizes `max_new_tokens`)
+                     ):
     "A `transformers.GenerationConfig` from `cfg.generation` + `overrides`, with max_new_tokens resolved and pad/eos ids set."
     from transformers import GenerationConfig
     from llmnb.config import resolve_max_new_tokens
@@ -54,7 +62,11 @@ def _eos_ids(tok, model):
     return ids if len(ids) != 1 else ids[0]
 
 # %% ../nbs/05_generate.ipynb #a38e3583
-def encode_prompts(prompts: list[str], tok, cfg, limits: Limits) -> tuple[list[list[int]], TruncationReport]:
+def encode_prompts(prompts: list[str], # the prompt texts
+                   tok, # the tokenizer
+                   cfg, # the config (prompt format, chat template)
+                   limits: Limits, # the token limits a prompt is cut to (`sequence_limits`)
+                  ) -> tuple[list[list[int]], TruncationReport]:
     "Token ids of each prompt (chat template applied when configured), cut to `limits`."
     rep = TruncationReport()
     chat = use_chat_template(cfg, tok)
@@ -63,7 +75,11 @@ def encode_prompts(prompts: list[str], tok, cfg, limits: Limits) -> tuple[list[l
     return [truncate_row(i, None, limits, None, keep_bos, rep)[0] for i in ids], rep
 
 # %% ../nbs/05_generate.ipynb #a4bf342d
-def length_batches(lengths, batch_size: int, max_tokens: int | None = None, min_rows: int = 1) -> list[list[int]]:
+def length_batches(lengths, # the length of each row, in tokens
+                   batch_size: int, # rows per batch at most
+                   max_tokens: int | None = None, # padded tokens per batch at most (None: no limit)
+                   min_rows: int = 1, # rows a batch keeps even past `max_tokens`
+                  ) -> list[list[int]]:
     "Indices sorted by length (longest first), cut into batches of <= `batch_size` rows and <= `max_tokens` padded tokens (but >= `min_rows` rows)."
     order = np.argsort(-np.asarray(lengths), kind="stable").tolist()
     out, cur = [], []
@@ -83,7 +99,8 @@ def _left_pad(rows, pad_id, device):
     return ids.to(device), mask.to(device)
 
 # %% ../nbs/05_generate.ipynb #0c121683
-def decoding_strategy(gc) -> str:
+def decoding_strategy(gc, # a `transformers.GenerationConfig`
+                     ) -> str:
     "The decoding strategy a `transformers.GenerationConfig` selects: one of the six in the table above."
     beams, sample = gc.num_beams or 1, bool(gc.do_sample)
     if (gc.num_beam_groups or 1) > 1: return "diverse beam search"
@@ -324,8 +341,17 @@ def _greedy_until_eos(model, ids, mask, gc, scores: bool = False) -> tuple[list[
 
 # %% ../nbs/05_generate.ipynb #4d57de00
 @torch.no_grad()
-def generate_batch(model, tok, prompt_ids: list[list[int]], gen_config, batch_size: int = 16, max_tokens: int | None = None,
-                   scores: bool = False, progress: bool = False, logits_processor=None, min_rows: int = 1) -> list[dict]:
+def generate_batch(model, # the model
+                   tok, # the tokenizer (decodes the answers)
+                   prompt_ids: list[list[int]], # the token ids of each prompt
+                   gen_config, # a `transformers.GenerationConfig` (`generation_config`); left unchanged
+                   batch_size: int = 16, # rows decoded together at most
+                   max_tokens: int | None = None, # padded tokens per batch at most (None: no limit)
+                   scores: bool = False, # also return each token's probability and their product
+                   progress: bool = False, # show a progress bar
+                   logits_processor=None, # extra logits processors, e.g. a grammar constraint (None: none)
+                   min_rows: int = 1, # rows a batch keeps even past `max_tokens`
+                  ) -> list[dict]:
     "Generate for every prompt in `prompt_ids`, batched by length; results in input order."
     from tqdm.auto import tqdm
     from transformers import LogitsProcessorList
