@@ -381,7 +381,7 @@ def _labels_only(self: LLM) -> bool:
 
 # %% ../nbs/06_api.ipynb #c4f212dd
 def generation_config_for(llm, # an `LLM` (its config, tokenizer, model and context length)
-                          overrides=None, # generation settings for this call only, e.g. `dict(do_sample=True)`
+                          overrides=None, # settings for this call only, e.g. `dict(do_sample=True)`
                          ):
     "The `transformers.GenerationConfig` `llm` predicts with, `overrides` applied for this call only."
     return generation_config(llm.config, llm.tokenizer, llm.context_length, overrides, llm.model, getattr(llm, "longest_target", None))

@@ -38,7 +38,7 @@ def generation_config(cfg, # the config
                       context_length: int, # the model's context length in tokens (a cap)
                       overrides: dict | None = None, # generation settings over `cfg.generation` (None: none)
                       model=None, # the model; its own generation config may add EOS ids
-                      longest_target: int | None = None, # longest training target in tokens (sizes `max_new_tokens`)
+                      longest_target: int | None = None, # the longest training target in tokens (or None)
                      ):
     "A `transformers.GenerationConfig` from `cfg.generation` + `overrides`, with max_new_tokens resolved and pad/eos ids set."
     from transformers import GenerationConfig
