@@ -20,7 +20,9 @@ __all__ = ['category_vocab', 'match_rules', 'extract_category', 'label_token_ids
            'category_metrics', 'plot_confusion_matrix']
 
 # %% ../nbs/11_evaluate.ipynb #720e277a
-def category_vocab(output_feature, labels=None) -> list[str]:
+def category_vocab(output_feature, # the category output section (`cfg.output_feature`)
+                   labels=None, # the labels seen in the data, used when the config has no `vocab`
+                  ) -> list[str]:
     "The class labels of a category output: the config's `vocab`, else the distinct `labels` seen; plus the fallback label."
     p = output_feature.preprocessing
     vocab = list(p.vocab) if getattr(p, "vocab", None) else list(dict.fromkeys(str(l) for l in (labels or []) if l is not None and str(l) != ""))
@@ -29,7 +31,9 @@ def category_vocab(output_feature, labels=None) -> list[str]:
     return vocab
 
 # %% ../nbs/11_evaluate.ipynb #1ea1c83c
-def match_rules(output_feature, vocab) -> dict:
+def match_rules(output_feature, # the category output section (`cfg.output_feature`)
+                vocab, # the class labels (`category_vocab`)
+               ) -> dict:
     "label → rule dict (`type`, `value`): the config's `decoder.match`, else a `contains` rule per label."
     m = getattr(output_feature.decoder, "match", None)
     if m: return {k: (v.model_dump() if hasattr(v, "model_dump") else dict(v)) for k, v in m.items()}
@@ -59,14 +63,20 @@ def _find(rule, text):
     raise LlmnbError(f"decoder.match: unknown rule type {t!r}; allowed: contains, regex, json_schema")
 
 # %% ../nbs/11_evaluate.ipynb #5b4fc7a5
-def extract_category(text: str, rules: dict, fallback: str) -> str:
+def extract_category(text: str, # the generated answer
+                     rules: dict, # label → rule dict (`match_rules`)
+                     fallback: str, # returned when no rule matches (may be None)
+                    ) -> str:
     "The label whose rule matches `text` earliest (longest match on ties), else `fallback`."
     hits = [(pos[0], -pos[1], k) for k, r in enumerate(rules.values()) if (pos := _find(r, text)) is not None]
     if not hits: return fallback
     return list(rules)[min(hits)[2]]
 
 # %% ../nbs/11_evaluate.ipynb #8d0a5026
-def label_token_ids(tok, labels, prompt_ids=None) -> list[list[int]]:
+def label_token_ids(tok, # the tokenizer
+                    labels, # the class labels
+                    prompt_ids=None, # a prompt's ids; its last token sets the separator (None: newline)
+                   ) -> list[list[int]]:
     "The token ids of each label as the model would write it right after `prompt_ids` (as training tokenises answers)."
     last = tok.decode(list(prompt_ids[-1:]), skip_special_tokens=False) if prompt_ids else "\n"
     return answer_ids(tok, labels, [answer_separator(last)] * len(labels))
@@ -117,8 +127,14 @@ def _label_mask(seg, attn: str, dtype):
 
 # %% ../nbs/11_evaluate.ipynb #ade9bb20
 @torch.no_grad()
-def label_probabilities(model, tok, prompt_ids: list[list[int]], label_ids: list[list[int]], eos: int | None,
-                        constrained: bool = False, batch_size: int = 16) -> np.ndarray:
+def label_probabilities(model, # the model
+                        tok, # the tokenizer (its pad id)
+                        prompt_ids: list[list[int]], # the token ids of each prompt
+                        label_ids: list[list[int]], # each label's token ids (`label_token_ids`)
+                        eos: int | None, # the token that ends every label, scored too (None: none)
+                        constrained: bool = False, # normalise each step over the tokens labels allow
+                        batch_size: int = 16, # prompts scored together at most
+                       ) -> np.ndarray:
     "(prompts × labels) probabilities of each label's tokens (+ `eos`) after each prompt, normalised over the labels."
     dev = next(model.parameters()).device
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -167,7 +183,8 @@ def calibrate(P:np.ndarray, # (rows × labels) label probabilities
     return q / q.sum(1, keepdims=True)
 
 # %% ../nbs/11_evaluate.ipynb #ab47799f
-def neighbour_vote(labels:list)->str|None:
+def neighbour_vote(labels:list, # the labels of a row's retrieved examples, best first (None allowed)
+                  )->str|None:
     "The majority label of a row's retrieved examples (listed best first); a tie goes to the label of the nearest."
     labels = [str(l) for l in (labels or []) if l is not None]
     if not labels: return None
@@ -175,7 +192,9 @@ def neighbour_vote(labels:list)->str|None:
     return next(l for l in labels if n[l] == top)
 
 # %% ../nbs/11_evaluate.ipynb #d22b39fa
-def best_labels(P:np.ndarray, vocab:list[str])->list[str]:
+def best_labels(P:np.ndarray, # (rows × labels) probabilities
+                vocab:list[str], # the label of each column of `P`
+               )->list[str]:
     "Each row's highest-probability label; an empty label (`fallback_label: ''`) is never chosen while another exists."
     ok = np.array([v != "" for v in vocab]) if any(v != "" for v in vocab) else np.ones(len(vocab), bool)
     return [vocab[j] for j in np.where(ok[None], P, -np.inf).argmax(1)]
@@ -204,7 +223,13 @@ def predict_categories(model, tok, results:list[dict], # dicts with `prompt_ids`
                 probabilities=P, fell_back=[f is None for f in found], votes=votes)
 
 # %% ../nbs/11_evaluate.ipynb #761e91ae
-def category_predictions(model, tok, results: list[dict], output_feature, vocab: list[str], batch_size: int = 16):
+def category_predictions(model, # the model
+                         tok, # the tokenizer
+                         results: list[dict], # generation results: dicts with `prompt_ids` and `text`
+                         output_feature, # the category output section (`cfg.output_feature`)
+                         vocab: list[str], # the class labels (`category_vocab`)
+                         batch_size: int = 16, # prompts scored together at most
+                        ):
     "(labels, answer texts, prompts × vocab probabilities) for `results`: `predict_categories` without calibration."
     r = predict_categories(model, tok, results, output_feature, vocab, batch_size)
     return r["labels"], r["answers"], r["probabilities"]
@@ -213,7 +238,9 @@ def category_predictions(model, tok, results: list[dict], output_feature, vocab:
 def _norm(s): return " ".join(str(s).split()).lower()
 
 # %% ../nbs/11_evaluate.ipynb #6f4ca567
-def text_metrics(predictions, targets) -> dict:
+def text_metrics(predictions, # the generated texts
+                 targets, # the expected texts, in the same order
+                ) -> dict:
     "Exact match, ROUGE-1/2/L (F-measure) and corpus BLEU (sacrebleu, 0-100) of generated texts against targets."
     from rouge_score import rouge_scorer
     import sacrebleu
@@ -226,7 +253,11 @@ def text_metrics(predictions, targets) -> dict:
     return out
 
 # %% ../nbs/11_evaluate.ipynb #e3999237
-def category_metrics(predictions, targets, vocab, fell_back=None) -> dict:
+def category_metrics(predictions, # the predicted labels
+                     targets, # the true labels, in the same order
+                     vocab, # the class labels (the confusion matrix order)
+                     fell_back=None, # per row, whether no rule matched (None: no `fallback_rate`)
+                    ) -> dict:
     "Accuracy, macro-F1 (over the labels in truth or predictions), the confusion matrix (rows: truth, `vocab` order); `fallback_rate`: the share of `fell_back` rows."
     from sklearn.metrics import accuracy_score, f1_score, confusion_matrix
     t, p = [str(x) for x in targets], [str(x) for x in predictions]
