@@ -26,7 +26,12 @@ __all__ = ['HIGHER_IS_BETTER', 'plan_batches', 'balanced_packs', 'pack_batch', '
            'prune_checkpoints', 'resume_from_checkpoint', 'log_values', 'fit', 'fit_on_ray']
 
 # %% ../nbs/04_train.ipynb #4e74d846
-def plan_batches(lengths, batch_size: int, seed: int = 0, shuffle: bool = True, group: int = 32) -> list[list[int]]:
+def plan_batches(lengths, # the length of each row, in tokens
+                 batch_size: int, # rows per batch
+                 seed: int = 0, # random seed of both shuffles
+                 shuffle: bool = True, # shuffle (False: rows in order, cut into batches)
+                 group: int = 32, # batches per group sorted by length together
+                ) -> list[list[int]]:
     "Row indices for each batch: shuffled with `seed`, sorted by length within groups of `group` batches, batches shuffled again."
     idx = np.arange(len(lengths))
     rng = np.random.default_rng(seed)
@@ -42,7 +47,10 @@ def plan_batches(lengths, batch_size: int, seed: int = 0, shuffle: bool = True, 
     return [batches[i] for i in order]
 
 # %% ../nbs/04_train.ipynb #4023dfe4
-def balanced_packs(idx: list[int], lengths, n: int) -> list[list[int]]:
+def balanced_packs(idx: list[int], # the row indices to share out
+                   lengths, # the length of each row (indexed by row)
+                   n: int, # packs at most
+                  ) -> list[list[int]]:
     "`idx` cut into at most `n` packs of near-equal token counts: each row, longest first, joins the lightest pack."
     packs = [[] for _ in range(max(min(n, len(idx)), 1))]
     load = np.zeros(len(packs))
@@ -57,7 +65,8 @@ def _labels(ids, n_prompt, mask=None):
     return [-100] * n_prompt + ids[n_prompt:]
 
 # %% ../nbs/04_train.ipynb #5c3e28d7
-def pack_batch(rows: list[dict]) -> dict:
+def pack_batch(rows: list[dict], # tokenised rows (dicts with `input_ids`, `n_prompt`), maybe `label_mask`
+              ) -> dict:
     "One sequence holding all `rows` end to end; position ids restart per row; labels are -100 on prompts."
     ids = [i for r in rows for i in r["input_ids"]]
     pos = [p for r in rows for p in range(len(r["input_ids"]))]
@@ -66,7 +75,9 @@ def pack_batch(rows: list[dict]) -> dict:
     return dict(input_ids=t(ids), position_ids=t(pos), labels=t(lab))
 
 # %% ../nbs/04_train.ipynb #85b929a6
-def pad_batch(rows: list[dict], pad_id: int) -> dict:
+def pad_batch(rows: list[dict], # tokenised rows (dicts with `input_ids`, `n_prompt`), maybe `label_mask`
+              pad_id: int, # the token id padding fills with
+             ) -> dict:
     "Rows right-padded to the longest; the attention mask comes from lengths, never from token values."
     n = max(len(r["input_ids"]) for r in rows)
     ids = torch.full((len(rows), n), pad_id, dtype=torch.long)
@@ -97,7 +108,9 @@ def is_prompt_learning(model, # a model, PEFT-wrapped or not
     return bool(getattr(_peft_config(model), "is_prompt_learning", False))
 
 # %% ../nbs/04_train.ipynb #1e95dbb6
-def loss_sum(model, batch: dict) -> tuple[torch.Tensor, int]:
+def loss_sum(model, # the model (or its PEFT wrapper)
+             batch: dict, # a batch from `pack_batch` or `pad_batch`
+            ) -> tuple[torch.Tensor, int]:
     "Summed next-token cross-entropy over the answer tokens of `batch` and their count, through `model`'s forward."
     labels = batch["labels"]
     inputs = {k: v for k, v in batch.items() if k != "labels"}
@@ -109,7 +122,9 @@ def loss_sum(model, batch: dict) -> tuple[torch.Tensor, int]:
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y[sel], reduction="sum"), int(sel.sum())
 
 # %% ../nbs/04_train.ipynb #81661444
-def plain_loss_sum(model, batch: dict) -> tuple[torch.Tensor, int]:
+def plain_loss_sum(model, # the model
+                   batch: dict, # a batch from `pack_batch` or `pad_batch`
+                  ) -> tuple[torch.Tensor, int]:
     "The textbook computation, for checking: full logits, shifted, cross-entropy summed over labels != -100."
     out = model(**{k: v for k, v in batch.items() if k != "labels"})
     logits, y = out.logits[:, :-1], batch["labels"][:, 1:]
@@ -126,7 +141,9 @@ def _row_lengths(batch: dict) -> torch.Tensor:
     return m.sum(1, keepdim=True).expand_as(m)
 
 # %% ../nbs/04_train.ipynb #2bd18cb2
-def add_neftune(model, alpha: float):
+def add_neftune(model, # the model whose input embeddings get the noise
+                alpha: float, # the noise scale (`trainer.neftune_noise_alpha`; 0: none)
+               ):
     "NEFTune noise on the input embeddings of `model`, in training mode only; the hook handle (`.lengths`: row lengths)."
     emb = base_model_of(model).get_input_embeddings()
     def hook(module, args, out):
@@ -140,7 +157,9 @@ def add_neftune(model, alpha: float):
     return handle
 
 # %% ../nbs/04_train.ipynb #38e23918
-def resolve_batch_size(t, rows) -> int:
+def resolve_batch_size(t, # the trainer section of the config (`cfg.trainer`)
+                       rows, # the tokenised training rows (dicts with `input_ids`)
+                      ) -> int:
     "`trainer.batch_size`, resolving 'auto' from the device and the rows' mean length."
     if isinstance(t.batch_size, int): return t.batch_size
     if not torch.cuda.is_available(): return 8
@@ -173,7 +192,10 @@ def _multi_cpu() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
 
 # %% ../nbs/04_train.ipynb #bc0ce949
-def plan_steps(t, rows, processes: int | None = None) -> TrainPlan:
+def plan_steps(t, # the trainer section of the config (`cfg.trainer`)
+               rows, # the tokenised training rows (dicts with `input_ids`)
+               processes: int | None = None, # data-parallel processes (None: as launched)
+              ) -> TrainPlan:
     "The `TrainPlan` of trainer section `t` on tokenised `rows` with `processes` (default: this run's)."
     world = processes or _processes()
     bs = resolve_batch_size(t, rows)
@@ -192,7 +214,8 @@ _BNB_OPTIMIZERS = dict(adamw_8bit="AdamW8bit", paged_adamw="PagedAdamW", paged_a
                        adagrad_8bit="Adagrad8bit", rmsprop_8bit="RMSprop8bit", lamb="LAMB", lamb_8bit="LAMB8bit",
                        lars="LARS", lars_8bit="LARS8bit")
 
-def optimizer_class(name: str):
+def optimizer_class(name: str, # `trainer.optimizer.type`, e.g. adamw, paged_adamw_8bit, adafactor
+                   ):
     "The optimizer class for `trainer.optimizer.type`: from `torch.optim`, or from `bitsandbytes.optim`."
     if name in _TORCH_OPTIMIZERS: return getattr(torch.optim, _TORCH_OPTIMIZERS[name])
     if name == "adafactor":
@@ -218,7 +241,10 @@ def _optimizer_kwargs(cls, o, lr) -> dict:
     return out
 
 # %% ../nbs/04_train.ipynb #d2f13201
-def make_optimizer(model, t, loraplus_lr_ratio: float | None = None):
+def make_optimizer(model, # the model; only its trainable weights are optimised
+                   t, # the trainer section of the config (`cfg.trainer`)
+                   loraplus_lr_ratio: float | None = None, # LoRA+: B's learning rate over A's (None: no LoRA+)
+                  ):
     "The optimizer of trainer section `t` over the trainable weights; LoRA+ parameter groups with `loraplus_lr_ratio`."
     cls = optimizer_class(t.optimizer.type)
     kw = _optimizer_kwargs(cls, t.optimizer, t.learning_rate)
@@ -261,7 +287,10 @@ def _hf_schedule_kwargs(s, total: int) -> dict:
     return {}
 
 # %% ../nbs/04_train.ipynb #a993d41b
-def make_scheduler(opt, t, plan: TrainPlan):
+def make_scheduler(opt, # the optimizer
+                   t, # the trainer section of the config (`cfg.trainer`)
+                   plan: TrainPlan, # the run's `TrainPlan` (its total steps)
+                  ):
     "The learning-rate schedule of trainer section `t` over the plan's steps."
     from transformers import get_scheduler
     s, total = t.learning_rate_scheduler, plan.total_steps
@@ -275,7 +304,11 @@ def make_scheduler(opt, t, plan: TrainPlan):
                          scheduler_specific_kwargs=_hf_schedule_kwargs(s, total))
 
 # %% ../nbs/04_train.ipynb #b1a0c015
-def reduce_lr_on_plateau(sched, s, state: dict, value: float) -> bool:
+def reduce_lr_on_plateau(sched, # the learning-rate scheduler (its `base_lrs` are scaled)
+                         s, # the scheduler section (`trainer.learning_rate_scheduler`)
+                         state: dict, # the run's counters, updated in place
+                         value: float, # the metric just evaluated (lower is better)
+                        ) -> bool:
     "After an evaluation of `value` (lower is better): scale the base rates by `s.reduce_on_plateau_rate` on a plateau."
     if not s.reduce_on_plateau: return False
     if state.get("plateau_best") is None or value < state["plateau_best"]:
@@ -287,7 +320,8 @@ def reduce_lr_on_plateau(sched, s, state: dict, value: float) -> bool:
     return True
 
 # %% ../nbs/04_train.ipynb #295b9986
-def trainable_state(model) -> dict:
+def trainable_state(model, # the model (or its distributed wrapper)
+                   ) -> dict:
     "The trainable tensors of `model` (the adapter, or every weight in a full fine-tune), on the CPU."
     return {k: _full(v).detach().to("cpu", copy=True) for k, v in getattr(model, "module", model).named_parameters() if v.requires_grad}
 
@@ -297,14 +331,18 @@ def _full(v):
     return v.full_tensor() if hasattr(v, "full_tensor") else v
 
 # %% ../nbs/04_train.ipynb #bb2c9c2c
-def load_trainable_state(model, state: dict):
+def load_trainable_state(model, # the model (or its distributed wrapper)
+                         state: dict, # parameter name → tensor, from `trainable_state`
+                        ):
     "Copy `state` (from `trainable_state`) back into `model`."
     params = dict(getattr(model, "module", model).named_parameters())
     with torch.no_grad():
         for k, v in state.items(): params[k].copy_(v)
 
 # %% ../nbs/04_train.ipynb #0f6e738e
-def answer_hits(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def answer_hits(model, # the model (or its PEFT wrapper)
+                batch: dict, # a batch from `pack_batch` or `pad_batch`
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     "Per answer token of `batch`, in row order: its cross-entropy, whether it is the model's top choice, and its row."
     labels = batch["labels"]
     inputs = {k: v for k, v in batch.items() if k != "labels"}
@@ -319,7 +357,13 @@ def answer_hits(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.T
 
 # %% ../nbs/04_train.ipynb #10f46a27
 @torch.no_grad()
-def evaluate_loss(model, rows, batch_size: int, pad_id: int, device, packing: bool = True) -> dict:
+def evaluate_loss(model, # the model
+                  rows, # tokenised rows (dicts with `input_ids`, `n_prompt`)
+                  batch_size: int, # rows per batch
+                  pad_id: int, # the token id padding fills with
+                  device, # the device the batches go to
+                  packing: bool = True, # pack rows into one sequence (ignored for prompt learning)
+                 ) -> dict:
     "Teacher-forced loss (mean over answer tokens), perplexity, token and sequence accuracy of `model` on tokenised `rows`."
     was = model.training; model.eval()
     packing = packing and not is_prompt_learning(model)
@@ -367,14 +411,17 @@ def _cpu_has_bf16() -> bool:
     return " avx512_bf16" in flags or " amx_bf16" in flags
 
 # %% ../nbs/04_train.ipynb #8b630c60
-def mixed_precision(use_mixed_precision) -> str:
+def mixed_precision(use_mixed_precision, # `trainer.use_mixed_precision` (False: off; else bf16 if supported)
+                   ) -> str:
     "Accelerate's `mixed_precision` for `trainer.use_mixed_precision`: bf16 autocast where the hardware has bf16, unless set false."
     if use_mixed_precision is False: return "no"
     if torch.cuda.is_available(): return "bf16" if torch.cuda.is_bf16_supported() else "no"
     return "bf16" if _cpu_has_bf16() else "no"
 
 # %% ../nbs/04_train.ipynb #b1a0c017
-def freeze_layers(model, regex: str | None) -> list[str]:
+def freeze_layers(model, # the model
+                  regex: str | None, # a regex of parameter names (None or empty: freeze nothing)
+                 ) -> list[str]:
     "Freeze the parameters of `model` whose names match `regex` (`trainer.layers_to_freeze_regex`); their names."
     if not regex: return []
     hit = [n for n, p in model.named_parameters() if re.search(regex, n)]
@@ -386,7 +433,8 @@ def freeze_layers(model, regex: str | None) -> list[str]:
 
 # %% ../nbs/04_train.ipynb #b1a0c018
 @contextmanager
-def training_layout(model):
+def training_layout(model, # the model, maybe with bitsandbytes 4-bit layers
+                   ):
     "Keep bitsandbytes 4-bit weights in their trainable layout (no CPU inference repack) while the block runs."
     mods = [m for m in model.modules() if hasattr(m, "support_avx512bf16_for_cpu")]
     was = [m.support_avx512bf16_for_cpu for m in mods]
@@ -465,7 +513,9 @@ def _new_stats(r) -> dict:
                 supervised_tokens=0, total_tokens=0, learning_rate=[])
 
 # %% ../nbs/04_train.ipynb #ae53bbb1
-def run_fingerprint(cfg, rows) -> str:
+def run_fingerprint(cfg, # the config
+                    rows, # the tokenised training rows (dicts with `input_ids`, `n_prompt`)
+                   ) -> str:
     "A hash of the config (minus generation) and the tokenised training rows: what a resumed run must match."
     import hashlib
     c = cfg.model_dump(mode="json", exclude={"generation"}) if hasattr(cfg, "model_dump") else repr(cfg)
@@ -494,7 +544,9 @@ def _my_share(r, packs):
     return (mine, 1.0) if mine else (packs[:1], 0.0)
 
 # %% ../nbs/04_train.ipynb #b1a0c025
-def train_step(r, group: list[list[int]]) -> float:
+def train_step(r, # the training run's state (`fit`'s `_Run`)
+               group: list[list[int]], # row indices of each batch of this step (the accumulation steps)
+              ) -> float:
     "One optimizer step over `group` (row indices per batch); the mean loss per answer token, over all processes."
     mine, weight = _my_share(r, _packs(r, group))
     n_step = sum(len(r.rows[i]["input_ids"]) - r.rows[i]["n_prompt"] for b in group for i in b)
@@ -537,7 +589,8 @@ def _evaluate_rows(r, rows) -> dict:
                 sequence_accuracy=float(s[3]) / max(float(s[4]), 1))
 
 # %% ../nbs/04_train.ipynb #1b997668
-def evaluate(r) -> dict:
+def evaluate(r, # the training run's state (`fit`'s `_Run`)
+            ) -> dict:
     "Validation (and, with `evaluate_training_set`, training-set) loss and perplexity; {} with `skip_all_evaluation`."
     if r.t.skip_all_evaluation: return {}
     if r.objective is not None:   # preference metrics (llmnb.align), the same on every process
@@ -581,7 +634,8 @@ def _after_evaluation(r, ev: dict, train_loss: float):
     if plateau is not None: reduce_lr_on_plateau(r.sched, s, st, plateau)
 
 # %% ../nbs/04_train.ipynb #b1a0c031
-def save_checkpoint(r) -> Path:
+def save_checkpoint(r, # the training run's state (`fit`'s `_Run`)
+                   ) -> Path:
     "Write `checkpoints/step-N/` for the current step (every process takes part); keep the newest two."
     d = r.run_dir/"checkpoints"/f"step-{r.state['step']}"
     tmp = d.with_name(f".{d.name}.tmp")
@@ -602,13 +656,15 @@ def save_checkpoint(r) -> Path:
     return d
 
 # %% ../nbs/04_train.ipynb #532cb75d
-def checkpoints(run_dir) -> list[Path]:
+def checkpoints(run_dir, # the run folder
+               ) -> list[Path]:
     "The complete `checkpoints/step-N/` folders of `run_dir`, oldest first."
     found = [p for p in (Path(run_dir)/"checkpoints").glob("step-*") if (p/"trainer_state.json").exists()]
     return sorted(found, key=lambda p: int(p.name.split("-")[1]))
 
 # %% ../nbs/04_train.ipynb #6c911571
-def prune_checkpoints(run_dir) -> list[Path]:
+def prune_checkpoints(run_dir, # the run folder of a finished run
+                     ) -> list[Path]:
     "After a finished run, keep one copy of the weights: the last `step-N/` without its optimizer state, and no `best/`."
     # the run's model/ holds the best weights; Ludwig and HF's Trainer also keep the last (and best) checkpoint only
     from llmnb.run import atomic_write
@@ -633,7 +689,8 @@ def _load_weights(model, d: Path):
         for f in sorted(d.glob("model*.safetensors")): m.load_state_dict(load_file(str(f)), strict=False)
 
 # %% ../nbs/04_train.ipynb #ac5e9c4a
-def resume_from_checkpoint(r) -> bool:
+def resume_from_checkpoint(r, # the training run's state (`fit`'s `_Run`)
+                          ) -> bool:
     "Continue from the newest checkpoint of the run: weights, optimizer, scheduler, RNG and counters; False if none."
     found = checkpoints(r.run_dir)
     if not found:
@@ -653,7 +710,10 @@ def resume_from_checkpoint(r) -> bool:
     return True
 
 # %% ../nbs/04_train.ipynb #b1a0c034
-def log_values(r, values: dict, bar=None):
+def log_values(r, # the training run's state (`fit`'s `_Run`)
+               values: dict, # metric name → number, e.g. `train/loss`
+               bar=None, # the tqdm progress bar (None: none)
+              ):
     "Send `values` (name → number) for the current step to the trackers, the progress bar and the live plot."
     step = r.state["step"]
     if r.acc.is_main_process and r.acc.log_with: r.acc.log(values, step=step)
@@ -703,8 +763,18 @@ def _train_steps(r, bar) -> bool:
     return False
 
 # %% ../nbs/04_train.ipynb #17bc317a
-def fit(model, tok, train_rows, val_rows, cfg, run_dir, resume: bool = False, progress: bool = True, plot: bool = True,
-        plan: TrainPlan | None = None, objective=None) -> dict:
+def fit(model, # the model to train (with its adapter, if any)
+        tok, # the tokenizer
+        train_rows, # the tokenised training rows
+        val_rows, # the tokenised validation rows (empty: no validation)
+        cfg, # the config
+        run_dir, # the run folder checkpoints go to
+        resume: bool = False, # continue from the newest checkpoint in `run_dir`
+        progress: bool = True, # show a progress bar
+        plot: bool = True, # show a live plot of the losses
+        plan: TrainPlan | None = None, # the steps and batch sizes (None: `plan_steps`)
+        objective=None, # a preference objective (`llmnb.align`; None: fine-tuning's loss)
+       ) -> dict:
     "Train `model` on tokenised `train_rows` per `cfg.trainer` (and `plan`); evaluate on `val_rows`; the statistics."
     from tqdm.auto import tqdm
     from transformers import set_seed
@@ -812,7 +882,14 @@ def _ray_worker(a: dict):
                          checkpoint=ray.train.Checkpoint.from_directory(d) if ctx.get_world_rank() == 0 else None)
 
 # %% ../nbs/04_train.ipynb #1389fbad
-def fit_on_ray(model, tok, train_rows, val_rows, cfg, run_dir, resume: bool = False) -> dict:
+def fit_on_ray(model, # the model to train; it gets the trained weights
+               tok, # the tokenizer
+               train_rows, # the tokenised training rows
+               val_rows, # the tokenised validation rows (empty: no validation)
+               cfg, # the config (`backend.trainer`: the workers)
+               run_dir, # the run folder checkpoints go to
+               resume: bool = False, # continue from the newest checkpoint in `run_dir`
+              ) -> dict:
     "`fit` in `backend.trainer.num_workers` Ray Train workers (`backend: {type: ray}`); `model` gets the trained weights."
     ray, TorchTrainer = _ray_train()
     from ray.train import RunConfig, ScalingConfig
