@@ -243,7 +243,7 @@ def _optimizer_kwargs(cls, o, lr) -> dict:
 # %% ../nbs/04_train.ipynb #d2f13201
 def make_optimizer(model, # the model; only its trainable weights are optimised
                    t, # the trainer section of the config (`cfg.trainer`)
-                   loraplus_lr_ratio: float | None = None, # LoRA+: B's learning rate over A's (None: no LoRA+)
+                   loraplus_lr_ratio: float | None = None, # LoRA+: B's learning rate over A's (None: off)
                   ):
     "The optimizer of trainer section `t` over the trainable weights; LoRA+ parameter groups with `loraplus_lr_ratio`."
     cls = optimizer_class(t.optimizer.type)
