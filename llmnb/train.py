@@ -65,7 +65,7 @@ def _labels(ids, n_prompt, mask=None):
     return [-100] * n_prompt + ids[n_prompt:]
 
 # %% ../nbs/04_train.ipynb #5c3e28d7
-def pack_batch(rows: list[dict], # tokenised rows (dicts with `input_ids`, `n_prompt`), maybe `label_mask`
+def pack_batch(rows: list[dict], # tokenised rows (dicts with `input_ids`, `n_prompt`, maybe `label_mask`)
               ) -> dict:
     "One sequence holding all `rows` end to end; position ids restart per row; labels are -100 on prompts."
     ids = [i for r in rows for i in r["input_ids"]]
@@ -75,7 +75,7 @@ def pack_batch(rows: list[dict], # tokenised rows (dicts with `input_ids`, `n_pr
     return dict(input_ids=t(ids), position_ids=t(pos), labels=t(lab))
 
 # %% ../nbs/04_train.ipynb #85b929a6
-def pad_batch(rows: list[dict], # tokenised rows (dicts with `input_ids`, `n_prompt`), maybe `label_mask`
+def pad_batch(rows: list[dict], # tokenised rows (dicts with `input_ids`, `n_prompt`, maybe `label_mask`)
               pad_id: int, # the token id padding fills with
              ) -> dict:
     "Rows right-padded to the longest; the attention mask comes from lengths, never from token values."
