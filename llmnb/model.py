@@ -277,7 +277,8 @@ def quiet_torchao():
 quiet_torchao()
 
 # %% ../nbs/10_quantization.ipynb #08c24ffd
-def bnb_config(q):
+def bnb_config(q # the config's `quantization` section (backend bitsandbytes, `bits` 4 or 8)
+              ):
     "A `transformers.BitsAndBytesConfig` from the config's `quantization` section."
     import torch
     from transformers import BitsAndBytesConfig
@@ -318,7 +319,8 @@ def torchao_config(q, # the config's `quantization` section, with `backend: torc
     return TorchAoConfig(quant_type=_torchao_type(q.mode))
 
 # %% ../nbs/10_quantization.ipynb #753b95d0
-def check_torchao_training(q):
+def check_torchao_training(q # the config's `quantization` section; None: no quantization
+                          ):
     "Refuse training on a torchao `mode` whose layers pass no gradient (`int8_dynamic`), before any work."
     if q is not None and q.backend == "torchao" and q.mode == "int8_dynamic":
         raise LlmnbError("quantization.mode: int8_dynamic layers pass no gradient, so an adapter cannot train on "
