@@ -28,18 +28,21 @@ def _is_linear(m) -> bool:
     return isinstance(m, torch.nn.Linear) or type(m).__name__ in ("Conv1D", "Linear4bit", "Linear8bitLt")
 
 # %% ../nbs/09_adapters.ipynb #9765d666
-def linear_modules(model) -> list[str]:
+def linear_modules(model # a PyTorch model (a transformers model, with or without adapters)
+                  ) -> list[str]:
     "Full names of the linear layers of `model` (the output head excluded)."
     out = getattr(model, "get_output_embeddings", lambda: None)()
     return [n for n, m in model.named_modules() if _is_linear(m) and m is not out]
 
 # %% ../nbs/09_adapters.ipynb #013144c7
-def linear_module_names(model) -> list[str]:
+def linear_module_names(model # a PyTorch model (a transformers model, with or without adapters)
+                       ) -> list[str]:
     "The distinct last name segments of `model`'s linear layers: the names `target_modules` can use."
     return sorted({n.split(".")[-1] for n in linear_modules(model)})
 
 # %% ../nbs/09_adapters.ipynb #5ddd47b4
-def default_target_modules(model) -> list[str]:
+def default_target_modules(model # the model the adapter will be attached to
+                          ) -> list[str]:
     "The attention projections present in `model` (linear layers inside a module named *attn*/*attention*), for when `target_modules` is null."
     attn = sorted({f.split(".")[-1] for f in linear_modules(model) if re.search(r"attn|attention", f.rsplit(".", 1)[0], re.I)})
     if not attn: raise LlmnbError(f"adapter.target_modules: no attention projections found to target by default; "
@@ -47,7 +50,10 @@ def default_target_modules(model) -> list[str]:
     return attn
 
 # %% ../nbs/09_adapters.ipynb #5c1ef098
-def check_target_modules(model, target_modules, key: str = "adapter.target_modules"):
+def check_target_modules(model, # the model the adapter will be attached to
+                         target_modules, # names (or name endings), a regex of full names, 'all-linear' or None
+                         key: str = "adapter.target_modules" # the config key named in the error
+                        ):
     "Raise if `target_modules` (list, regex or 'all-linear') matches no module of `model`; name the modules that exist."
     if target_modules is None or target_modules == "all-linear": return
     names, full = linear_module_names(model), linear_modules(model)
@@ -87,7 +93,8 @@ ADAPTERS = {
 }
 
 # %% ../nbs/09_adapters.ipynb #3a3e656e
-def adapter_kind(peft_config) -> AdapterKind | None:
+def adapter_kind(peft_config # a PEFT config object (`LoraConfig`, `IA3Config`, ...)
+                ) -> AdapterKind | None:
     "The table row of a PEFT config object (by its class), or None for a method llmnb does not configure."
     return next((k for k in ADAPTERS.values() if k.peft_class == type(peft_config).__name__), None)
 
@@ -110,7 +117,9 @@ def _ia3_default(model) -> list[str]:
     return [n for n in ("k_proj", "v_proj", "down_proj") if n in names] or default_target_modules(model)
 
 # %% ../nbs/09_adapters.ipynb #1d007012
-def check_adapter(model, adapter):
+def check_adapter(model, # the model the adapter will be attached to
+                  adapter # the adapter section of the config (`cfg.adapter`); None: nothing to check
+                 ):
     "Raise a clear error, naming the config key, if `adapter` cannot be attached to `model`; nothing is built."
     a = adapter
     if a is None: return
@@ -290,7 +299,8 @@ def init_from_data(model, # the base model
     return _keep_initial(peft.get_peft_model(model, pc))
 
 # %% ../nbs/09_adapters.ipynb #bf1fae13
-def adapter_regularization(model) -> torch.Tensor | float:
+def adapter_regularization(model # the model being trained (a PEFT model or a plain one)
+                          ) -> torch.Tensor | float:
     "AdaLoRA's orthogonality penalty for `model` (what PEFT adds to a model-computed loss); 0 for any other model."
     inner = getattr(model, "base_model", None)
     name = getattr(inner, "trainable_adapter_name", None)

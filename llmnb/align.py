@@ -30,7 +30,10 @@ def _row_of_labels(batch: dict) -> torch.Tensor:
     return row[1:][y != -100]
 
 # %% ../nbs/20_align.ipynb #416c33eb
-def answer_logps(model, rows: list[dict], per_token: bool = False):
+def answer_logps(model, # the model being trained (or the reference)
+                 rows: list[dict], # engine rows: dicts with `input_ids` and `n_prompt` (the prompt's length)
+                 per_token: bool = False # also return each answer token's log-prob and the row it belongs to
+                ):
     "Summed answer log-probs of each row (`input_ids`, `n_prompt`) and answer lengths; with `per_token`, also the tokens'."
     if _prompt_learning(model): raise LlmnbError(
         "adapter: prompt-learning adapters (virtual tokens) cannot be packed; preference training needs another adapter type")
@@ -60,7 +63,8 @@ def _groups(rows):
         else: yield from ((c[:nc], [(c[nc:], 2 * k)]), (j[:nj], [(j[nj:], 2 * k + 1)]))
 
 # %% ../nbs/20_align.ipynb #35b1a224
-def pack_pairs(rows: list[dict]) -> dict:
+def pack_pairs(rows: list[dict] # pair rows (`input_ids`, `n_prompt`, `rejected_input_ids`, ...)
+              ) -> dict:
     "Pairs in one row, each prompt once: ids, positions, a 4D mask, and per answer token its target, source and sequence."
     ids, pos, grp, br, src, tgt, seq = [], [], [], [], [], [], []
     for g, (p, answers) in enumerate(_groups(rows)):
@@ -87,7 +91,9 @@ def _can_share(model, rows) -> bool:
     return not w or all(max(len(r["input_ids"]), len(r["rejected_input_ids"])) <= w for r in rows)
 
 # %% ../nbs/20_align.ipynb #b1b340cf
-def pair_logps(model, rows: list[dict]):
+def pair_logps(model, # the model being trained (or the reference)
+               rows: list[dict] # pair rows (`input_ids`, `n_prompt`, `rejected_input_ids`, ...)
+              ):
     "Summed answer log-probs and answer lengths of each pair's chosen and rejected (interleaved), the prompt computed once."
     if not _can_share(model, rows): return answer_logps(model, [_one(r, h) for r in rows for h in ("", "rejected_")])
     dev = next(model.parameters()).device
@@ -128,7 +134,9 @@ def kto_loss(logps, ref_logps, desirable, # per answer: policy and reference log
     return torch.where(desirable, good, bad)
 
 # %% ../nbs/20_align.ipynb #ab328d72
-def kto_kl(logps, ref_logps) -> torch.Tensor:
+def kto_kl(logps, # the policy's summed answer log-probs of the mismatched pairs
+           ref_logps # the reference's log-probs of the same pairs
+          ) -> torch.Tensor:
     "KTO's reference point: the mean log-ratio on mismatched prompt/answer pairs, detached and clamped at 0."
     return (logps - ref_logps).mean().detach().clamp(min=0)
 
@@ -146,7 +154,9 @@ def orpo_loss(chosen_mean, rejected_mean, # per-token mean answer log-probs of t
     return chosen_nll - beta * F.logsigmoid(log_odds.float())
 
 # %% ../nbs/20_align.ipynb #b446d7c5
-def group_advantages(rewards: torch.Tensor, group: int) -> torch.Tensor:
+def group_advantages(rewards: torch.Tensor, # one reward per completion, each prompt's completions together
+                     group: int # completions per prompt (`trainer.grpo_num_generations`)
+                    ) -> torch.Tensor:
     "GRPO's advantages: each reward minus its group's mean, over the group's standard deviation (+1e-4)."
     g = rewards.view(-1, group)
     return ((g - g.mean(1, keepdim=True)) / (g.std(1, keepdim=True) + 1e-4)).flatten()
@@ -168,7 +178,9 @@ def _peft(model):
 
 # %% ../nbs/20_align.ipynb #a2a3f534
 @contextmanager
-def reference(model, ref_model=None):
+def reference(model, # the model being trained (a PEFT model when `ref_model` is None)
+              ref_model=None # a frozen reference (`frozen_copy`); None: `model` with its adapter disabled
+             ):
     "The reference model inside the block (no gradients): `ref_model`, else `model` with its adapter disabled."
     with torch.no_grad():
         if ref_model is not None: yield ref_model; return
@@ -177,7 +189,8 @@ def reference(model, ref_model=None):
         with p.disable_adapter(): yield p
 
 # %% ../nbs/20_align.ipynb #10be42ec
-def frozen_copy(model):
+def frozen_copy(model # the model to copy (left unchanged)
+               ):
     "A frozen copy of `model` in eval mode: the reference of a full fine-tune (`adapter: null`)."
     ref = copy.deepcopy(model).eval()
     for p in ref.parameters(): p.requires_grad_(False)
@@ -215,7 +228,12 @@ def _schema_ok(text, schema) -> float:
     return float(ok and jsonschema.Draft202012Validator(schema).is_valid(obj))
 
 # %% ../nbs/20_align.ipynb #24d08c2c
-def score(reward_functions, weights, prompts, completions, columns) -> torch.Tensor:
+def score(reward_functions, # functions `f(prompts, completions, **columns)`: a number per completion
+          weights, # one weight per reward function
+          prompts, # the prompt of each completion
+          completions, # the completion texts
+          columns # the data's other columns (name to one value per completion), passed as keywords
+         ) -> torch.Tensor:
     "Weighted sum of every reward function's scores of `completions`."
     total = torch.zeros(len(completions))
     for f, w in zip(reward_functions, weights):
@@ -412,7 +430,9 @@ def evaluate(self, model, rows, batch_size: int) -> dict:
     return {k: v / max(n, 1) for k, v in sums.items()}
 
 # %% ../nbs/20_align.ipynb #ab36acf9
-def alignment_mode(cfg, reward_functions=None) -> str:
+def alignment_mode(cfg, # the config (`trainer.type`, `trainer.rewards`)
+                   reward_functions=None # Python reward functions given to the call; None or empty: none
+                  ) -> str:
     "What will run: dpo, kto, orpo, grpo-online (rewards given) or grpo-offline (Ludwig's: chosen/rejected)."
     t = cfg.trainer
     if t.type != "grpo": return t.type
@@ -423,7 +443,10 @@ def _missing(key, col, cols, why):
     return LlmnbError(f"{key}: column {col!r} is not in the training data ({why}); its columns: {', '.join(map(repr, cols))}")
 
 # %% ../nbs/20_align.ipynb #82f44dda
-def check_alignment_data(cfg, columns, reward_functions=None):
+def check_alignment_data(cfg, # the config (its `trainer` section)
+                         columns, # the training data's column names
+                         reward_functions=None # Python reward functions given to the call; None: none
+                        ):
     "Refuse, before any work, data that the trainer cannot read: a missing rejected, label or reward column."
     t, cols, mode = cfg.trainer, list(columns), alignment_mode(cfg, reward_functions)
     if reward_functions and t.type != "grpo": raise LlmnbError(
@@ -453,7 +476,14 @@ def _encode(prompts, answers, tok, cfg, limits, rep):
     return [None if i is None else (i, n) for i, n in zip(out["input_ids"], out["n_prompt"])]
 
 # %% ../nbs/20_align.ipynb #6b2eb545
-def alignment_rows(ds, tok, cfg, limits, mode: str, chosen: str, prompt_col: str = "__prompt__"):
+def alignment_rows(ds, # a rendered split: a `datasets.Dataset` with the prompt column
+                   tok, # the tokenizer
+                   cfg, # the config (`trainer.rejected_column`, chat template)
+                   limits, # the limits to cut to (from `sequence_limits`)
+                   mode: str, # what will run (`alignment_mode`): dpo, kto, orpo, grpo-online or grpo-offline
+                   chosen: str, # the column of chosen (or KTO's labelled) answers
+                   prompt_col: str = "__prompt__" # the column of rendered prompts
+                  ):
     "Engine rows of a rendered split for `mode` (pairs, labelled KTO answers, or GRPO prompts) and a `TruncationReport`."
     if not len(ds): return [], TruncationReport()   # an empty split (e.g. no validation rows) is never rendered
     rep, t, P = TruncationReport(), cfg.trainer, [str(p) for p in ds[prompt_col]]
@@ -472,7 +502,11 @@ def alignment_rows(ds, tok, cfg, limits, mode: str, chosen: str, prompt_col: str
 
 # %% ../nbs/20_align.ipynb #78670b1d
 @torch.no_grad()
-def precompute_reference(model, rows, batch_size: int = 8, ref_model=None):
+def precompute_reference(model, # the model being trained (with an adapter, or the reference itself)
+                         rows, # pair rows (from `alignment_rows`); each gets `ref_logps`
+                         batch_size: int = 8, # pairs per forward pass
+                         ref_model=None # a frozen reference model; None: `model` with its adapter disabled
+                        ):
     "Store each pair row's reference log-probs (`ref_logps`: chosen, rejected), computed once (TRL's `precompute_ref_log_probs`)."
     with reference(model, ref_model if ref_model is not None or _peft(model) else model) as m:
         for i in range(0, len(rows), batch_size):
@@ -482,7 +516,12 @@ def precompute_reference(model, rows, batch_size: int = 8, ref_model=None):
     return rows
 
 # %% ../nbs/20_align.ipynb #790238f4
-def make_objective(model, cfg, tok=None, gen=None, reward_functions=None) -> Objective:
+def make_objective(model, # the model being trained
+                   cfg, # the config (its `trainer` section)
+                   tok=None, # the tokenizer, to sample and decode completions (online GRPO only)
+                   gen=None, # the sampling `transformers.GenerationConfig` (online GRPO only)
+                   reward_functions=None # functions `f(prompts, completions, **columns)`; None: none
+                  ) -> Objective:
     "The `Objective` of `cfg.trainer` for `model`: reference (disabled adapter, frozen copy, or precomputed) and rewards."
     t, mode = cfg.trainer, alignment_mode(cfg, reward_functions)
     pre = getattr(t, "precompute_ref_log_probs", False)
@@ -508,7 +547,9 @@ def _wrong_date(iso: str, rng) -> str:
     return w.isoformat()
 
 # %% ../nbs/20_align.ipynb #fd61e314
-def dates_pairs(n: int = 600, seed: int = 0):
+def dates_pairs(n: int = 600, # how many pairs
+                seed: int = 0 # the seed of the dates and of their wrong answers
+               ):
     "Preference pairs from the dates task: `date` (the prompt's column), `iso` (chosen), `rejected` (a plausible wrong date)."
     import random
     from llmnb.demo import dates_dataset
@@ -516,7 +557,11 @@ def dates_pairs(n: int = 600, seed: int = 0):
     return df.assign(rejected=[_wrong_date(x, rng) for x in df["iso"]])
 
 # %% ../nbs/20_align.ipynb #0300fb2f
-def mistake_pairs(df, answers, chosen: str = "iso", rejected: str = "rejected"):
+def mistake_pairs(df, # a data frame with the prompts' columns and the `chosen` column
+                  answers, # a model's answer to each row of `df`, in order
+                  chosen: str = "iso", # the column of right answers
+                  rejected: str = "rejected" # the column to put the wrong answers in
+                 ):
     "Rows of `df` whose `answers` (a model's, one per row) differ from `chosen`, with the answer as `rejected`."
     a = [str(x).strip() for x in answers]
     keep = [bool(x) and x != str(c).strip() for x, c in zip(a, df[chosen])]
@@ -524,7 +569,12 @@ def mistake_pairs(df, answers, chosen: str = "iso", rejected: str = "rejected"):
 
 # %% ../nbs/20_align.ipynb #0482ee81
 @torch.no_grad()
-def preference_accuracy(model, tok, cfg, df, batch_size: int = 16) -> float:
+def preference_accuracy(model, # the model to judge
+                        tok, # its tokenizer
+                        cfg, # the config (prompt template, output column, `trainer.rejected_column`)
+                        df, # a data frame of pairs: the prompt's columns, chosen and rejected
+                        batch_size: int = 16 # pairs per forward pass
+                       ) -> float:
     "Share of `df`'s pairs (cfg's output column chosen, `trainer.rejected_column` rejected) that `model` ranks right."
     from datasets import Dataset
     from llmnb.prompt import render_prompts

@@ -28,7 +28,8 @@ class ModelLoadError(LlmnbError):
     "The base model could not be found or loaded; the message says what to do."
 
 # %% ../nbs/03_model.ipynb #7b5b2720
-def hub_reachable(timeout: float = 2.0) -> bool:
+def hub_reachable(timeout: float = 2.0 # seconds to wait for the connection
+                 ) -> bool:
     "True if the Hugging Face Hub (`HF_ENDPOINT`) accepts a TCP connection within `timeout` seconds and offline mode is off."
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"): return False
     url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
@@ -77,7 +78,8 @@ def _gguf_cache_path(gguf: Path) -> Path:
     return cache_dir() / "models" / f"{gguf.stem}-{key}"
 
 # %% ../nbs/03_model.ipynb #e4e21cb3
-def convert_gguf(gguf) -> Path:
+def convert_gguf(gguf # the path of a `.gguf` file
+                ) -> Path:
     "Convert a `.gguf` file once into a safetensors model folder in llmnb's cache; return that folder."
     from transformers import AutoModelForCausalLM, AutoTokenizer
     gguf = Path(gguf)
@@ -114,7 +116,8 @@ def _offline_message(name):
             f"that folder; or use the embedded model `smollm2-135m-instruct`.")
 
 # %% ../nbs/03_model.ipynb #16b9941e
-def resolve_base_model(name: str) -> str:
+def resolve_base_model(name: str # a preset, a Hub id, a local model folder, or a `.gguf` file or folder
+                      ) -> str:
     "A local model folder for `name` (local path, `.gguf` file or folder, cached Hub id, embedded model), or the Hub id to download."
     from llmnb.config import PRESETS
     name = PRESETS.get(str(name).lower(), name)
@@ -136,7 +139,10 @@ def resolve_base_model(name: str) -> str:
     return name
 
 # %% ../nbs/03_model.ipynb #287c67f5
-def check_remote_code(model_config, trust_remote_code: bool, name: str):
+def check_remote_code(model_config, # the model's `transformers` config (custom code: it has an `auto_map`)
+                      trust_remote_code: bool, # the config's `trust_remote_code`: whether custom code may run
+                      name: str # the model's name, for the messages
+                     ):
     "Refuse a model whose config needs custom code unless `trust_remote_code`; warn when it is allowed."
     if not getattr(model_config, "auto_map", None): return
     if not trust_remote_code: raise ModelLoadError(
@@ -145,7 +151,9 @@ def check_remote_code(model_config, trust_remote_code: bool, name: str):
     warnings.warn(f"trust_remote_code is set: running the custom code that ships with '{name}'.")
 
 # %% ../nbs/03_model.ipynb #1da1a2ac
-def context_length(model_config, default: int = 2048) -> int:
+def context_length(model_config, # the model's `transformers` config
+                   default: int = 2048 # the length when the config names none
+                  ) -> int:
     "The model's context length: the first of `max_sequence_length`, `max_position_embeddings`, `n_positions`, times any RoPE factor."
     n = next((getattr(model_config, a) for a in ("max_sequence_length", "max_position_embeddings", "n_positions")
               if isinstance(getattr(model_config, a, None), int)), default)
@@ -154,7 +162,9 @@ def context_length(model_config, default: int = 2048) -> int:
     return int(n * factor) if factor else n
 
 # %% ../nbs/03_model.ipynb #28a886f7
-def apply_rope_scaling(model_config, rope_scaling):
+def apply_rope_scaling(model_config, # the model's `transformers` config (changed in place and returned)
+                       rope_scaling # `model_parameters.rope_scaling` (`rope_type`, `factor`); None: unchanged
+                      ):
     "Merge `rope_scaling` (`rope_type`, `factor`) into the model config, keeping its other RoPE keys such as `rope_theta`."
     if not rope_scaling: return model_config
     rs = {"rope_type": rope_scaling.rope_type, "factor": float(rope_scaling.factor)}
@@ -172,7 +182,8 @@ def default_device() -> str:
     return "cpu"
 
 # %% ../nbs/03_model.ipynb #0bcb8667
-def default_dtype(device: str):
+def default_dtype(device: str # the device the model runs on: 'cuda', 'cuda:N', 'mps' or 'cpu'
+                 ):
     "bfloat16 on GPUs that support it, float16 on other GPUs, float32 on the CPU (`LLMNB_DTYPE` overrides)."
     import torch
     if os.environ.get("LLMNB_DTYPE"): return getattr(torch, os.environ["LLMNB_DTYPE"])
@@ -180,7 +191,9 @@ def default_dtype(device: str):
     return torch.float32
 
 # %% ../nbs/03_model.ipynb #8cf3a53a
-def load_tokenizer(path, trust_remote_code: bool = False):
+def load_tokenizer(path, # the model's local folder or Hub id
+                   trust_remote_code: bool = False # whether the repository's custom code may run
+                  ):
     "The tokenizer of the model at `path`, with a pad token and left padding."
     from transformers import AutoTokenizer
     tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, token=hub_token())
@@ -202,7 +215,11 @@ def _weights_message(name, path, e) -> str:
             f"{type(e).__name__}: {str(e)[:300]}. A truncated or corrupt file must be copied or downloaded again.")
 
 # %% ../nbs/03_model.ipynb #660d7751
-def load_model(cfg, device: str | None = None, dtype=None, path: str | None = None):
+def load_model(cfg, # the config (`base_model`, `trust_remote_code`, `model_parameters`, `quantization`)
+               device: str | None = None, # where to put the model; None: `default_device()`
+               dtype=None, # a `torch.dtype`; None: the 4-bit compute dtype or `default_dtype`
+               path: str | None = None # folder or Hub id to load; None: `resolve_base_model(cfg.base_model)`
+              ):
     "Load the base model and tokenizer that `cfg.base_model` names, for `device` in `dtype` (chosen for the machine when None)."
     from transformers import AutoConfig, AutoModelForCausalLM
     import torch
@@ -228,7 +245,8 @@ def load_model(cfg, device: str | None = None, dtype=None, path: str | None = No
     return model, load_tokenizer(path, trust)
 
 # %% ../nbs/03_model.ipynb #98fafbbd
-def model_parameters_count(model) -> dict:
+def model_parameters_count(model # a PyTorch model
+                          ) -> dict:
     "Total and trainable parameter counts of `model`."
     total = sum(p.numel() for p in model.parameters())
     return dict(total=total, trainable=sum(p.numel() for p in model.parameters() if p.requires_grad))
@@ -259,7 +277,8 @@ def quiet_torchao():
 quiet_torchao()
 
 # %% ../nbs/10_quantization.ipynb #08c24ffd
-def bnb_config(q):
+def bnb_config(q # the config's `quantization` section (backend bitsandbytes, `bits` 4 or 8)
+              ):
     "A `transformers.BitsAndBytesConfig` from the config's `quantization` section."
     import torch
     from transformers import BitsAndBytesConfig
@@ -300,7 +319,8 @@ def torchao_config(q, # the config's `quantization` section, with `backend: torc
     return TorchAoConfig(quant_type=_torchao_type(q.mode))
 
 # %% ../nbs/10_quantization.ipynb #753b95d0
-def check_torchao_training(q):
+def check_torchao_training(q # the config's `quantization` section; None: no quantization
+                          ):
     "Refuse training on a torchao `mode` whose layers pass no gradient (`int8_dynamic`), before any work."
     if q is not None and q.backend == "torchao" and q.mode == "int8_dynamic":
         raise LlmnbError("quantization.mode: int8_dynamic layers pass no gradient, so an adapter cannot train on "

@@ -25,14 +25,17 @@ _OS_HINTS = {errno.ENOSPC: "the disk is full: free some space", errno.EDQUOT: "t
              errno.EACCES: "permission denied: choose a folder you can write to",
              errno.EROFS: "the file system is read-only: choose another folder"}
 
-def os_error_message(e: OSError, path) -> str:
+def os_error_message(e: OSError, # the error raised (its `errno` picks the hint)
+                     path # the file or folder that was being written
+                    ) -> str:
     "One sentence for an `OSError` raised while writing `path`."
     hint = _OS_HINTS.get(e.errno, e.strerror or str(e))
     return f"cannot write '{path}': {hint} ({errno.errorcode.get(e.errno, 'error')})."
 
 # %% ../nbs/06a_run.ipynb #7672738a
 @contextlib.contextmanager
-def translated_os_errors(path):
+def translated_os_errors(path # the file or folder the block writes, named in the error
+                        ):
     "Raise an `OSError` inside the block as a `RunFolderError` naming `path`."
     try: yield
     except OSError as e: raise RunFolderError(os_error_message(e, path)) from None
@@ -40,13 +43,15 @@ def translated_os_errors(path):
 # %% ../nbs/06a_run.ipynb #a4b7ca24
 _HOST = socket.gethostname().replace(".", "_")
 
-def temp_path(dest) -> Path:
+def temp_path(dest # the file or folder the temporary will replace
+             ) -> Path:
     "A name beside `dest` that only this process uses: `.NAME.tmp.HOST.PID.RANDOM`."
     dest = Path(dest)
     return dest.with_name(f".{dest.name}.tmp.{_HOST}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
 
 # %% ../nbs/06a_run.ipynb #fa120e00
-def pid_alive(pid: int) -> bool:
+def pid_alive(pid: int # a process id on this host
+             ) -> bool:
     "Whether process `pid` exists on this host."
     try: os.kill(pid, 0)
     except ProcessLookupError: return False
@@ -62,7 +67,8 @@ def _temp_owner(name: str):
     return parts[1], int(parts[2])
 
 # %% ../nbs/06a_run.ipynb #93ff7c51
-def remove_stale_temps(folder) -> list[str]:
+def remove_stale_temps(folder # the folder to clean (missing or unreadable: nothing is removed)
+                      ) -> list[str]:
     "Remove temporaries in `folder` left by dead processes of this host; return their names."
     gone = []
     try: entries = list(Path(folder).iterdir())
@@ -83,7 +89,8 @@ def _fsync(path):
 
 # %% ../nbs/06a_run.ipynb #5df99dde
 @contextlib.contextmanager
-def atomic_file(dest):
+def atomic_file(dest # the file to write (its folder is created)
+               ):
     "Yield a per-process temporary path beside `dest`; on success fsync it and `os.replace` it onto `dest`."
     dest = Path(dest); tmp = temp_path(dest)
     with translated_os_errors(dest):
@@ -95,13 +102,17 @@ def atomic_file(dest):
         finally: tmp.unlink(missing_ok=True)
 
 # %% ../nbs/06a_run.ipynb #cc61d341
-def atomic_write(dest, data: str | bytes) -> Path:
+def atomic_write(dest, # the file to write (its folder is created)
+                 data: str | bytes # the whole content: text (written as UTF-8) or bytes
+                ) -> Path:
     "Write `data` to `dest` so that a reader sees the old file or the whole new one, never a part."
     with atomic_file(dest) as tmp: Path(tmp).write_bytes(data.encode() if isinstance(data, str) else data)
     return Path(dest)
 
 # %% ../nbs/06a_run.ipynb #91646e85
-def atomic_write_json(dest, obj) -> Path:
+def atomic_write_json(dest, # the file to write (its folder is created)
+                      obj # any JSON-serialisable value (other numbers as float)
+                     ) -> Path:
     "`atomic_write` of `obj` as indented JSON."
     return atomic_write(dest, json.dumps(obj, indent=2, default=float))
 
@@ -119,7 +130,8 @@ def _exchange(a, b) -> bool:
 def _backup(dest: Path) -> Path: return dest.with_name(f".{dest.name}.old")
 
 # %% ../nbs/06a_run.ipynb #bc890eb0
-def recover_folder(dest) -> Path:
+def recover_folder(dest # the folder that a two-rename swap may have left missing
+                  ) -> Path:
     "Put back `dest` from its backup when a two-rename swap was interrupted between the renames."
     dest = Path(dest); b = _backup(dest)
     if not dest.exists() and b.exists(): os.rename(b, dest)
@@ -131,7 +143,9 @@ def _fsync_tree(folder: Path):
         if p.is_file(): _fsync(p)
 
 # %% ../nbs/06a_run.ipynb #86182b52
-def write_dir_atomically(dest, write) -> Path:
+def write_dir_atomically(dest, # the folder to create or replace
+                         write # a function that writes the new content into the folder it is given
+                        ) -> Path:
     "Call `write(tmp_dir)`, then swap `tmp_dir` in as `dest`; nothing half-written is ever at `dest`, and `dest` never goes missing."
     dest = Path(dest); tmp = temp_path(dest)
     with translated_os_errors(dest):
@@ -181,7 +195,9 @@ def _acquire(folder: Path, what: str):
 
 # %% ../nbs/06a_run.ipynb #5d84167a
 @contextlib.contextmanager
-def run_lock(folder, what: str = "write"):
+def run_lock(folder, # the run folder to hold (created; `~` expanded)
+             what: str = "write" # what the holder does, recorded in the lock file
+            ):
     "Hold the run folder `folder` for this process for the block; a `RunFolderError` if another process holds it."
     folder = Path(folder).expanduser()
     with translated_os_errors(folder): folder.mkdir(parents=True, exist_ok=True)
@@ -206,7 +222,8 @@ def is_main_process() -> bool:
     return not (dist and dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 # %% ../nbs/06a_run.ipynb #d02beb40
-def writes_run_folder(arg: str = "output_directory"):
+def writes_run_folder(arg: str = "output_directory" # the wrapped function's argument naming the run folder
+                     ):
     "Decorator: hold `run_lock` on the folder in argument `arg` (when given) while the function runs."
     def deco(f):
         sig = inspect.signature(f)
@@ -230,7 +247,8 @@ def _as_lists(ms) -> dict:
             if k != "tokens" and (num(v) or (isinstance(v, list) and v and all(map(num, v))))}
 
 # %% ../nbs/06a_run.ipynb #bbdb30e0
-def evaluation_frequency(trainer) -> dict:
+def evaluation_frequency(trainer # the trainer section of the config (`cfg.trainer`)
+                        ) -> dict:
     "Ludwig's `evaluation_frequency` for a `trainer` section: every N steps, or a fraction of an epoch."
     if getattr(trainer, "steps_per_checkpoint", 0): return dict(frequency=float(trainer.steps_per_checkpoint), period="step")
     per_epoch = getattr(trainer, "checkpoints_per_epoch", 0)

@@ -19,7 +19,9 @@ from .prompt import prompt_template, render_prompts
 __all__ = ['use_chat_template', 'format_prompts', 'Limits', 'sequence_limits', 'cut_prompt', 'TruncationReport', 'truncate_row', 'answer_separator', 'answer_ids', 'tokenize_rows', 'tokenize_dataset', 'special_token_strings', 'check_special_tokens', 'template_tokens', 'check_template_length', 'token_lengths', 'LengthStats', 'length_stats']
 
 # %% ../nbs/04_train.ipynb #fecbca6c
-def use_chat_template(cfg, tok) -> bool:
+def use_chat_template(cfg, # the config (reads `prompt.chat_template`: true, false or 'auto')
+                      tok # the tokenizer (its `chat_template`, if any)
+                     ) -> bool:
     "Whether prompts go through the tokenizer's chat template (`prompt.chat_template`: true, or 'auto' and the tokenizer has one)."
     want = getattr(cfg.prompt, "chat_template", False)
     if want == "auto": return bool(getattr(tok, "chat_template", None))
@@ -28,7 +30,10 @@ def use_chat_template(cfg, tok) -> bool:
     return bool(want)
 
 # %% ../nbs/04_train.ipynb #e9613ef5
-def format_prompts(prompts: list[str], tok, cfg) -> list[str]:
+def format_prompts(prompts: list[str], # the rendered prompt texts
+                   tok, # the tokenizer (its chat template when one is used)
+                   cfg # the config (`prompt.chat_template`, `prompt.system`)
+                  ) -> list[str]:
     "The text the model reads for each prompt: the prompt itself, or its chat-template rendering as a user turn."
     if not use_chat_template(cfg, tok): return list(prompts)
     system = getattr(cfg.prompt, "system", None)
@@ -45,7 +50,10 @@ class Limits:
     prompt_side: str = "left"
 
 # %% ../nbs/04_train.ipynb #7cb34fa3
-def sequence_limits(cfg, context_length: int, reserve: int = 0) -> Limits:
+def sequence_limits(cfg, # the config (`preprocessing` and the features' `max_sequence_length`)
+                    context_length: int, # the model's context length in tokens
+                    reserve: int = 0 # tokens kept free for generated ones (`generation.max_new_tokens`)
+                   ) -> Limits:
     "The three limits of `cfg` (spec §1.9), the total never above `context_length - reserve` (`reserve`: room for generated tokens)."
     g = cfg.preprocessing.global_max_sequence_length
     total = min(g or context_length, context_length) - reserve
@@ -92,7 +100,13 @@ class TruncationReport:
                 + drop)
 
 # %% ../nbs/04_train.ipynb #215f2ca3
-def truncate_row(p: list, t: list | None, lim: Limits, eos: int | None, keep_bos: bool, rep: TruncationReport):
+def truncate_row(p: list, # the prompt's token ids
+                 t: list | None, # the answer's token ids without EOS; None for a prompt alone
+                 lim: Limits, # the three limits (from `sequence_limits`)
+                 eos: int | None, # the EOS id appended to the answer; None: none
+                 keep_bos: bool, # whether the prompt starts with a BOS that cutting keeps
+                 rep: TruncationReport # the report that counts the rows and tokens cut (updated)
+                ):
     "Apply the three limits to prompt ids `p` and answer ids `t` (without EOS); return (prompt, answer + EOS)."
     rep.rows += 1
     if t is not None:
@@ -113,12 +127,16 @@ def truncate_row(p: list, t: list | None, lim: Limits, eos: int | None, keep_bos
     return p, t
 
 # %% ../nbs/04_train.ipynb #f7946907
-def answer_separator(prompt: str) -> str:
+def answer_separator(prompt: str # the prompt text as the model reads it
+                    ) -> str:
     "What goes between a prompt and its answer: a space after a visible character, nothing after whitespace or a tag (`>`)."
     return "" if not prompt or prompt[-1].isspace() or prompt.endswith(">") else " "
 
 # %% ../nbs/04_train.ipynb #f5b93319
-def answer_ids(tok, answers: list, separators: list[str]) -> list[list[int]]:
+def answer_ids(tok, # the tokenizer
+               answers: list, # the answers (any value; encoded as `str`)
+               separators: list[str] # what goes before each answer (from `answer_separator`), one per answer
+              ) -> list[list[int]]:
     "Token ids of each `separator + answer`, without the lone `▁` a SentencePiece tokenizer writes for the separator."
     out = []
     for ids, sep in zip(tok([s + str(a) for s, a in zip(separators, answers)], add_special_tokens=False)["input_ids"], separators):
@@ -127,7 +145,13 @@ def answer_ids(tok, answers: list, separators: list[str]) -> list[list[int]]:
     return out
 
 # %% ../nbs/04_train.ipynb #f2f6d7bc
-def tokenize_rows(prompts: list[str], targets: list[str] | None, tok, cfg, limits: Limits, report: TruncationReport | None = None) -> dict:
+def tokenize_rows(prompts: list[str], # the rendered prompt texts
+                  targets: list[str] | None, # the answer texts, one per prompt; None: prompts only
+                  tok, # the tokenizer
+                  cfg, # the config (chat template, system prompt)
+                  limits: Limits, # the limits to cut to (from `sequence_limits`)
+                  report: TruncationReport | None = None # a report to count what is cut in; None: a new one
+                 ) -> dict:
     "Ids of `format_prompts(prompts)` + `targets` + EOS, with `n_prompt` (how many leading ids are prompt), cut to `limits`."
     report = report if report is not None else TruncationReport()
     chat = use_chat_template(cfg, tok)
@@ -144,7 +168,13 @@ def tokenize_rows(prompts: list[str], targets: list[str] | None, tok, cfg, limit
     return out
 
 # %% ../nbs/04_train.ipynb #33446936
-def tokenize_dataset(ds, tok, cfg, limits: Limits, prompt_col: str = "__prompt__", target_col: str | None = None):
+def tokenize_dataset(ds, # a `datasets.Dataset` with the rendered prompt column
+                     tok, # the tokenizer
+                     cfg, # the config (`input_feature.preprocessing.format` chat: conversations)
+                     limits: Limits, # the limits to cut to (from `sequence_limits`)
+                     prompt_col: str = "__prompt__", # the column of rendered prompts
+                     target_col: str | None = None # the column of answers; None: prompts only
+                    ):
     "Tokenise a `datasets.Dataset` with batched map; returns (tokenised dataset with `input_ids`/`n_prompt`, `TruncationReport`)."
     if getattr(cfg.input_feature.preprocessing, "format", "text") == "chat":   # conversations: llmnb.chat
         from llmnb.chat import tokenize_conversations
@@ -155,7 +185,8 @@ def tokenize_dataset(ds, tok, cfg, limits: Limits, prompt_col: str = "__prompt__
     return out, rep
 
 # %% ../nbs/04_train.ipynb #f868c718
-def special_token_strings(tok) -> list[str]:
+def special_token_strings(tok # the tokenizer
+                         ) -> list[str]:
     "The strings that `tok` encodes to control tokens (`<|im_end|>`, `</s>`, ...), longest first."
     added = [t.content for t in getattr(tok, "added_tokens_decoder", {}).values() if getattr(t, "special", False)]
     return sorted({s for s in list(tok.all_special_tokens) + added if s}, key=len, reverse=True)
