@@ -188,7 +188,9 @@ def ft_llmnb(name, budget=True, **trainer):
 def ft_plain(name, epochs=3, lr=5e-4, batch_size=8, seed=42):
     "A plain PEFT loop on the same rows, tokens and LoRA (llmnb attaches it): fp32, constant rate, padded batches, final weights."
     import random, torch
-    from llmnb.train import tokenize_dataset, sequence_limits, pad_batch, loss_sum, _set_seed
+    from llmnb.train import pad_batch, loss_sum
+    from llmnb.tokens import tokenize_dataset, sequence_limits
+    from transformers import set_seed as _set_seed
     trn, val, te, label, row = ft_splits(name)
     llm = LLM(ft_config(label, row)); llm.load_base()
     rows, _ = tokenize_dataset(llm._render(Dataset.from_pandas(trn)), llm.tokenizer, llm.config, sequence_limits(llm.config, llm.context_length), "__prompt__", label)

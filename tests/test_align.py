@@ -159,7 +159,7 @@ def _pairs(tok, n=6):
     from datasets import Dataset
     from llmnb.align import alignment_rows, dates_pairs
     from llmnb.prompt import render_prompts
-    from llmnb.train import sequence_limits
+    from llmnb.tokens import sequence_limits
     cfg = load_config(dict(base_model='smollm2-135m-instruct', input_features=[dict(name='date', type='text')],
                            output_features=[dict(name='iso', type='text')], trainer=dict(type='dpo'),
                            prompt=dict(template='Write this date in ISO format (YYYY-MM-DD): {date}')))

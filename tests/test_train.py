@@ -44,7 +44,7 @@ def previous_loss_sum(model, batch, chunk=1024):
     labels = batch["labels"]
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     y = labels[:, 1:]; sel = y != -100
-    base = T._base(model)
+    base = T.base_model_of(model)
     h = base.base_model(**inputs, use_cache=False).last_hidden_state[:, :-1]
     hs, ys, head = h[sel], y[sel], base.get_output_embeddings()
     ce = lambda hc, yc: F.cross_entropy(head(hc).float(), yc, reduction="sum")
@@ -148,7 +148,7 @@ HONOURED = {  # key: (trainer overrides, check(default run, this run))
     "gradient_clipping.clipglobalnorm": (dict(gradient_clipping=dict(clipglobalnorm=1e-3)), differ),
     "gradient_clipping.clipnorm": (dict(gradient_clipping=dict(clipglobalnorm=None, clipnorm=1e-3)), differ),
     "gradient_clipping.clipvalue": (dict(gradient_clipping=dict(clipglobalnorm=None, clipvalue=1e-5)), differ),
-    "enable_gradient_checkpointing": (dict(enable_gradient_checkpointing=True), lambda d, r: T._base(r[0]).is_gradient_checkpointing),
+    "enable_gradient_checkpointing": (dict(enable_gradient_checkpointing=True), lambda d, r: T.base_model_of(r[0]).is_gradient_checkpointing),
     "use_mixed_precision": (dict(use_mixed_precision=False), "precision"),
     "steps_per_checkpoint": (dict(steps_per_checkpoint=1), lambda d, r: len(r[1]["steps"]) == 4),
     "checkpoints_per_epoch": (dict(steps_per_checkpoint=0, checkpoints_per_epoch=4, train_steps=None, epochs=1), lambda d, r: len(r[1]["steps"]) == 4),
