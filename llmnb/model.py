@@ -273,6 +273,7 @@ def quiet_torchao():
     "Drop torchao's harmless CPU import notices: its CUDA-only kernel files not loading, torch's Enum-registration note."
     logging.getLogger("torchao").addFilter(_DropMessages("Failed to load /", "/torchao/_C"))
     logging.getLogger("torch.utils._pytree").addFilter(_DropMessages("is an Enum subclass and is now natively supported"))
+    logging.getLogger("torchao.kernel.intmm").addFilter(_DropMessages("Detected no triton"))   # triton is for GPUs
 
 quiet_torchao()
 

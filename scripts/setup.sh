@@ -12,7 +12,7 @@ pip_q() { pip install -q "$@" 2>&1 | grep -v '^WARNING: Location' || true; }
 if ! python -c "import torch" 2>/dev/null; then
   if command -v nvidia-smi >/dev/null 2>&1; then pip_q torch; else pip_q "torch==2.13.0"; fi
 fi
-pip_q -e ".[dev,bench,serve,adapters,structured,align,ray]"
+pip_q -e ".[dev,bench,serve,adapters,structured,align,ray,torchao]"
 # GGUF export and llama.cpp prediction: llama-cpp-python is a source package. Its default native build (-march=native)
 # can emit instructions (AMX) that a virtual machine advertises but does not permit: "Illegal instruction" at the first
 # decode. Build portable code with the x86 features this CPU lists named explicitly. pip keeps the built wheel in its
