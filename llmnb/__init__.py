@@ -11,6 +11,7 @@ __all__ = []
 __version__ = "0.1.0"
 __all__ = ["LLM", "load_config"]
 
+# %% ../nbs/index.ipynb #3564be21
 def __getattr__(name):
     "`llmnb.LLM` and `llmnb.load_config`, imported on first use (PEP 562)."
     if name == "LLM":

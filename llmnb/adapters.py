@@ -21,11 +21,13 @@ __all__ = ['ADAPTERS', 'DATA_INITS', 'CALIBRATION_ROWS', 'linear_modules', 'line
            'attach_adapters', 'merge_adapters', 'merge_trained', 'load_adapters']
 
 # %% ../nbs/09_adapters.ipynb #0b1f5187
-_log = logging.getLogger("llmnb.adapters")   # information for the user (`llmnb -l info` shows it); named, so the notebook logs where the module does
+# information for the user (`llmnb -l info` shows it); named, so the notebook logs where the module does
+_log = logging.getLogger("llmnb.adapters")
 
 # %% ../nbs/09_adapters.ipynb #191d5292
 def _is_linear(m) -> bool:
-    return isinstance(m, torch.nn.Linear) or type(m).__name__ in ("Conv1D", "Linear4bit", "Linear8bitLt")
+    return isinstance(m, torch.nn.Linear) or type(m).__name__ in ("Conv1D", "Linear4bit",
+        "Linear8bitLt")
 
 # %% ../nbs/09_adapters.ipynb #9765d666
 def linear_modules(model # a PyTorch model (a transformers model, with or without adapters)
@@ -44,9 +46,11 @@ def linear_module_names(model # a PyTorch model (a transformers model, with or w
 def default_target_modules(model # the model the adapter will be attached to
                           ) -> list[str]:
     "The attention projections present in `model` (linear layers inside a module named *attn*/*attention*), for when `target_modules` is null."
-    attn = sorted({f.split(".")[-1] for f in linear_modules(model) if re.search(r"attn|attention", f.rsplit(".", 1)[0], re.I)})
-    if not attn: raise LlmnbError(f"adapter.target_modules: no attention projections found to target by default; "
-                                  f"set adapter.target_modules to some of the model's linear layers: {linear_module_names(model)}")
+    attn = sorted({f.split(".")[-1] for f in linear_modules(model) if re.search(r"attn|attention",
+        f.rsplit(".", 1)[0], re.I)})
+    if not attn: raise LlmnbError(f"adapter.target_modules: no attention projections found to "
+                                  f"target by default; set adapter.target_modules to some of the "
+                                  f"model's linear layers: {linear_module_names(model)}")
     return attn
 
 # %% ../nbs/09_adapters.ipynb #5c1ef098
@@ -59,11 +63,13 @@ def check_target_modules(model, # the model the adapter will be attached to
     names, full = linear_module_names(model), linear_modules(model)
     if isinstance(target_modules, str):
         if not any(re.fullmatch(target_modules, f) for f in full): raise LlmnbError(
-            f"{key}: the regex {target_modules!r} matches no module of this model; linear modules are named like "
-            f"{full[:3]} (last segments: {names}).")
+            f"{key}: the regex {target_modules!r} matches no module of this model; linear modules "
+            f"are named like {full[:3]} (last segments: {names}).")
         return
     missing = [t for t in target_modules if not any(f == t or f.endswith("." + t) for f in full)]
-    if missing: raise LlmnbError(f"{key}: {missing} not found in this model; its linear modules are {names}.")
+    if missing:
+        raise LlmnbError(f"{key}: {missing} not found in this model; its linear modules are "
+                         f"{names}.")
 
 # %% ../nbs/09_adapters.ipynb #e57840dc
 @dataclass(frozen=True)
@@ -72,22 +78,33 @@ class AdapterKind:
     peft_class: str # name of the PEFT config class
     name: str # display name (model cards, messages)
     rename: dict = field(default_factory=dict) # Ludwig field → PEFT field
-    build: Callable | None = None # `(adapter, model, total_steps, tokenizer_path) → PeftConfig`; None: the fields as they are
-    plain_loss: bool = False # the loss needs the model's own forward (virtual tokens, AdaLoRA's penalty)
-    linear_targets: bool = True # `target_modules` name linear layers (checked); False: PEFT's default (norms, none)
-    requires: tuple | None = None # (import name, pip name) of a package the method needs beyond PEFT
+    # `(adapter, model, total_steps, tokenizer_path) → PeftConfig`; None: the fields as they are
+    build: Callable | None = None
+    # the loss needs the model's own forward (virtual tokens, AdaLoRA's penalty)
+    plain_loss: bool = False
+    # `target_modules` name linear layers (checked); False: PEFT's default (norms, none)
+    linear_targets: bool = True
+    # (import name, pip name) of a package the method needs beyond PEFT
+    requires: tuple | None = None
 
+# %% ../nbs/09_adapters.ipynb #1f7d1f02
 ADAPTERS = {
     'lora': AdapterKind('LoraConfig', 'LoRA', build=lambda a, m, s, t: _lora(a, m)),
-    'adalora': AdapterKind('AdaLoraConfig', 'AdaLoRA', build=lambda a, m, s, t: _adalora(a, m, s), plain_loss=True),
+    'adalora': AdapterKind('AdaLoraConfig', 'AdaLoRA', build=lambda a, m, s, t: _adalora(a, m, s),
+                           plain_loss=True),
     'ia3': AdapterKind('IA3Config', 'IA3', build=lambda a, m, s, t: _ia3(a, m)),
-    'prompt_tuning': AdapterKind('PromptTuningConfig', 'prompt tuning', build=lambda a, m, s, t: _prompt_tuning(a, t),
+    'prompt_tuning': AdapterKind('PromptTuningConfig', 'prompt tuning', build=lambda a, m, s,
+                                 t: _prompt_tuning(a, t),
                                  plain_loss=True, linear_targets=False),
     'vera': AdapterKind('VeraConfig', 'VeRA'), 'loha': AdapterKind('LoHaConfig', 'LoHa'),
-    'lokr': AdapterKind('LoKrConfig', 'LoKr'), 'fourierft': AdapterKind('FourierFTConfig', 'FourierFT'),
-    'boft': AdapterKind('BOFTConfig', 'BOFT'), 'tinylora': AdapterKind('TinyLoraConfig', 'TinyLoRA'),
-    'c3a': AdapterKind('C3AConfig', 'C3A', rename={'bias_type': 'bias'}), 'oft': AdapterKind('OFTConfig', 'OFT'),
-    'hra': AdapterKind('HRAConfig', 'HRA'), 'waveft': AdapterKind('WaveFTConfig', 'WaveFT', requires=('pywt', 'PyWavelets')),
+    'lokr': AdapterKind('LoKrConfig', 'LoKr'), 'fourierft': AdapterKind('FourierFTConfig',
+        'FourierFT'),
+    'boft': AdapterKind('BOFTConfig', 'BOFT'), 'tinylora': AdapterKind('TinyLoraConfig',
+        'TinyLoRA'),
+    'c3a': AdapterKind('C3AConfig', 'C3A', rename={'bias_type': 'bias'}),
+    'oft': AdapterKind('OFTConfig', 'OFT'),
+    'hra': AdapterKind('HRAConfig', 'HRA'), 'waveft': AdapterKind('WaveFTConfig', 'WaveFT',
+        requires=('pywt', 'PyWavelets')),
     'ln_tuning': AdapterKind('LNTuningConfig', 'LN tuning', linear_targets=False),
     'vblora': AdapterKind('VBLoRAConfig', 'VB-LoRA'),
 }
@@ -99,14 +116,16 @@ def adapter_kind(peft_config # a PEFT config object (`LoraConfig`, `IA3Config`, 
     return next((k for k in ADAPTERS.values() if k.peft_class == type(peft_config).__name__), None)
 
 # %% ../nbs/09_adapters.ipynb #a55aece0
-DATA_INITS = ("eva", "corda")  # LoRA inits computed from the training rows' activations (`init_from_data`)
+# LoRA inits computed from the training rows' activations (`init_from_data`)
+DATA_INITS = ("eva", "corda")
 
+# %% ../nbs/09_adapters.ipynb #8b97919f
 def _check_init(a):
     "LoRA initialisations that need more than the weights: a clear error where llmnb cannot run them."
     init = getattr(a, "init_lora_weights", True)
     if init == "loftq" and not torch.cuda.is_available(): raise LlmnbError(
-        "adapter.init_lora_weights: loftq quantizes the base weights with bitsandbytes on a CUDA GPU, and this machine "
-        "has none; allowed here: default, gaussian, pissa, olora, orthogonal")
+        "adapter.init_lora_weights: loftq quantizes the base weights with bitsandbytes on a CUDA "
+        "GPU, and this machine has none; allowed here: default, gaussian, pissa, olora, orthogonal")
     req = ADAPTERS[a.type].requires
     if req and importlib.util.find_spec(req[0]) is None:
         raise LlmnbError(f"adapter.type: {a.type} needs the {req[1]} package; pip install {req[1]}")
@@ -114,7 +133,8 @@ def _check_init(a):
 # %% ../nbs/09_adapters.ipynb #31da2a84
 def _ia3_default(model) -> list[str]:
     names = linear_module_names(model)
-    return [n for n in ("k_proj", "v_proj", "down_proj") if n in names] or default_target_modules(model)
+    return [n for n in ("k_proj", "v_proj",
+                        "down_proj") if n in names] or default_target_modules(model)
 
 # %% ../nbs/09_adapters.ipynb #1d007012
 def check_adapter(model, # the model the adapter will be attached to
@@ -126,25 +146,34 @@ def check_adapter(model, # the model the adapter will be attached to
     w = getattr(a, "pretrained_adapter_weights", None)
     if w:
         p = Path(w).expanduser()
-        if (p.exists() or str(w).startswith((".", "/", "~"))) and not (p/"adapter_config.json").exists():
-            raise LlmnbError(f"adapter.pretrained_adapter_weights: {w!r} is not a saved adapter: it has no adapter_config.json "
-                             f"(use the `model/` folder of an llmnb run, or any PEFT `save_pretrained` folder, or a Hub id).")
+        if (p.exists() or str(w).startswith((".", "/",
+                                             "~"))) and not (p/"adapter_config.json").exists():
+            raise LlmnbError(f"adapter.pretrained_adapter_weights: {w!r} is not a saved adapter: "
+                             f"it has no adapter_config.json (use the `model/` folder of an llmnb "
+                             f"run, or any PEFT `save_pretrained` folder, or a Hub id).")
         return
     _check_init(a)
     if not ADAPTERS[a.type].linear_targets: return
     if a.type == "adalora":
-        if a.use_dora: raise LlmnbError("adapter.use_dora: AdaLoRA does not support DoRA (got true); allowed: false, or adapter.type: lora")
-        if getattr(a, "init_lora_weights", True) == "loftq": raise LlmnbError("adapter.init_lora_weights: AdaLoRA does not support loftq; allowed: true, gaussian")
+        if a.use_dora:
+            raise LlmnbError("adapter.use_dora: AdaLoRA does not support DoRA (got true); allowed: "
+                             "false, or adapter.type: lora")
+        if getattr(a, "init_lora_weights", True) == "loftq":
+            raise LlmnbError("adapter.init_lora_weights: AdaLoRA does not support loftq; allowed: "
+                             "true, gaussian")
     if a.target_modules is None: default_target_modules(model)
     else: check_target_modules(model, a.target_modules)
     if a.type == "ia3" and isinstance(a.feedforward_modules, list):
         t = a.target_modules if a.target_modules is not None else _ia3_default(model)
         extra = [m for m in a.feedforward_modules if isinstance(t, list) and m not in t]
-        if extra: raise LlmnbError(f"adapter.feedforward_modules: {extra} are not among the target modules {t}; allowed: a subset of them")
+        if extra:
+            raise LlmnbError(f"adapter.feedforward_modules: {extra} are not among the target "
+                             f"modules {t}; allowed: a subset of them")
 
 # %% ../nbs/09_adapters.ipynb #1e4c1cb4
 def _say_targets(kind, targets):
-    _log.info(f"adapter.target_modules is null: {kind} targets {targets}; set adapter.target_modules to choose others.")
+    _log.info(f"adapter.target_modules is null: {kind} targets {targets}; set "
+              f"adapter.target_modules to choose others.")
 
 # %% ../nbs/09_adapters.ipynb #eeae7c70
 def _targets(a, model):
@@ -161,13 +190,17 @@ def _lora_kwargs(a, model):
     import peft
     init = getattr(a, "init_lora_weights", True)
     kw = dict(r=a.r, lora_alpha=a.alpha if a.alpha is not None else 2 * a.r, lora_dropout=a.dropout,
-              target_modules=_targets(a, model), use_rslora=a.use_rslora, use_dora=a.use_dora, bias=a.bias_type,
-              task_type="CAUSAL_LM", init_lora_weights=True if init in (None, "default", True) else init)
+              target_modules=_targets(a, model), use_rslora=a.use_rslora, use_dora=a.use_dora,
+              bias=a.bias_type,
+              task_type="CAUSAL_LM", init_lora_weights=True if init in (None, "default",
+                  True) else init)
     for k in ("rank_pattern", "alpha_pattern", "layer_replication"):
         if getattr(a, k, None): kw[k] = getattr(a, k)
     if getattr(a, "eva_config", None): kw["eva_config"] = peft.EvaConfig(**a.eva_config)
     if getattr(a, "loftq_config", None): kw["loftq_config"] = peft.LoftQConfig(**a.loftq_config)
-    if init == "corda": kw["corda_config"] = peft.tuners.lora.config.CordaConfig()  # Ludwig has no corda keys: PEFT's defaults
+    if init == "corda":
+        # Ludwig has no corda keys: PEFT's defaults
+        kw["corda_config"] = peft.tuners.lora.config.CordaConfig()
     return kw
 
 # %% ../nbs/09_adapters.ipynb #c5a79fc9
@@ -175,16 +208,25 @@ def _adalora(a, model, total_steps):
     import peft
     check_adapter(model, a)
     kw = _lora_kwargs(a, model)
-    for k in ("r", "use_dora", "layer_replication", "alpha_pattern", "loftq_config"): kw.pop(k, None)
+    for k in ("r", "use_dora", "layer_replication", "alpha_pattern", "loftq_config"):
+        kw.pop(k, None)
     total = a.total_step or total_steps
-    if not total: raise LlmnbError("adapter.total_step: AdaLoRA needs the number of training steps; set adapter.total_step.")
+    if not total:
+        raise LlmnbError("adapter.total_step: AdaLoRA needs the number of training steps; set "
+                         "adapter.total_step.")
     if a.tinit + a.tfinal >= total: raise LlmnbError(
-        f"adapter.tinit + adapter.tfinal ({a.tinit} + {a.tfinal}) must be below AdaLoRA's total_step ({total}"
-        f"{'' if a.total_step else ', the number of training steps of this run'}); allowed: smaller tinit/tfinal, or more steps")
-    if a.target_r >= a.init_r: warnings.warn(f"adapter.target_r ({a.target_r}) >= adapter.init_r ({a.init_r}): AdaLoRA keeps every rank and "
-                                             f"reallocates nothing; set target_r below init_r to let it prune.", stacklevel=3)
-    return peft.AdaLoraConfig(**kw, target_r=a.target_r, init_r=a.init_r, tinit=a.tinit, tfinal=a.tfinal, deltaT=a.delta_t,
-                              beta1=a.beta1, beta2=a.beta2, orth_reg_weight=a.orth_reg_weight, total_step=total)
+        f"adapter.tinit + adapter.tfinal ({a.tinit} + {a.tfinal}) must be below AdaLoRA's "
+        f"total_step "
+        f"({total}{'' if a.total_step else ', the number of training steps of this run'}); "
+        f"allowed: smaller tinit/tfinal, or more steps")
+    if a.target_r >= a.init_r: warnings.warn(f"adapter.target_r ({a.target_r}) >= adapter.init_r "
+                                             f"({a.init_r}): AdaLoRA keeps every rank and "
+                                             f"reallocates nothing; set target_r below init_r to "
+                                             f"let it prune.", stacklevel=3)
+    return peft.AdaLoraConfig(**kw, target_r=a.target_r, init_r=a.init_r, tinit=a.tinit,
+                              tfinal=a.tfinal, deltaT=a.delta_t,
+                              beta1=a.beta1, beta2=a.beta2, orth_reg_weight=a.orth_reg_weight,
+                              total_step=total)
 
 # %% ../nbs/09_adapters.ipynb #ab7db66a
 def _ia3(a, model):
@@ -195,15 +237,20 @@ def _ia3(a, model):
         _say_targets("ia3", t)
     else: check_target_modules(model, t)
     ff = a.feedforward_modules
-    if ff is None: ff = [n for n in (t if isinstance(t, list) else []) if n in ("down_proj", "fc2", "c_proj", "w2", "dense_4h_to_h")]
+    if ff is None:
+        ff = [n for n in (t if isinstance(t, list) else []) if n in ("down_proj", "fc2", "c_proj",
+            "w2", "dense_4h_to_h")]
     return peft.IA3Config(target_modules=t, feedforward_modules=ff, fan_in_fan_out=a.fan_in_fan_out,
-                          modules_to_save=a.modules_to_save, init_ia3_weights=a.init_ia3_weights, task_type="CAUSAL_LM")
+                          modules_to_save=a.modules_to_save, init_ia3_weights=a.init_ia3_weights,
+                          task_type="CAUSAL_LM")
 
 # %% ../nbs/09_adapters.ipynb #2b94b34b
 def _prompt_tuning(a, tokenizer_path):
     import peft
     text = a.prompt_tuning_init == "text"
-    if text and not tokenizer_path: raise LlmnbError("adapter.prompt_tuning_init: text needs the base model's tokenizer (pass tokenizer_path).")
+    if text and not tokenizer_path:
+        raise LlmnbError("adapter.prompt_tuning_init: text needs the base model's tokenizer (pass "
+                         "tokenizer_path).")
     return peft.PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=a.num_virtual_tokens,
                                    prompt_tuning_init="TEXT" if text else "RANDOM",
                                    prompt_tuning_init_text=a.prompt_tuning_init_text if text else None,
@@ -212,6 +259,7 @@ def _prompt_tuning(a, tokenizer_path):
 # %% ../nbs/09_adapters.ipynb #9e3c2ed7
 _NOT_PEFT = ("type", "pretrained_adapter_weights", "postprocessor", "target_modules")
 
+# %% ../nbs/09_adapters.ipynb #410d8878
 def _lora(a, model):
     import peft
     return peft.LoraConfig(**_lora_kwargs(a, model))
@@ -221,8 +269,9 @@ def _from_fields(kind, a, model):
     "A PEFT config from the section's own fields, renamed by the table (the rule for every method without a builder)."
     import peft
     cls = getattr(peft, kind.peft_class, None)
-    if cls is None: raise LlmnbError(f"adapter.type: {a.type} needs PEFT's {kind.peft_class}, which peft {peft.__version__} "
-                                     f"lacks; upgrade peft, or use another adapter type")
+    if cls is None: raise LlmnbError(f"adapter.type: {a.type} needs PEFT's {kind.peft_class}, "
+                                     f"which peft {peft.__version__} lacks; upgrade peft, or use "
+                                     f"another adapter type")
     kw = {kind.rename.get(k, k): v for k, v in a.model_dump().items() if k not in _NOT_PEFT}
     t = _targets(a, model) if kind.linear_targets else a.target_modules
     return cls(**kw, target_modules=t, task_type="CAUSAL_LM")
@@ -235,8 +284,11 @@ def peft_config(adapter, # the config's `adapter` section
                ):
     "The PEFT config for the config's `adapter` section on `model`."
     kind = ADAPTERS.get(adapter.type)
-    if kind is None: raise LlmnbError(f"adapter.type: {adapter.type!r} is not supported; allowed: {', '.join(ADAPTERS)}")
-    return kind.build(adapter, model, total_steps, tokenizer_path) if kind.build else _from_fields(kind, adapter, model)
+    if kind is None:
+        raise LlmnbError(f"adapter.type: {adapter.type!r} is not supported; allowed: "
+                         f"{', '.join(ADAPTERS)}")
+    return kind.build(adapter, model, total_steps,
+                      tokenizer_path) if kind.build else _from_fields(kind, adapter, model)
 
 # %% ../nbs/09_adapters.ipynb #abd7e405
 def load_adapter(model, # the base model
@@ -247,8 +299,11 @@ def load_adapter(model, # the base model
     "Wrap `model` with the saved adapter at `path`."
     import peft
     from llmnb.model import hub_token
-    try: return peft.PeftModel.from_pretrained(model, str(path), is_trainable=trainable, token=hub_token())
-    except Exception as e: raise LlmnbError(f"{key}: could not load an adapter from {str(path)!r}: {e}") from None
+    try:
+        return peft.PeftModel.from_pretrained(model, str(path), is_trainable=trainable,
+                                              token=hub_token())
+    except Exception as e:
+        raise LlmnbError(f"{key}: could not load an adapter from {str(path)!r}: {e}") from None
 
 # %% ../nbs/09_adapters.ipynb #9927f5d4
 def attach_adapter(model, # the base model
@@ -263,7 +318,8 @@ def attach_adapter(model, # the base model
     w = getattr(adapter, "pretrained_adapter_weights", None)
     if w: return load_adapter(model, w, trainable)
     pc = peft_config(adapter, model, total_steps, tokenizer_path)
-    if getattr(pc, "init_lora_weights", None) in DATA_INITS: return init_from_data(model, pc, batches)
+    if getattr(pc, "init_lora_weights", None) in DATA_INITS:
+        return init_from_data(model, pc, batches)
     return peft.get_peft_model(model, pc)
 
 # %% ../nbs/09_adapters.ipynb #c82282a0
@@ -273,7 +329,8 @@ CALIBRATION_ROWS = 256  # training rows EVA / CorDA read (PEFT's CorDA guide: ~2
 def _keep_initial(pm):
     "Save CorDA's initial adapter: at save PEFT converts the trained one against it, so it fits the original base."
     import tempfile
-    pm.llmnb_initial_adapter = tempfile.mkdtemp(prefix="llmnb-corda-init-")   # CorDA moved part of W into the adapter
+    # CorDA moved part of W into the adapter
+    pm.llmnb_initial_adapter = tempfile.mkdtemp(prefix="llmnb-corda-init-")
     pm.save_pretrained(pm.llmnb_initial_adapter, safe_serialization=True)
     return pm
 
@@ -286,15 +343,18 @@ def init_from_data(model, # the base model
     import peft
     from peft.tuners.lora.corda import preprocess_corda
     init = pc.init_lora_weights
-    if not batches: raise LlmnbError(f"adapter.init_lora_weights: {init} initialises from the training rows, and "
-                                     "there were none; allowed: train with data, or default, gaussian, pissa, olora")
+    if not batches: raise LlmnbError(f"adapter.init_lora_weights: {init} initialises from the "
+                                     f"training rows, and "
+                                     "there were none; allowed: train with data, or default, "
+                                     "gaussian, pissa, olora")
     if init == "eva":
         pm = peft.get_peft_model(model, pc, low_cpu_mem_usage=True)
         peft.initialize_lora_eva_weights(pm, batches, show_progress_bar=False)
         return pm
     def run():  # CorDA's hooks read one unpadded row per forward
         for b in batches:
-            for ids, m in zip(b["input_ids"], b["attention_mask"]): model(input_ids=ids[m.bool()][None])
+            for ids, m in zip(b["input_ids"], b["attention_mask"]):
+                model(input_ids=ids[m.bool()][None])
     preprocess_corda(model, pc, run_model=run)
     return _keep_initial(peft.get_peft_model(model, pc))
 
@@ -305,12 +365,15 @@ def adapter_regularization(model # the model being trained (a PEFT model or a pl
     inner = getattr(model, "base_model", None)
     name = getattr(inner, "trainable_adapter_name", None)
     pc = getattr(inner, "peft_config", {}).get(name) if name else None
-    if pc is None or str(getattr(pc, "peft_type", "")).split(".")[-1] != "ADALORA" or not pc.orth_reg_weight: return 0.0
+    if pc is None or str(getattr(pc, "peft_type",
+                                 "")).split(".")[-1] != "ADALORA" or not pc.orth_reg_weight:
+        return 0.0
     terms = []
     for n, p in inner.model.named_parameters():
         if ("lora_A" in n or "lora_B" in n) and name in n:
             cov = p @ p.T if "lora_A" in n else p.T @ p
-            terms.append(torch.linalg.matrix_norm(cov - torch.eye(*cov.shape, device=cov.device, dtype=cov.dtype)))
+            terms.append(torch.linalg.matrix_norm(cov - torch.eye(*cov.shape, device=cov.device,
+                dtype=cov.dtype)))
     return pc.orth_reg_weight * torch.stack(terms).mean() if terms else 0.0
 
 # %% ../nbs/09_adapters.ipynb #3e5d9ec3
@@ -319,7 +382,8 @@ def merge_adapter(model, # a `PeftModel`
                  ):
     "Fold the adapter of a `PeftModel` into its base weights; returns the plain merged model."
     if not hasattr(model, "merge_and_unload"):
-        raise LlmnbError(f"adapter.postprocessor.merge_adapter_into_base_model: {type(model).__name__} has no adapter to merge.")
+        raise LlmnbError(f"adapter.postprocessor.merge_adapter_into_base_model: "
+                         f"{type(model).__name__} has no adapter to merge.")
     return model.merge_and_unload(progressbar=progressbar)
 
 # %% ../nbs/09_adapters.ipynb #9d104938
@@ -336,7 +400,8 @@ def merged_copy(cfg, # the loaded config (its `quantization` is ignored here)
 def _adapter_folder(w, name: str) -> str:
     "Where a named adapter's weights are: `w` itself, or `w/name` (PEFT saves named adapters there), or a run's `model/`."
     p = Path(str(w)).expanduser()
-    return str(next((d for d in (p, p/name, p/"model", p/"model"/name) if (d/"adapter_config.json").exists()), w))
+    return str(next((d for d in (p, p/name, p/"model",
+                                 p/"model"/name) if (d/"adapter_config.json").exists()), w))
 
 # %% ../nbs/09_adapters.ipynb #3a3221c2
 def _add_one(model, name, a, pc, train):
@@ -349,11 +414,14 @@ def _add_one(model, name, a, pc, train):
         return model
     path = _adapter_folder(a.pretrained_adapter_weights, name)
     try:
-        if first: return peft.PeftModel.from_pretrained(model, path, adapter_name=name, is_trainable=train)
+        if first:
+            return peft.PeftModel.from_pretrained(model, path, adapter_name=name,
+                                                  is_trainable=train)
         model.load_adapter(path, adapter_name=name, is_trainable=train)
         return model
     except Exception as e: raise LlmnbError(
-        f"adapters.adapters.{name}.pretrained_adapter_weights: could not load an adapter from {path!r}: {e}") from None
+        f"adapters.adapters.{name}.pretrained_adapter_weights: could not load an adapter from "
+        f"{path!r}: {e}") from None
 
 # %% ../nbs/09_adapters.ipynb #147378ad
 def attach_adapters(model, # the base model
@@ -363,11 +431,14 @@ def attach_adapters(model, # the base model
                     tokenizer_path: str | None = None, # the base model's folder (prompt tuning's text initialisation)
                    ):
     "Wrap `model` with every adapter of `named`; merge first when `active` is the merge; the active one trains."
-    pcs = {n: None if a.pretrained_adapter_weights else peft_config(a, model, total_steps, tokenizer_path)
-           for n, a in named.adapters.items()}   # targets resolved on the plain model, before any adapter is in it
+    pcs = {n: None if a.pretrained_adapter_weights else peft_config(a, model, total_steps,
+        tokenizer_path)
+           # targets resolved on the plain model, before any adapter is in it
+           for n, a in named.adapters.items()}
     for name, a in named.adapters.items():
         model = _add_one(model, name, a, pcs[name], trainable and name == named.active)
-    if named.merge is not None and named.active == named.merge.name: merge_adapters(model, named.merge)
+    if named.merge is not None and named.active == named.merge.name:
+        merge_adapters(model, named.merge)
     model.set_adapter(named.active)
     if not trainable: model.eval()
     return model
@@ -379,10 +450,14 @@ def merge_adapters(model, # a `PeftModel` holding the merge's sources
     "Register `merge.name`: PEFT's `add_weighted_adapter` over `merge.sources` (weights 1.0 when null)."
     weights = merge.weights if merge.weights is not None else [1.0] * len(merge.sources)
     dens = {} if merge.combination_type in ("linear", "svd", "cat") else dict(density=merge.density)
-    try: model.add_weighted_adapter(merge.sources, weights, merge.name, combination_type=merge.combination_type, **dens)
+    try:
+        model.add_weighted_adapter(merge.sources, weights, merge.name,
+                                   combination_type=merge.combination_type, **dens)
     except (ValueError, TypeError, RuntimeError) as e:
-        raise LlmnbError(f"adapters.merge: PEFT could not merge {merge.sources} by {merge.combination_type}: {e}") from None
-    _log.info(f"merged adapters {merge.sources} (weights {weights}) by {merge.combination_type} into {merge.name!r}")
+        raise LlmnbError(f"adapters.merge: PEFT could not merge {merge.sources} by "
+                         f"{merge.combination_type}: {e}") from None
+    _log.info(f"merged adapters {merge.sources} (weights {weights}) by {merge.combination_type} "
+              f"into {merge.name!r}")
     return model
 
 # %% ../nbs/09_adapters.ipynb #2a37b194
@@ -405,10 +480,12 @@ def load_adapters(model, # the base model
     import peft
     f = Path(folder)
     names = sorted(d.name for d in f.iterdir() if (d/"adapter_config.json").exists())
-    if active not in names: raise LlmnbError(f"model_path: '{folder}' has no adapter {active!r} (it has {names}).")
+    if active not in names:
+        raise LlmnbError(f"model_path: '{folder}' has no adapter {active!r} (it has {names}).")
     try:
         model = peft.PeftModel.from_pretrained(model, str(f/active), adapter_name=active)
         for n in (n for n in names if n != active): model.load_adapter(str(f/n), adapter_name=n)
-    except Exception as e: raise LlmnbError(f"model_path: could not load the adapters of '{folder}': {e}") from None
+    except Exception as e:
+        raise LlmnbError(f"model_path: could not load the adapters of '{folder}': {e}") from None
     model.set_adapter(active)
     return model.eval()

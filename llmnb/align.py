@@ -36,7 +36,8 @@ def answer_logps(model, # the model being trained (or the reference)
                 ):
     "Summed answer log-probs of each row (`input_ids`, `n_prompt`) and answer lengths; with `per_token`, also the tokens'."
     if _prompt_learning(model): raise LlmnbError(
-        "adapter: prompt-learning adapters (virtual tokens) cannot be packed; preference training needs another adapter type")
+        "adapter: prompt-learning adapters (virtual tokens) cannot be packed; preference training "
+        "needs another adapter type")
     dev = next(model.parameters()).device
     b = {k: v.to(dev) for k, v in pack_batch(rows).items()}
     y = b["labels"][:, 1:]; sel = y != -100
@@ -71,14 +72,17 @@ def pack_pairs(rows: list[dict] # pair rows (`input_ids`, `n_prompt`, `rejected_
         last = len(ids) + len(p) - 1
         ids += p; pos += range(len(p)); grp += [g] * len(p); br += [0] * len(p)
         for b, (a, i) in enumerate(answers, 1):
-            src += ([last] + list(range(len(ids), len(ids) + len(a) - 1)))[:len(a)]; tgt += a; seq += [i] * len(a)
+            src += ([last] + list(range(len(ids),
+                                        len(ids) + len(a) - 1)))[:len(a)]; tgt += a; seq += [i] * len(a)
             ids += a; pos += range(len(p), len(p) + len(a)); grp += [g] * len(a); br += [b] * len(a)
     g, b = torch.tensor(grp), torch.tensor(br)
     n = len(ids)
-    mask = (g[:, None] == g[None]) & torch.ones(n, n, dtype=torch.bool).tril() & ((b[None] == 0) | (b[None] == b[:, None]))
+    mask = (g[:, None] == g[None]) & torch.ones(n, n,
+                                                dtype=torch.bool).tril() & ((b[None] == 0) | (b[None] == b[:, None]))
     t = lambda x: torch.tensor([x], dtype=torch.long)
     return dict(input_ids=t(ids), position_ids=t(pos), attention_mask=mask[None, None],
-                source=torch.tensor(src, dtype=torch.long), target=torch.tensor(tgt, dtype=torch.long),
+                source=torch.tensor(src, dtype=torch.long),
+                target=torch.tensor(tgt, dtype=torch.long),
                 sequence=torch.tensor(seq, dtype=torch.long))
 
 # %% ../nbs/20_align.ipynb #1ff35026
@@ -95,7 +99,8 @@ def pair_logps(model, # the model being trained (or the reference)
                rows: list[dict] # pair rows (`input_ids`, `n_prompt`, `rejected_input_ids`, ...)
               ):
     "Summed answer log-probs and answer lengths of each pair's chosen and rejected (interleaved), the prompt computed once."
-    if not _can_share(model, rows): return answer_logps(model, [_one(r, h) for r in rows for h in ("", "rejected_")])
+    if not _can_share(model, rows):
+        return answer_logps(model, [_one(r, h) for r in rows for h in ("", "rejected_")])
     dev = next(model.parameters()).device
     b = {k: v.to(dev) for k, v in pack_pairs(rows).items()}
     mask = b["attention_mask"]
@@ -103,7 +108,8 @@ def pair_logps(model, # the model being trained (or the reference)
         dt = next(model.parameters()).dtype
         mask = torch.zeros(mask.shape, dtype=dt, device=dev).masked_fill(~mask, torch.finfo(dt).min)
     keep, where = torch.unique(b["source"], return_inverse=True)
-    out = model(input_ids=b["input_ids"], position_ids=b["position_ids"], attention_mask=mask, use_cache=False,
+    out = model(input_ids=b["input_ids"], position_ids=b["position_ids"], attention_mask=mask,
+                use_cache=False,
                 logits_to_keep=keep).logits[0]
     tok = torch.log_softmax(out.float(), -1)[where, b["target"]]
     n = 2 * len(rows)
@@ -111,7 +117,8 @@ def pair_logps(model, # the model being trained (or the reference)
     return sums, torch.bincount(b["sequence"], minlength=n)
 
 # %% ../nbs/20_align.ipynb #774d1cdc
-def dpo_loss(chosen, rejected, ref_chosen, ref_rejected, # summed answer log-probs: policy and reference
+def dpo_loss(chosen, rejected, ref_chosen,
+             ref_rejected, # summed answer log-probs: policy and reference
              beta: float = 0.1, loss_type: str = "sigmoid", label_smoothing: float = 0.0,
              chosen_tokens=None, rejected_tokens=None, # answer lengths (ipo normalises by them)
             ) -> torch.Tensor:
@@ -124,9 +131,11 @@ def dpo_loss(chosen, rejected, ref_chosen, ref_rejected, # summed answer log-pro
     return -F.logsigmoid(z) * (1 - label_smoothing) - F.logsigmoid(-z) * label_smoothing
 
 # %% ../nbs/20_align.ipynb #5c939414
-def kto_loss(logps, ref_logps, desirable, # per answer: policy and reference log-probs; bool: desirable
+def kto_loss(logps, ref_logps,
+             desirable, # per answer: policy and reference log-probs; bool: desirable
              kl, # the batch's KL estimate (detached, clamped at 0)
-             beta: float = 0.1, desirable_weight: float = 1.0, undesirable_weight: float = 1.0) -> torch.Tensor:
+             beta: float = 0.1, desirable_weight: float = 1.0,
+             undesirable_weight: float = 1.0) -> torch.Tensor:
     "KTO's loss per answer: desirable ones pushed above the KL estimate, undesirable ones below it."
     ratio = logps - ref_logps
     good = desirable_weight * (1 - torch.sigmoid(beta * (ratio - kl)))
@@ -162,7 +171,8 @@ def group_advantages(rewards: torch.Tensor, # one reward per completion, each pr
     return ((g - g.mean(1, keepdim=True)) / (g.std(1, keepdim=True) + 1e-4)).flatten()
 
 # %% ../nbs/20_align.ipynb #376b4d60
-def grpo_token_loss(logps, old_logps, ref_logps, advantages, # per answer token; advantages per token too
+def grpo_token_loss(logps, old_logps, ref_logps,
+                    advantages, # per answer token; advantages per token too
                     beta: float = 0.04, epsilon: float = 0.2) -> torch.Tensor:
     "GRPO's per-token objective: PPO's clipped ratio times the advantage, negated, plus `beta` times the k3 KL."
     ratio = torch.exp(logps - old_logps)
@@ -185,7 +195,9 @@ def reference(model, # the model being trained (a PEFT model when `ref_model` is
     with torch.no_grad():
         if ref_model is not None: yield ref_model; return
         p = _peft(model)
-        if p is None: raise LlmnbError("preference training without an adapter needs a frozen reference copy or precomputed reference log-probs")
+        if p is None:
+            raise LlmnbError("preference training without an adapter needs a frozen reference copy "
+                             "or precomputed reference log-probs")
         with p.disable_adapter(): yield p
 
 # %% ../nbs/20_align.ipynb #10be42ec
@@ -239,7 +251,8 @@ def score(reward_functions, # functions `f(prompts, completions, **columns)`: a 
     for f, w in zip(reward_functions, weights):
         v = f(prompts, completions, **columns)
         if len(v) != len(completions): raise LlmnbError(
-            f"reward function {getattr(f, '__name__', f)!r} returned {len(v)} values for {len(completions)} completions")
+            f"reward function {getattr(f, '__name__', f)!r} returned {len(v)} values for "
+            f"{len(completions)} completions")
         total += w * torch.tensor([float(x) for x in v])
     return total
 
@@ -255,7 +268,8 @@ def _kto_examples(rows):
     seqs, good = [], []
     for r in rows:
         if "rejected_input_ids" in r: c, j = _halves(r); seqs += [c, j]; good += [True, False]
-        else: seqs.append(dict(input_ids=r["input_ids"], n_prompt=r["n_prompt"])); good.append(bool(r["label"]))
+        else: seqs.append(dict(input_ids=r["input_ids"],
+                               n_prompt=r["n_prompt"])); good.append(bool(r["label"]))
     return seqs, torch.tensor(good)
 
 # %% ../nbs/20_align.ipynb #7bb0aee3
@@ -263,13 +277,15 @@ def _mismatched(seqs):
     "Each prompt with the previous example's answer (TRL's KL sequences for KTO)."
     ans = [s["input_ids"][s["n_prompt"]:] for s in seqs]
     ans = ans[-1:] + ans[:-1]
-    return [dict(input_ids=s["input_ids"][:s["n_prompt"]] + a, n_prompt=s["n_prompt"]) for s, a in zip(seqs, ans)]
+    return [dict(input_ids=s["input_ids"][:s["n_prompt"]] + a, n_prompt=s["n_prompt"]) for s,
+            a in zip(seqs, ans)]
 
 # %% ../nbs/20_align.ipynb #d789963f
 @dataclass
 class Objective:
     "A preference objective for the training engine (`fit(..., objective=...)`)."
-    t: object                  # the trainer section (`DpoTrainer`, `KtoTrainer`, `OrpoTrainer`, `GrpoTrainer`)
+    # the trainer section (`DpoTrainer`, `KtoTrainer`, `OrpoTrainer`, `GrpoTrainer`)
+    t: object
     ref_model: object = None   # frozen reference (adapter: null); None: the adapter-disabled policy
     rewards: list = field(default_factory=list)   # GRPO online: reward functions
     weights: list = field(default_factory=list)   # and their weights
@@ -298,7 +314,8 @@ def _ref_logps(model, ref_model, seqs, per_token=False):
 def _pair_logps(o, model, rows):
     "Policy and reference summed log-probs of chosen and rejected, and answer lengths, from one prompt-shared forward each."
     s, n = pair_logps(model, rows)
-    if all("ref_logps" in r for r in rows): ref = torch.tensor([x for r in rows for x in r["ref_logps"]], device=s.device)
+    if all("ref_logps" in r for r in rows):
+        ref = torch.tensor([x for r in rows for x in r["ref_logps"]], device=s.device)
     elif o.mode == "orpo": ref = torch.zeros_like(s)
     else:
         with reference(model, o.ref_model) as m: ref = pair_logps(m, rows)[0]
@@ -324,14 +341,16 @@ def _loss_kto(o, model, rows):
     ref, _ = _ref_logps(model, o.ref_model, seqs + _mismatched(seqs))
     t = o.t
     kl = kto_kl(s[k:], ref[k:])
-    return kto_loss(s[:k], ref[:k], good.to(s.device), kl, t.kto_beta, t.desirable_weight, t.undesirable_weight).sum()
+    return kto_loss(s[:k], ref[:k], good.to(s.device), kl, t.kto_beta, t.desirable_weight,
+                    t.undesirable_weight).sum()
 
 # %% ../nbs/20_align.ipynb #dd74a309
 def _grpo_sum(o, model, seqs, advantages):
     "GRPO's objective summed over `seqs` (mean over each one's tokens), the clipped ratio against itself (one iteration)."
     _, n, tok, seg = answer_logps(model, seqs, per_token=True)
     ref = _ref_logps(model, o.ref_model, seqs, per_token=True)[2] if o.t.grpo_beta else tok.detach()
-    per_tok = grpo_token_loss(tok, tok.detach(), ref, advantages.to(tok.device)[seg], o.t.grpo_beta, o.t.grpo_epsilon)
+    per_tok = grpo_token_loss(tok, tok.detach(), ref, advantages.to(tok.device)[seg], o.t.grpo_beta,
+                              o.t.grpo_epsilon)
     return (_per_seq(per_tok, seg, len(seqs)) / n.clamp(min=1)).sum()
 
 # %% ../nbs/20_align.ipynb #79074e30
@@ -371,14 +390,16 @@ class Sampler:
     @torch.no_grad()
     def sample(self, model, rows, n: int):
         "Engine rows (prompt + completion) and completion texts, `n` per row of `rows`."
-        m = getattr(getattr(model, "_orig_mod", model), "module", getattr(model, "_orig_mod", model))
+        m = getattr(getattr(model, "_orig_mod", model), "module",
+                    getattr(model, "_orig_mod", model))
         was, dev = m.training, next(m.parameters()).device
         m.eval()
         gen = copy.copy(self.gen); gen.num_return_sequences = n
         seqs, texts = [], []
         for r in rows:
             ids = torch.tensor([r["input_ids"]], device=dev)
-            out = m.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=gen)
+            out = m.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
+                             generation_config=gen)
             for c in out[:, ids.shape[1]:].tolist():
                 c = _until_eos(c, self.gen.eos_token_id)
                 seqs.append(dict(input_ids=r["input_ids"] + c, n_prompt=len(r["input_ids"])))
@@ -423,7 +444,8 @@ def evaluate(self, model, rows, batch_size: int) -> dict:
             m["loss"] = -m["reward"]
         else:
             m = _pair_metrics(self, model, b) if all("rejected_input_ids" in r for r in b) else {}
-            m["loss"] = torch.full((len(b),), float(self.loss(model, b)) / self.units(b, range(len(b))))
+            m["loss"] = torch.full((len(b),), float(self.loss(model, b)) / self.units(b,
+                range(len(b))))
         for k, v in m.items(): sums[k] = sums.get(k, 0.0) + float(v.float().sum())
         n += len(b)
     model.train(was)
@@ -440,7 +462,8 @@ def alignment_mode(cfg, # the config (`trainer.type`, `trainer.rewards`)
 
 # %% ../nbs/20_align.ipynb #2cdbb573
 def _missing(key, col, cols, why):
-    return LlmnbError(f"{key}: column {col!r} is not in the training data ({why}); its columns: {', '.join(map(repr, cols))}")
+    return LlmnbError(f"{key}: column {col!r} is not in the training data ({why}); its columns: "
+                      f"{', '.join(map(repr, cols))}")
 
 # %% ../nbs/20_align.ipynb #82f44dda
 def check_alignment_data(cfg, # the config (its `trainer` section)
@@ -450,17 +473,23 @@ def check_alignment_data(cfg, # the config (its `trainer` section)
     "Refuse, before any work, data that the trainer cannot read: a missing rejected, label or reward column."
     t, cols, mode = cfg.trainer, list(columns), alignment_mode(cfg, reward_functions)
     if reward_functions and t.type != "grpo": raise LlmnbError(
-        f"reward_functions: only trainer.type grpo uses rewards (got trainer.type {t.type}); allowed: grpo, or no reward_functions")
+        f"reward_functions: only trainer.type grpo uses rewards (got trainer.type {t.type}); "
+        f"allowed: grpo, or no reward_functions")
     if mode == "kto" and t.rejected_column not in cols and "label" not in cols: raise LlmnbError(
-        f"trainer.rejected_column: KTO reads pairs (a {t.rejected_column!r} column) or a boolean 'label' column per "
-        f"answer, and the training data has neither; its columns: {', '.join(map(repr, cols))}")
+        f"trainer.rejected_column: KTO reads pairs (a {t.rejected_column!r} column) or a boolean "
+        f"'label' column per answer, and the training data has neither; its columns: "
+        f"{', '.join(map(repr, cols))}")
     if mode in ("dpo", "orpo", "grpo-offline") and t.rejected_column not in cols:
         why = "the rejected answer of each pair" + ("; or give trainer.rewards for online GRPO" if mode == "grpo-offline" else "")
         raise _missing("trainer.rejected_column", t.rejected_column, cols, why)
     for i, r in enumerate(getattr(t, "rewards", [])):
-        if r.column is not None and r.column not in cols: raise _missing(f"trainer.rewards[{i}].column", r.column, cols, f"the {r.type} reward's reference")
+        if r.column is not None and r.column not in cols:
+            raise _missing(f"trainer.rewards[{i}].column", r.column, cols, f"the {r.type} reward's "
+                f"reference")
     for f in reward_functions or []:
-        if not callable(f): raise LlmnbError(f"reward_functions: {f!r} is not callable; allowed: Python functions f(prompts, completions, **columns)")
+        if not callable(f):
+            raise LlmnbError(f"reward_functions: {f!r} is not callable; allowed: Python functions "
+                             f"f(prompts, completions, **columns)")
 
 # %% ../nbs/20_align.ipynb #4770ffad
 def _encode(prompts, answers, tok, cfg, limits, rep):
@@ -485,7 +514,8 @@ def alignment_rows(ds, # a rendered split: a `datasets.Dataset` with the prompt 
                    prompt_col: str = "__prompt__" # the column of rendered prompts
                   ):
     "Engine rows of a rendered split for `mode` (pairs, labelled KTO answers, or GRPO prompts) and a `TruncationReport`."
-    if not len(ds): return [], TruncationReport()   # an empty split (e.g. no validation rows) is never rendered
+    if not len(ds):
+        return [], TruncationReport()   # an empty split (e.g. no validation rows) is never rendered
     rep, t, P = TruncationReport(), cfg.trainer, [str(p) for p in ds[prompt_col]]
     if mode == "grpo-online":
         from llmnb.generate import encode_prompts
@@ -494,8 +524,10 @@ def alignment_rows(ds, # a rendered split: a `datasets.Dataset` with the prompt 
         return [dict(input_ids=i, n_prompt=len(i), prompt=p, columns={c: ds[k][c] for c in cols})
                 for k, (i, p) in enumerate(zip(ids, P))], rep
     c = _encode(P, [str(x) for x in ds[chosen]], tok, cfg, limits, rep)
-    if t.rejected_column not in ds.column_names:   # KTO: one answer per row, `label` says if it is desirable
-        return [dict(input_ids=a[0], n_prompt=a[1], label=bool(l)) for a, l in zip(c, ds["label"]) if a], rep
+    # KTO: one answer per row, `label` says if it is desirable
+    if t.rejected_column not in ds.column_names:
+        return [dict(input_ids=a[0], n_prompt=a[1], label=bool(l)) for a,
+                l in zip(c, ds["label"]) if a], rep
     r = _encode(P, [str(x) for x in ds[t.rejected_column]], tok, cfg, limits, rep)
     return [dict(input_ids=a[0], n_prompt=a[1], rejected_input_ids=b[0], rejected_n_prompt=b[1])
             for a, b in zip(c, r) if a and b], rep
@@ -539,10 +571,12 @@ def _wrong_date(iso: str, rng) -> str:
     "A plausible wrong ISO date for `iso`."
     import datetime as dt
     d = dt.date.fromisoformat(iso)
-    moves = [lambda: d.replace(day=d.month, month=d.day) if d.day <= 12 and d.day != d.month else None,
+    moves = [lambda: d.replace(day=d.month,
+                               month=d.day) if d.day <= 12 and d.day != d.month else None,
              lambda: d + dt.timedelta(days=rng.choice([-3, -2, -1, 1, 2, 3])),
              lambda: d.replace(month=d.month % 12 + 1) if d.day <= 28 else None,
-             lambda: d.replace(year=d.year + rng.choice([-10, -1, 1, 10])) if (d.month, d.day) != (2, 29) else None]
+             lambda: d.replace(year=d.year + rng.choice([-10, -1, 1, 10])) if (d.month,
+                 d.day) != (2, 29) else None]
     while (w := rng.choice(moves)()) is None: pass
     return w.isoformat()
 
@@ -581,7 +615,8 @@ def preference_accuracy(model, # the model to judge
     from llmnb.tokens import sequence_limits
     from llmnb.model import context_length
     ds = render_prompts(Dataset.from_pandas(df.reset_index(drop=True)), cfg)
-    rows, _ = alignment_rows(ds, tok, cfg, sequence_limits(cfg, context_length(model.config)), "dpo", cfg.output_feature.column)
+    rows, _ = alignment_rows(ds, tok, cfg, sequence_limits(cfg, context_length(model.config)),
+                             "dpo", cfg.output_feature.column)
     was = model.training; model.eval()
     hits = 0
     for i in range(0, len(rows), batch_size):

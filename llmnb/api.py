@@ -42,8 +42,9 @@ class LLM:
         self.device, self.dtype = device, dtype
         self.model = self.tokenizer = self.base_path = None
         self.vocab, self.stats, self.kind = None, {}, "none"
-        self._last_splits = None  # the raw splits of the last train(), for `experiment`
-        self.retrieval_index = None  # few-shot retrieval's index, built (or loaded) once and saved with the run
+        self.last_splits = None  # the raw splits (train, validation, test) of the last `train()`
+        # few-shot retrieval's index, built (or loaded) once and saved with the run
+        self.retrieval_index = None
 
     def __repr__(self):
         c = self.config
@@ -52,7 +53,8 @@ class LLM:
 
 # %% ../nbs/06_api.ipynb #ae3dce4c
 def _example_config(**kw):
-    cfg = dict(base_model="smollm2-135m-instruct", input_features=[dict(name="question", type="text")],
+    cfg = dict(base_model="smollm2-135m-instruct",
+               input_features=[dict(name="question", type="text")],
                output_features=[dict(name="answer", type="text")],
                prompt=dict(template="Answer with one word.\nQuestion: {question}\nAnswer:"))
     return {**cfg, **kw}
@@ -63,15 +65,19 @@ def load_base(self: LLM):
     "Load the base model and tokenizer (once), with `pretrained_adapter_weights` attached for `trainer: none`."
     if self.model is not None: return self
     self.base_path = resolve_base_model(self.config.base_model)
-    self.model, self.tokenizer = load_model(self.config, self.device, self.dtype, path=self.base_path)
+    self.model, self.tokenizer = load_model(self.config, self.device, self.dtype,
+                                            path=self.base_path)
     a = self.config.adapter
-    if a is not None and getattr(a, "pretrained_adapter_weights", None) and self.config.trainer.type == "none":
+    if a is not None and getattr(a, "pretrained_adapter_weights",
+                                 None) and self.config.trainer.type == "none":
         from llmnb.adapters import attach_adapter
         self.model = attach_adapter(self.model, a, trainable=False)
         self.kind = "adapter"
-    if self.config.adapters is not None and self.config.trainer.type == "none":   # named trained adapters, merged as configured
+    # named trained adapters, merged as configured
+    if self.config.adapters is not None and self.config.trainer.type == "none":
         from llmnb.adapters import attach_adapters
-        self.model, self.kind = attach_adapters(self.model, self.config.adapters, trainable=False), "adapter"
+        self.model, self.kind = attach_adapters(self.model, self.config.adapters,
+                                                trainable=False), "adapter"
     return self
 
 # %% ../nbs/06_api.ipynb #082c7d59
@@ -87,8 +93,10 @@ def _render(self: LLM, ds, train_split=None):
     "Retrieval context (when configured) and rendered prompts for a Dataset or DatasetDict."
     from datasets import DatasetDict
     cfg = self.config
-    split = train_split if train_split is not None else getattr(self, "_index_split", None)  # what retrieval draws from
-    if cfg.input_feature.preprocessing.format == "chat":   # conversations: the rendered prompt and the reference turn
+    # what retrieval draws from
+    split = train_split if train_split is not None else getattr(self, "_index_split", None)
+    # conversations: the rendered prompt and the reference turn
+    if cfg.input_feature.preprocessing.format == "chat":
         from llmnb.chat import render_conversations, check_chat_special_tokens, add_chat_examples, chat_retrieval_index
         check_chat_special_tokens(ds, cfg, self.load_base().tokenizer)
         if cfg.prompt.retrieval.type:   # few-shot exchanges retrieved by the last user turn
@@ -115,7 +123,8 @@ def _refuse_special_tokens(self: LLM, ds):
     cols = [cfg.input_feature.column or cfg.input_feature.name, self._target_column()]
     cols += template_fields(prompt_template(cfg) or "")
     parts = ds.items() if isinstance(ds, DatasetDict) else [("", ds)]
-    for name, part in parts: check_special_tokens(part, cols, self.tokenizer, f"{name} split" if name else "")
+    for name, part in parts:
+        check_special_tokens(part, cols, self.tokenizer, f"{name} split" if name else "")
 
 # %% ../nbs/06_api.ipynb #563f0f54
 def _check_dropped(rep, kept: int, cfg):
@@ -123,8 +132,9 @@ def _check_dropped(rep, kept: int, cfg):
     if not rep.dropped_rows: return
     g = cfg.preprocessing.global_max_sequence_length
     budget = f"preprocessing.global_max_sequence_length: {g}" if g else "the model's context"
-    msg = (f"{rep.dropped_rows} of {rep.rows} training rows dropped: the answer leaves too little of the token budget "
-           f"({budget}) for the prompt, and answers are never cut to fit; raise the budget or shorten those answers.")
+    msg = (f"{rep.dropped_rows} of {rep.rows} training rows dropped: the answer leaves too little "
+           f"of the token budget ({budget}) for the prompt, and answers are never cut to fit; "
+           f"raise the budget or shorten those answers.")
     if not kept: raise DataError(msg.replace("dropped", "dropped, so none is left", 1))
     warnings.warn(msg, LlmnbWarning, stacklevel=3)
 
@@ -138,15 +148,17 @@ def _target_column(self: LLM) -> str:
 def _check_match_labels(o, vocab):
     "A `decoder.match` label the data does not have (Ludwig's few-shot example has 'neural') fails before any work."
     extra = [l for l in (o.decoder.match or {}) if l not in vocab]
-    if extra: raise DataError(f"output_features[0].decoder.match: {', '.join(map(repr, extra))} is not a label of the "
-                              f"training data (its labels: {', '.join(map(repr, vocab))}); allowed: one of those, or list "
+    if extra: raise DataError(f"output_features[0].decoder.match: {', '.join(map(repr, extra))} is "
+                              f"not a label of the training data (its labels: "
+                              f"{', '.join(map(repr, vocab))}); allowed: one of those, or list "
                               f"every label in preprocessing.vocab")
 
 # %% ../nbs/06_api.ipynb #7906c5f8
 def _longest_target(tok, targets) -> int | None:
     "The longest training target in tokens: unset `max_new_tokens` generates up to it (+25%), not half the context."
     texts = ["" if t is None else str(t) for t in targets]
-    return max((len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]), default=None)
+    return max((len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]),
+               default=None)
 
 # %% ../nbs/06_api.ipynb #cf3a6385
 def _is_main_process() -> bool:
@@ -161,7 +173,9 @@ def _writable_dir(path) -> Path:
     try:
         p.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=p): pass
-    except OSError as e: raise DataError(f"output_directory: cannot write to '{path}' ({e.strerror or e}); choose a folder you can write to.") from None
+    except OSError as e:
+        raise DataError(f"output_directory: cannot write to '{path}' ({e.strerror or e}); choose a "
+                        f"folder you can write to.") from None
     return p
 
 # %% ../nbs/06_api.ipynb #980b9e85
@@ -171,7 +185,8 @@ def length_stats(self: LLM,
                 ) -> LengthStats:
     "Token lengths of `dataset` as this model reads it: its tokenizer, context and prompt rendering."
     self.load_base()
-    return length_stats(self.config, dataset, self.tokenizer, self.context_length, render=self._render)
+    return length_stats(self.config, dataset, self.tokenizer, self.context_length,
+                        render=self._render)
 
 # %% ../nbs/06_api.ipynb #3061d6ec
 @patch
@@ -182,11 +197,14 @@ def _prepare_for_finetune(self: LLM, total_steps: int, rows: list | None = None)
     if cfg.quantization is not None:
         from llmnb.model import prepare_for_kbit_training, check_torchao_training
         check_torchao_training(cfg.quantization)
-        self.model = prepare_for_kbit_training(self.model, bool(cfg.trainer.enable_gradient_checkpointing))
+        self.model = prepare_for_kbit_training(self.model,
+                                               bool(cfg.trainer.enable_gradient_checkpointing))
     if cfg.adapter is not None:
         if not hasattr(self.model, "peft_config"):
-            self.model = attach_adapter(self.model, cfg.adapter, trainable=True, total_steps=total_steps,
-                                        tokenizer_path=self.base_path, batches=self._calibration_batches(rows))
+            self.model = attach_adapter(self.model, cfg.adapter, trainable=True,
+                                        total_steps=total_steps,
+                                        tokenizer_path=self.base_path,
+                                        batches=self._calibration_batches(rows))
         self.kind = "adapter"
     elif cfg.adapters is not None:   # several named adapters: the active one trains
         from llmnb.adapters import attach_adapters
@@ -202,11 +220,13 @@ def _calibration_batches(self: LLM, rows: list | None) -> list | None:
     "The first training rows as padded batches on the model's device, for an adapter init that reads data (EVA, CorDA)."
     from llmnb.adapters import CALIBRATION_ROWS, DATA_INITS
     from llmnb.train import pad_batch
-    if not rows or getattr(self.config.adapter, "init_lora_weights", None) not in DATA_INITS: return None
+    if not rows or getattr(self.config.adapter, "init_lora_weights", None) not in DATA_INITS:
+        return None
     bs = self.config.trainer.batch_size if isinstance(self.config.trainer.batch_size, int) else 8
     rows = rows[:CALIBRATION_ROWS]
     pad = self.tokenizer.pad_token_id
-    return [{k: v.to(self.model.device) for k, v in pad_batch(rows[j:j + bs], pad).items()} for j in range(0, len(rows), bs)]
+    return [{k: v.to(self.model.device) for k, v in pad_batch(rows[j:j + bs],
+        pad).items()} for j in range(0, len(rows), bs)]
 
 # %% ../nbs/06_api.ipynb #acffdbe4
 @patch
@@ -215,7 +235,8 @@ def _check_before_work(self: LLM):
     from llmnb.adapters import check_adapter
     from llmnb.tokens import check_template_length
     cfg = self.config
-    if cfg.trainer.type != "none" and not hasattr(self.model, "peft_config"): check_adapter(self.model, cfg.adapter)
+    if cfg.trainer.type != "none" and not hasattr(self.model, "peft_config"):
+        check_adapter(self.model, cfg.adapter)
     check_template_length(cfg, self.tokenizer, sequence_limits(cfg, self.context_length))
 
 # %% ../nbs/06_api.ipynb #82d30a24
@@ -235,20 +256,23 @@ def train(self: LLM,
     seed = cfg.trainer.seed
     splits, report = load_splits(cfg, dataset, training_set, validation_set, test_set, seed=seed)
     check_prompt_columns(cfg, splits["train"].column_names)
-    if cfg.trainer.type in PREFERENCE_TRAINERS: check_alignment_data(cfg, splits["train"].column_names, reward_functions)
+    if cfg.trainer.type in PREFERENCE_TRAINERS:
+        check_alignment_data(cfg, splits["train"].column_names, reward_functions)
     if cfg.output_feature.type == "category":
         self.vocab = category_vocab(cfg.output_feature, splits["train"][self._target_column()])
         _check_match_labels(cfg.output_feature, self.vocab)
-    self._index_split, self._last_splits = splits["train"], splits
+    self._index_split, self.last_splits = splits["train"], splits
     self.load_base()
     self._check_before_work()
     splits = self._render(splits, splits["train"])
     stats = dict(data=dict(rows=report.rows, dropped=report.dropped, filled=report.filled))
-    if cfg.trainer.type in PREFERENCE_TRAINERS: stats.update(self._align(splits, run, resume, progress, reward_functions))
+    if cfg.trainer.type in PREFERENCE_TRAINERS:
+        stats.update(self._align(splits, run, resume, progress, reward_functions))
     elif cfg.trainer.type == "finetune": stats.update(self._finetune(splits, run, resume, progress))
     else:
         for split in ("validation", "test"):
-            if len(splits[split]): stats[split] = self._evaluate_rendered(splits[split], progress=progress)[0]
+            if len(splits[split]):
+                stats[split] = self._evaluate_rendered(splits[split], progress=progress)[0]
     self.stats = stats
     if _is_main_process(): self.save(run)
     return stats
@@ -258,7 +282,8 @@ def train(self: LLM,
 def _finetune(self: LLM, splits, run, resume: bool, progress: bool) -> dict:
     "Fine-tune on the rendered `splits` (`trainer: finetune`); the statistics `train` adds to its own."
     cfg, stats = self.config, {}
-    if not len(splits["train"]): raise DataError("The training split has no rows: trainer: finetune needs training data.")
+    if not len(splits["train"]):
+        raise DataError("The training split has no rows: trainer: finetune needs training data.")
     lim = sequence_limits(cfg, self.context_length)
     tgt = self._target_column()
     tr, rep = tokenize_dataset(splits["train"], self.tokenizer, cfg, lim, PROMPT, tgt)
@@ -272,14 +297,16 @@ def _finetune(self: LLM, splits, run, resume: bool, progress: bool) -> dict:
     bs = plan.batch_size
     set_seed(t.seed)  # the adapter's initial weights are part of what the seed reproduces
     self._prepare_for_finetune(plan.total_steps, rows)
-    stats.update(fit(self.model, self.tokenizer, rows, vrows, cfg, run, resume=resume, progress=progress, plan=plan))
+    stats.update(fit(self.model, self.tokenizer, rows, vrows, cfg, run, resume=resume,
+                     progress=progress, plan=plan))
     if cfg.adapters is not None:
         from llmnb.adapters import merge_trained
         merge_trained(self.model, cfg.adapters)
     stats["truncation"] = asdict(rep)
     if len(splits["test"]):
         te, _ = tokenize_dataset(splits["test"], self.tokenizer, cfg, lim, PROMPT, tgt)
-        stats["test"] = evaluate_loss(self.model, te.to_list(), t.eval_batch_size or bs, self.tokenizer.pad_token_id, self.model.device)
+        stats["test"] = evaluate_loss(self.model, te.to_list(), t.eval_batch_size or bs,
+                                      self.tokenizer.pad_token_id, self.model.device)
     return stats
 
 
@@ -293,22 +320,30 @@ def _align(self: LLM, splits, run, resume: bool, progress: bool, reward_function
     from llmnb.tokens import check_special_tokens
     cfg, tok = self.config, self.tokenizer
     mode, tgt = alignment_mode(cfg, reward_functions), self._target_column()
-    for name, part in splits.items(): check_special_tokens(part, [cfg.trainer.rejected_column], tok, f"{name} split")
+    for name, part in splits.items():
+        check_special_tokens(part, [cfg.trainer.rejected_column], tok, f"{name} split")
     gen = generation_config_for(self, dict(do_sample=True)) if mode == "grpo-online" else None
     lim = sequence_limits(cfg, self.context_length, reserve=gen.max_new_tokens if gen else 0)
     rows, rep = alignment_rows(splits["train"], tok, cfg, lim, mode, tgt)
     vrows, _ = alignment_rows(splits["validation"], tok, cfg, lim, mode, tgt)
-    te, _ = alignment_rows(splits["test"], tok, cfg, lim, mode, tgt) if len(splits["test"]) else ([], None)
+    te, _ = alignment_rows(splits["test"], tok, cfg, lim, mode,
+                           tgt) if len(splits["test"]) else ([], None)
     _check_dropped(rep, len(rows), cfg)
-    if tgt in splits["train"].column_names: self.longest_target = _longest_target(tok, splits["train"][tgt])
+    if tgt in splits["train"].column_names:
+        self.longest_target = _longest_target(tok, splits["train"][tgt])
     plan = plan_steps(cfg.trainer, rows)
     set_seed(cfg.trainer.seed)
     self._prepare_for_finetune(plan.total_steps)
     o = make_objective(self.model, cfg, tok, gen, reward_functions)
-    if getattr(cfg.trainer, "precompute_ref_log_probs", False): precompute_reference(self.model, rows + vrows + te)
-    if _is_main_process(): warnings.warn(f"trainer.type {cfg.trainer.type}: {mode} ({len(rows)} training rows)", LlmnbWarning, stacklevel=3)
-    stats = fit(self.model, tok, rows, vrows, cfg, run, resume=resume, progress=progress, plan=plan, objective=o)
-    stats.update(alignment=dict(mode=mode, reference="precomputed" if getattr(cfg.trainer, "precompute_ref_log_probs", False)
+    if getattr(cfg.trainer, "precompute_ref_log_probs", False):
+        precompute_reference(self.model, rows + vrows + te)
+    if _is_main_process():
+        warnings.warn(f"trainer.type {cfg.trainer.type}: {mode} ({len(rows)} training rows)",
+                      LlmnbWarning, stacklevel=3)
+    stats = fit(self.model, tok, rows, vrows, cfg, run, resume=resume, progress=progress, plan=plan,
+                objective=o)
+    stats.update(alignment=dict(mode=mode, reference="precomputed" if getattr(cfg.trainer,
+        "precompute_ref_log_probs", False)
                  else "none" if mode == "orpo" else "frozen copy" if o.ref_model is not None else "adapter disabled"),
                  truncation=asdict(rep))
     if te: stats["test"] = o.evaluate(self.model, te, plan.batch_size)
@@ -326,7 +361,8 @@ def _as_dataset(self: LLM, dataset):
 
 # %% ../nbs/06_api.ipynb #71b68197
 @patch
-def _generate_rendered(self: LLM, ds, generation_config=None, batch_size=None, progress=False, generate=True):
+def _generate_rendered(self: LLM, ds, generation_config=None, batch_size=None, progress=False,
+                       generate=True):
     "Generate for a rendered Dataset: list of result dicts (text, ids, probability ...); only `prompt_ids` when not `generate`."
     self.load_base()
     gc = generation_config_for(self, generation_config)
@@ -337,21 +373,28 @@ def _generate_rendered(self: LLM, ds, generation_config=None, batch_size=None, p
         ids, rep = encode_chat_prompts(ds[col], self.tokenizer, self.config, lim)
     else: ids, rep = encode_prompts(ds[PROMPT], self.tokenizer, self.config, lim)
     if rep.prompt_rows or rep.total_rows: warnings.warn(
-        f"prompts were cut: {rep.prompt_rows} by the prompt limit ({rep.prompt_tokens} tokens), {rep.total_rows} to fit the context "
-        f"({rep.total_tokens} tokens); see preprocessing.truncation.")
+        f"prompts were cut: {rep.prompt_rows} by the prompt limit ({rep.prompt_tokens} tokens), "
+        f"{rep.total_rows} to fit the context ({rep.total_tokens} tokens); see "
+        f"preprocessing.truncation.")
     if not generate: return _with_neighbours([dict(text="", ids=[], prompt_ids=i) for i in ids], ds)
-    if getattr(self, "engine", "transformers") == "llama_cpp":   # `llmnb predict --engine llama_cpp`
+    # `llmnb predict --engine llama_cpp`
+    if getattr(self, "engine", "transformers") == "llama_cpp":
         from llmnb.export import llama_cpp_results
         return _with_neighbours(llama_cpp_results(self, ids, gc), ds)
-    eb = self.config.trainer.eval_batch_size if isinstance(self.config.trainer.eval_batch_size, int) else 0
+    eb = self.config.trainer.eval_batch_size if isinstance(self.config.trainer.eval_batch_size,
+                                                           int) else 0
     # default: batches by a token budget (measured in bench/: 15-25% faster than 16 rows on a CPU); `batch_size`: fixed batches
-    size = dict(batch_size=batch_size) if batch_size else dict(batch_size=max(eb, 64), max_tokens=4096, min_rows=max(eb, 16))
-    scores = self.config.output_feature.type == "text"   # a category output's probabilities come from scoring the labels
+    size = dict(batch_size=batch_size) if batch_size else dict(batch_size=max(eb, 64),
+        max_tokens=4096, min_rows=max(eb, 16))
+    # a category output's probabilities come from scoring the labels
+    scores = self.config.output_feature.type == "text"
     with warnings.catch_warnings():   # for this call only: no process-wide filter
         warnings.filterwarnings("ignore", message=".*generation flags are not valid.*")
-        from llmnb.structured import constraint_for   # a text_parser output: every answer follows its grammar
+        # a text_parser output: every answer follows its grammar
+        from llmnb.structured import constraint_for
         lp = constraint_for(self.config, self.tokenizer, self.model, gc)
-        return _with_neighbours(generate_batch(self.model, self.tokenizer, ids, gc, scores=scores, progress=progress, logits_processor=lp, **size), ds)
+        return _with_neighbours(generate_batch(self.model, self.tokenizer, ids, gc, scores=scores,
+                                               progress=progress, logits_processor=lp, **size), ds)
 
 # %% ../nbs/06_api.ipynb #9635f003
 def _with_neighbours(results, ds):
@@ -366,10 +409,13 @@ def _with_neighbours(results, ds):
 def _content_free_ids(self: LLM):
     "The ids of the content-free prompt that `decoder.label_calibration` calibrates against (None: raw scores)."
     how = self.config.output_feature.decoder.label_calibration
-    if how == "auto": how = "contextual" if self.kind == "none" else "none"   # fine-tuned scores are trained to discriminate
+    if how == "auto":
+        # fine-tuned scores are trained to discriminate
+        how = "contextual" if self.kind == "none" else "none"
     if how == "none" or self.config.input_feature.preprocessing.format == "chat": return None
     from llmnb.prompt import content_free_prompt
-    ids, _ = encode_prompts([content_free_prompt(self.config, how)], self.tokenizer, self.config, sequence_limits(self.config, self.context_length))
+    ids, _ = encode_prompts([content_free_prompt(self.config, how)], self.tokenizer, self.config,
+                            sequence_limits(self.config, self.context_length))
     return ids[0]
 
 # %% ../nbs/06_api.ipynb #054ad6e1
@@ -384,7 +430,8 @@ def generation_config_for(llm, # an `LLM` (its config, tokenizer, model and cont
                           overrides=None, # settings for this call only, e.g. `dict(do_sample=True)`
                          ):
     "The `transformers.GenerationConfig` `llm` predicts with, `overrides` applied for this call only."
-    return generation_config(llm.config, llm.tokenizer, llm.context_length, overrides, llm.model, getattr(llm, "longest_target", None))
+    return generation_config(llm.config, llm.tokenizer, llm.context_length, overrides, llm.model,
+                             getattr(llm, "longest_target", None))
 
 # %% ../nbs/06_api.ipynb #4b8ce706
 @patch
@@ -392,17 +439,23 @@ def _predictions_frame(self: LLM, results) -> pd.DataFrame:
     "Ludwig's prediction columns (`_predictions`, `_probabilities`, `_probability`, `_response`) plus `_num_tokens`; a category output adds one `_probabilities_<label>` column per label."
     o = self.config.output_feature
     texts = [r["text"] for r in results]
-    df = pd.DataFrame({f"{o.name}_predictions": texts, f"{o.name}_probabilities": [r.get("probabilities") for r in results],
-                       f"{o.name}_probability": [r.get("probability") for r in results], f"{o.name}_response": texts,
+    df = pd.DataFrame({f"{o.name}_predictions": texts,
+                       f"{o.name}_probabilities": [r.get("probabilities") for r in results],
+                       f"{o.name}_probability": [r.get("probability") for r in results],
+                       f"{o.name}_response": texts,
                        f"{o.name}_num_tokens": [len(r["ids"]) for r in results]})
-    if getattr(o.decoder, "type", None) == "text_parser":   # structured output: the parsed value and its fields
+    # structured output: the parsed value and its fields
+    if getattr(o.decoder, "type", None) == "text_parser":
         from llmnb.structured import parsed_columns
         for k, v in parsed_columns(o.name, texts, o.decoder, df.columns).items(): df[k] = v
     if o.type == "category":
         from llmnb.evaluate import predict_categories, label_token_ids
         vocab = self.vocab or (category_vocab(o) if o.preprocessing.vocab else None)
-        if not vocab: raise DataError(f"output_features.{o.name}: category output with no labels: set preprocessing.vocab, or train() on data first.")
-        c = predict_categories(self.model, self.tokenizer, results, o, vocab, batch_size=max(self.config.trainer.eval_batch_size or 0, 16),
+        if not vocab:
+            raise DataError(f"output_features.{o.name}: category output with no labels: set "
+                            f"preprocessing.vocab, or train() on data first.")
+        c = predict_categories(self.model, self.tokenizer, results, o, vocab,
+                               batch_size=max(self.config.trainer.eval_batch_size or 0, 16),
                                free_ids=self._content_free_ids() if results else None)
         labels, answers, P = c["labels"], c["answers"], c["probabilities"]
         df.attrs["fell_back"] = c["fell_back"]
@@ -411,7 +464,8 @@ def _predictions_frame(self: LLM, results) -> pd.DataFrame:
         df[f"{o.name}_probabilities"] = [list(map(float, p)) for p in P]
         df[f"{o.name}_probability"] = [float(P[i, vocab.index(l)]) for i, l in enumerate(labels)]
         if self._labels_only():   # the answer is the label and its end-of-sequence token
-            n = dict(zip(vocab, map(len, label_token_ids(self.tokenizer, vocab, results[0]["prompt_ids"] if results else None))))
+            n = dict(zip(vocab, map(len, label_token_ids(self.tokenizer, vocab,
+                                                         results[0]["prompt_ids"] if results else None))))
             df[f"{o.name}_num_tokens"] = [n[l] + 1 for l in labels]
         for j, v in enumerate(vocab): df[f"{o.name}_probabilities_{v}"] = P[:, j].astype(float)
     return df
@@ -434,8 +488,10 @@ def predict(self: LLM,
     with (atomic_file(out/"predictions.csv") if out is not None else contextlib.nullcontext()) as tmp:
         for s in range(0, len(ds), chunk_rows):
             part = ds.select(range(s, min(s + chunk_rows, len(ds))))
-            df = self._predictions_frame(self._generate_rendered(part, generation_config, batch_size, progress, generate=not self._labels_only()))
-            if tmp is not None: df.to_csv(tmp, mode="w" if s == 0 else "a", header=s == 0, index=False)
+            df = self._predictions_frame(self._generate_rendered(part, generation_config,
+                batch_size, progress, generate=not self._labels_only()))
+            if tmp is not None:
+                df.to_csv(tmp, mode="w" if s == 0 else "a", header=s == 0, index=False)
             frames.append(df)
     return pd.concat(frames, ignore_index=True)
 
@@ -449,20 +505,25 @@ def _write_csv(df, path):
 def _evaluate_rendered(self: LLM, ds, generation_config=None, batch_size=None, progress=False):
     o = self.config.output_feature
     col = self._target_column()
-    results = self._generate_rendered(ds, generation_config, batch_size, progress, generate=not self._labels_only())
+    results = self._generate_rendered(ds, generation_config, batch_size, progress,
+                                      generate=not self._labels_only())
     df = self._predictions_frame(results)
     truth = ["" if v is None else str(v) for v in ds[col]]
     pred = df[f"{o.name}_predictions"].tolist()
     if o.type == "category":
         vocab = self.vocab or category_vocab(o, truth)
         m = category_metrics(pred, truth, vocab, fell_back=df.attrs.get("fell_back"))
-        p_true = [df[f"{o.name}_probabilities_{t}"].iloc[i] for i, t in enumerate(truth) if t in vocab]
-        m["loss"] = float(-np.mean(np.log(np.maximum(p_true, 1e-12)))) if p_true else None   # cross-entropy of the true label
+        p_true = [df[f"{o.name}_probabilities_{t}"].iloc[i] for i,
+                  t in enumerate(truth) if t in vocab]
+        # cross-entropy of the true label
+        m["loss"] = float(-np.mean(np.log(np.maximum(p_true, 1e-12)))) if p_true else None
     else: m = text_metrics(pred, truth)
     if o.type == "text" and self.kind != "none":
         lim = sequence_limits(self.config, self.context_length)
         rows, _ = tokenize_dataset(ds, self.tokenizer, self.config, lim, PROMPT, col)
-        m.update({k: v for k, v in evaluate_loss(self.model, rows.to_list(), batch_size or 8, self.tokenizer.pad_token_id, self.model.device).items() if k != "tokens"})
+        m.update({k: v for k, v in evaluate_loss(self.model, rows.to_list(), batch_size or 8,
+                                                 self.tokenizer.pad_token_id,
+                                                 self.model.device).items() if k != "tokens"})
     m["rows"] = len(truth)
     return m, df
 
@@ -480,10 +541,15 @@ def evaluate(self: LLM,
     out = _writable_dir(output_directory) if output_directory else None
     ds = self._as_dataset(dataset)
     col = self._target_column()
-    chat = self.config.input_feature.preprocessing.format == "chat"   # the reference is each conversation's last turn
-    if col not in ds.column_names and not chat: raise DataError(f"evaluate needs the output column {col!r}; the data has {ds.column_names}.")
+    # the reference is each conversation's last turn
+    chat = self.config.input_feature.preprocessing.format == "chat"
+    if col not in ds.column_names and not chat:
+        raise DataError(f"evaluate needs the output column {col!r}; the data has "
+                        f"{ds.column_names}.")
     ds = self._render(ds)
-    if chat and None in ds[col]: raise DataError(f"evaluate needs each conversation to end on the assistant turn to compare with; row {ds[col].index(None)} ends on a user turn.")
+    if chat and None in ds[col]:
+        raise DataError(f"evaluate needs each conversation to end on the assistant turn to compare "
+                        f"with; row {ds[col].index(None)} ends on a user turn.")
     metrics, df = self._evaluate_rendered(ds, generation_config, batch_size, progress)
     if out is not None:
         _write_json(out/"eval_stats.json", {self.config.output_feature.name: metrics})
@@ -495,11 +561,13 @@ def _write_json(path, obj): atomic_write_json(path, obj)
 
 # %% ../nbs/06_api.ipynb #928cfa3a
 @patch
-def generate(self: LLM, prompts: str | list[str], generation_config: dict | None = None, batch_size: int = 16) -> str | list[str]:
+def generate(self: LLM, prompts: str | list[str], generation_config: dict | None = None,
+             batch_size: int = 16) -> str | list[str]:
     "Generated text for each prompt (a string in, a string out)."
     one = isinstance(prompts, str)
     from datasets import Dataset
-    res = self._generate_rendered(Dataset.from_dict({PROMPT: [prompts] if one else list(prompts)}), generation_config, batch_size)
+    res = self._generate_rendered(Dataset.from_dict({PROMPT: [prompts] if one else list(prompts)}),
+                                  generation_config, batch_size)
     texts = [r["text"] for r in res]
     return texts[0] if one else texts
 
@@ -507,7 +575,8 @@ def generate(self: LLM, prompts: str | list[str], generation_config: dict | None
 def _absolute_base(config: dict) -> dict:
     "`config` with a relative local `base_model` made absolute, so the run loads from any folder."
     b = config.get("base_model")
-    if isinstance(b, str) and not Path(b).expanduser().is_absolute() and Path(b).expanduser().exists():
+    if isinstance(b,
+                  str) and not Path(b).expanduser().is_absolute() and Path(b).expanduser().exists():
         config = {**config, "base_model": str(Path(b).expanduser().resolve())}
     return config
 
@@ -515,26 +584,35 @@ def _absolute_base(config: dict) -> dict:
 @patch
 def _info(self: LLM, kind) -> dict:
     # `config` keeps only what the user set, so values llmnb derives (max_new_tokens from the context, ...) derive again on load
-    return dict(llmnb_version=__version__, config=_absolute_base(self.config.model_dump(exclude_unset=True, mode="json")),
+    return dict(llmnb_version=__version__,
+                config=_absolute_base(self.config.model_dump(exclude_unset=True, mode="json")),
                 resolved_config=self.config.to_dict(), base_model=self.config.base_model, kind=kind,
-                vocab=self.vocab, train_rows=(self.stats.get("data", {}).get("rows", {}) or {}).get("train"),
+                vocab=self.vocab, train_rows=(self.stats.get("data", {}).get("rows",
+                    {}) or {}).get("train"),
                 longest_target=getattr(self, "longest_target", None),
-                metrics={k: v for k, v in self.stats.items() if k in ("validation", "test", "best")})
+                metrics={k: v for k, v in self.stats.items() if k in ("validation", "test",
+                    "best")})
 
 # %% ../nbs/06_api.ipynb #e6c95959
 @patch
 def _write_model(self: LLM, tmp: Path, model, kind):
     if model is not None and kind != "none":
         # the folder the base was loaded from (a GGUF's de-quantised copy too), which plain PEFT loads offline
-        for pc in (model.peft_config.values() if kind == "adapter" else ()): pc.base_model_name_or_path = self.base_path
-        initial = getattr(model, "llmnb_initial_adapter", None)   # CorDA: saved as a plain LoRA on the original base
-        model.save_pretrained(tmp, safe_serialization=True, **({"path_initial_model_for_weight_conversion": initial} if initial else {}))
+        for pc in (model.peft_config.values() if kind == "adapter" else ()):
+            pc.base_model_name_or_path = self.base_path
+        # CorDA: saved as a plain LoRA on the original base
+        initial = getattr(model, "llmnb_initial_adapter", None)
+        model.save_pretrained(tmp, safe_serialization=True,
+                              **({"path_initial_model_for_weight_conversion": initial} if initial else {}))
         from llmnb.upload import make_card_portable
-        make_card_portable(tmp, self.config.base_model, self.base_path)   # the card travels: no local path in it
+        # the card travels: no local path in it
+        make_card_portable(tmp, self.config.base_model, self.base_path)
     self.tokenizer.save_pretrained(tmp)
     (tmp/"llmnb.json").write_text(json.dumps(self._info(kind), indent=2, default=float))
-    (tmp/"model_hyperparameters.json").write_text(json.dumps(self.config.to_dict(), indent=2))  # Ludwig's name for the config
-    if self.config.prompt.retrieval.type:  # the few-shot index travels with the model (RUN/model/retrieval/)
+    # Ludwig's name for the config
+    (tmp/"model_hyperparameters.json").write_text(json.dumps(self.config.to_dict(), indent=2))
+    # the few-shot index travels with the model (RUN/model/retrieval/)
+    if self.config.prompt.retrieval.type:
         from llmnb.retrieval import save_retrieval
         save_retrieval(self.retrieval_index, tmp)
 
@@ -547,27 +625,34 @@ def save(self: LLM, path) -> Path:
     self.load_base()
     write_dir_atomically(run/"model", lambda tmp: self._write_model(tmp, self.model, self.kind))
     a = self.config.adapter
-    if self.kind == "adapter" and getattr(getattr(a, "postprocessor", None), "merge_adapter_into_base_model", False):
+    if self.kind == "adapter" and getattr(getattr(a, "postprocessor", None),
+                                          "merge_adapter_into_base_model", False):
         from llmnb.adapters import merge_adapter, merged_copy
-        if self.config.quantization is not None:  # 8-bit (4-bit is refused by the config): merge into a full-precision copy
+        # 8-bit (4-bit is refused by the config): merge into a full-precision copy
+        if self.config.quantization is not None:
             m = merged_copy(self.config, run/"model", a.postprocessor.progressbar)
             write_dir_atomically(run/"merged", lambda tmp: self._write_model(tmp, m, "merged"))
         else:
             self.model = merge_adapter(self.model, progressbar=a.postprocessor.progressbar)
             self.kind = "merged"
-    if self.kind == "merged": write_dir_atomically(run/"merged", lambda tmp: self._write_model(tmp, self.model, "merged"))
+    if self.kind == "merged":
+        write_dir_atomically(run/"merged", lambda tmp: self._write_model(tmp, self.model, "merged"))
     from llmnb.run import write_run_statistics, evaluation_frequency
     atomic_write(run/"config.yaml", render_config(self.config))
-    write_run_statistics(run, self.stats, self.config.output_feature.name, evaluation_frequency(self.config.trainer))
+    write_run_statistics(run, self.stats, self.config.output_feature.name,
+                         evaluation_frequency(self.config.trainer))
     return run
 
 # %% ../nbs/06_api.ipynb #0c36af86
 def _model_dir(path) -> Path:
     p = Path(path).expanduser()
     for d in (p/"merged", p/"model", p):
-        if d != p: recover_folder(d)   # a swap interrupted between its two renames (systems without renameat2)
+        if d != p:
+            # a swap interrupted between its two renames (systems without renameat2)
+            recover_folder(d)
         if (d/"llmnb.json").exists(): return d
-    raise DataError(f"model_path: '{path}' is not an llmnb run: no llmnb.json in it, in model/ or in merged/.")
+    raise DataError(f"model_path: '{path}' is not an llmnb run: no llmnb.json in it, in model/ or "
+                    f"in merged/.")
 
 # %% ../nbs/06_api.ipynb #e864520a
 def _read_info(d: Path) -> dict:
@@ -575,9 +660,11 @@ def _read_info(d: Path) -> dict:
     f = d/"llmnb.json"
     try: info = json.loads(f.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(f"model_path: cannot read '{f}': {e}; the run is damaged (copy it again).") from None
+        raise DataError(f"model_path: cannot read '{f}': {e}; the run is damaged (copy it "
+                        f"again).") from None
     if not isinstance(info, dict) or not isinstance(info.get("config"), dict) or "kind" not in info:
-        raise DataError(f"model_path: '{f}' is not an llmnb run description (no 'config' and 'kind').")
+        raise DataError(f"model_path: '{f}' is not an llmnb run description (no 'config' and "
+                        f"'kind').")
     return info
 
 # %% ../nbs/06_api.ipynb #34394394
@@ -603,13 +690,16 @@ def load(cls: LLM,
         llm.load_base()
         if info["kind"] == "adapter":
             from llmnb.adapters import load_adapter
-            if hasattr(llm.model, "peft_config"): llm.model = llm.model.unload()  # drop the config's pretrained adapter: the run's replaces it
+            if hasattr(llm.model, "peft_config"):
+                # drop the config's pretrained adapter: the run's replaces it
+                llm.model = llm.model.unload()
             if llm.config.adapters is not None:   # named adapters: one subfolder each
                 from llmnb.adapters import load_adapters
                 llm.model = load_adapters(llm.model, d, llm.config.adapters.active)
             else: llm.model = load_adapter(llm.model, d, key="model_path")
     llm.stats = {k: v for k, v in info.get("metrics", {}).items()}
-    if llm.config.prompt.retrieval.type:  # predict with the saved few-shot index, no training data needed
+    # predict with the saved few-shot index, no training data needed
+    if llm.config.prompt.retrieval.type:
         from llmnb.retrieval import load_retrieval
         llm.retrieval_index = load_retrieval(d)
     return llm
@@ -618,7 +708,8 @@ def load(cls: LLM,
 def _ludwig_model_dir(path) -> Path | None:
     "The `model/` folder of a run Ludwig saved (it has `model_hyperparameters.json` and no `llmnb.json`), else None."
     p = Path(path).expanduser()
-    return next((d for d in (p/"model", p) if (d/"model_hyperparameters.json").exists() and not (d/"llmnb.json").exists()), None)
+    return next((d for d in (p/"model",
+                             p) if (d/"model_hyperparameters.json").exists() and not (d/"llmnb.json").exists()), None)
 
 # %% ../nbs/06_api.ipynb #5901a6f4
 def _ludwig_vocab(d: Path, feature: str):
@@ -632,7 +723,8 @@ def _load_ludwig(cls: LLM, d: Path, device=None, dtype=None) -> LLM:
     "A run Ludwig saved: the config from `model_hyperparameters.json`, the weights from `model_weights/` (adapter or full)."
     cfg = json.loads((d/"model_hyperparameters.json").read_text())
     # predicting needs no trainer or backend settings: keep the trainer's type only
-    cfg = {k: v for k, v in cfg.items() if k != "backend"} | {"trainer": {"type": (cfg.get("trainer") or {}).get("type", "finetune")}}
+    cfg = {k: v for k,
+           v in cfg.items() if k != "backend"} | {"trainer": {"type": (cfg.get("trainer") or {}).get("type", "finetune")}}
     llm, w = cls(cfg, device=device, dtype=dtype), d/"model_weights"
     llm.vocab = _ludwig_vocab(d, llm.config.output_feature.name)
     if (w/"adapter_config.json").exists():

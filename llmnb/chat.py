@@ -23,8 +23,10 @@ __all__ = ['ROLES', 'SHAREGPT_ROLES', 'ChatError', 'is_chat', 'read_turn', 'read
 class ChatError(DataError):
     "A conversation that cannot be used: names the row and the turn, what is wrong and what is allowed."
 
+# %% ../nbs/17_chat.ipynb #4ac87163
 ROLES = ("system", "user", "assistant", "tool")
-SHAREGPT_ROLES = {"human": "user", "gpt": "assistant", "system": "system", "observation": "tool", "tool": "tool",
+SHAREGPT_ROLES = {"human": "user", "gpt": "assistant", "system": "system", "observation": "tool",
+                  "tool": "tool",
                   "user": "user", "assistant": "assistant"}
 
 # %% ../nbs/17_chat.ipynb #c78cf2f9
@@ -50,13 +52,14 @@ def read_turn(turn, # one turn: {role, content} (OpenAI) or {from, value} (Share
              ) -> dict:
     "One turn as `{role, content}`, from the OpenAI or the ShareGPT format; `ChatError` naming `where` if it is bad."
     if not isinstance(turn, dict):
-        raise ChatError(f"{where}: a turn must be a dict with role/content (OpenAI) or from/value (ShareGPT); "
-                        f"got {type(turn).__name__}")
-    if turn.get("role") is not None: role, content, allowed = turn["role"], turn.get("content"), ROLES
+        raise ChatError(f"{where}: a turn must be a dict with role/content (OpenAI) or from/value "
+                        f"(ShareGPT); got {type(turn).__name__}")
+    if turn.get("role") is not None:
+        role, content, allowed = turn["role"], turn.get("content"), ROLES
     elif turn.get("from") is not None:
         role, content, allowed = SHAREGPT_ROLES.get(turn["from"]), turn.get("value"), tuple(SHAREGPT_ROLES)
-    else: raise ChatError(f"{where}: no role: a turn needs 'role' and 'content' (OpenAI) or 'from' and 'value' "
-                          f"(ShareGPT); got keys {sorted(turn)}")
+    else: raise ChatError(f"{where}: no role: a turn needs 'role' and 'content' (OpenAI) or 'from' "
+                          f"and 'value' (ShareGPT); got keys {sorted(turn)}")
     if role not in ROLES:
         got = turn.get("role", turn.get("from"))
         raise ChatError(f"{where}: unknown role {got!r}; allowed: {', '.join(map(repr, allowed))}")
@@ -76,16 +79,20 @@ def read_conversation(conv, # a list of turns, OpenAI or ShareGPT
     msgs = [read_turn(t, f"row {row}, turn {j}") for j, t in enumerate(conv)]
     for j, m in enumerate(msgs):
         if m["role"] == "system" and j:
-            raise ChatError(f"row {row}, turn {j}: a system turn after turn 0; allowed: one system turn, the first")
+            raise ChatError(f"row {row}, turn {j}: a system turn after turn 0; allowed: one system "
+                            f"turn, the first")
     if not any(m["role"] == "user" for m in msgs): raise ChatError(f"row {row}: no user turn")
     if training and msgs[-1]["role"] != "assistant":
-        raise ChatError(f"row {row}, turn {len(msgs) - 1}: the conversation ends on a {msgs[-1]['role']} turn; "
+        raise ChatError(f"row {row}, turn {len(msgs) - 1}: the conversation ends on a "
+                        f"{msgs[-1]['role']} turn; "
                         "training needs an assistant turn last (the answer to learn)")
     return msgs
 
 # %% ../nbs/17_chat.ipynb #0134b9ae
-_END_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "</s>", "<eos>")
+_END_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "</s>",
+               "<eos>")
 
+# %% ../nbs/17_chat.ipynb #f1c4b615
 def end_of_turn_ids(tok, # the tokenizer
                    ) -> set[int]:
     "Token ids that end an assistant turn: the tokenizer's EOS and the usual end-of-turn tokens it has."
@@ -105,9 +112,12 @@ def render_chat(tok, # a tokenizer with a chat template
                 row:int|None=None, # the row number, for errors
                ) -> str:
     "The conversation as text, by the tokenizer's own chat template; a template's own error becomes a `ChatError` naming the row."
-    try: return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=add_generation_prompt)
+    try:
+        return tok.apply_chat_template(msgs, tokenize=False,
+                                       add_generation_prompt=add_generation_prompt)
     except Exception as e:
-        raise ChatError(f"{'' if row is None else f'row {row}: '}the chat template refused the conversation: {e}") from None
+        raise ChatError(f"{'' if row is None else f'row {row}: '}the chat template refused the "
+                        f"conversation: {e}") from None
 
 # %% ../nbs/17_chat.ipynb #6c5a43ae
 def _lcp(a, b):
@@ -121,8 +131,10 @@ def _trim(ids, s, e, ends):
     return (s, k + 1) if k is not None else (s, e)
 
 # %% ../nbs/17_chat.ipynb #643ade7a
-_SENTINEL = "\ue000"   # a private-use character: no template writes it, no tokenizer merges it with its neighbours
+# a private-use character: no template writes it, no tokenizer merges it with its neighbours
+_SENTINEL = "\ue000"
 
+# %% ../nbs/17_chat.ipynb #11c7dcb3
 def _content_chars(tok, msgs, i, full, row):
     "Where the content of turn `i` lies in `full`: diff it against the same conversation with that content replaced."
     alt = render_chat(tok, [*msgs[:i], {**msgs[i], "content": _SENTINEL}, *msgs[i + 1:]], row=row)
@@ -153,8 +165,11 @@ def _diff_spans(tok, msgs, row):
 # %% ../nbs/17_chat.ipynb #7f0561df
 def _marker_spans(tok, msgs, row):
     "Ids and assistant spans from the template's `{% generation %}` markers (transformers' assistant mask)."
-    try: out = tok.apply_chat_template(msgs, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
-    except Exception as e: raise ChatError(f"row {row}: the chat template refused the conversation: {e}") from None
+    try:
+        out = tok.apply_chat_template(msgs, tokenize=True, return_dict=True,
+                                      return_assistant_tokens_mask=True)
+    except Exception as e:
+        raise ChatError(f"row {row}: the chat template refused the conversation: {e}") from None
     ids, m = list(out["input_ids"]), list(out["assistant_masks"])
     edges = [j for j in range(len(m) + 1) if (m[j - 1] if j else 0) != (m[j] if j < len(m) else 0)]
     return ids, list(zip(edges[::2], edges[1::2]))
@@ -187,7 +202,8 @@ class ConversationReport(TruncationReport):
     turn_rows: int = 0      # conversations that lost turns to fit
     turns_dropped: int = 0  # turns they lost
     turn_tokens: int = 0    # tokens they lost
-    dropped_rows: int = 0   # conversations whose last exchange alone is over the limit: dropped (training only)
+    # conversations whose last exchange alone is over the limit: dropped (training only)
+    dropped_rows: int = 0
     dropped_tokens: int = 0
     def __str__(self):
         s = super().__str__()
@@ -229,8 +245,9 @@ def _column(cfg): return getattr(cfg.input_feature, "column", None) or cfg.input
 # %% ../nbs/17_chat.ipynb #d36fc033
 def _need_template(tok):
     if not getattr(tok, "chat_template", None):
-        raise ConfigError(["input_features[0].preprocessing.format: chat renders conversations with the tokenizer's chat template, "
-                           "but this tokenizer has none; allowed: a base model with a chat template, or format: text"])
+        raise ConfigError(["input_features[0].preprocessing.format: chat renders conversations "
+                           "with the tokenizer's chat template, but this tokenizer has none; "
+                           "allowed: a base model with a chat template, or format: text"])
 
 # %% ../nbs/17_chat.ipynb #f3073f8e
 def _with_system(msgs, cfg):
@@ -260,7 +277,8 @@ def tokenize_conversations(ds, # a `datasets.Dataset` with the conversation colu
             if r is None: continue
             out["input_ids"].append(r[0]); out["label_mask"].append(r[1]); out["n_prompt"].append(len(r[1]) - sum(r[1]))
         return out
-    out = ds.map(fn, batched=True, with_indices=True, remove_columns=ds.column_names, desc="tokenising conversations",
+    out = ds.map(fn, batched=True, with_indices=True, remove_columns=ds.column_names,
+                 desc="tokenising conversations",
                  load_from_cache_file=False)
     return out, rep
 
@@ -283,7 +301,8 @@ def encode_chat_prompts(conversations:list, # one conversation per row
         msgs = _with_system(prompt_and_reference(read_conversation(conv, i))[0], cfg)
         enc = lambda m: tok(render_chat(tok, m, True, i), add_special_tokens=False)["input_ids"]
         ids = fit_turns(msgs, enc, budget, rep, drop=False)
-        if budget is not None and len(ids) > budget:   # the last exchange alone is too long: cut it as a text prompt is cut
+        # the last exchange alone is too long: cut it as a text prompt is cut
+        if budget is not None and len(ids) > budget:
             rep.total_rows += 1; rep.total_tokens += len(ids) - budget
             ids = cut_prompt(ids, budget, limits.prompt_side, keep_bos)
         out.append(ids)
@@ -295,13 +314,17 @@ def render_conversations(ds, # a Dataset (or DatasetDict) with the conversation 
                         ):
     "Add the `PROMPT` column (the rendered text the model is given) and the output column (the reference turn, or None)."
     from datasets import DatasetDict
-    if isinstance(ds, DatasetDict): return DatasetDict({k: render_conversations(v, cfg, tok) for k, v in ds.items()})
+    if isinstance(ds, DatasetDict):
+        return DatasetDict({k: render_conversations(v, cfg, tok) for k, v in ds.items()})
     _need_template(tok)
     col, out = _column(cfg), cfg.output_feature.column
     def fn(b, idx):
-        pr = [prompt_and_reference(_with_system(read_conversation(c, i), cfg)) for c, i in zip(b[col], idx)]
-        return {PROMPT: [render_chat(tok, p, True, i) for (p, _), i in zip(pr, idx)], out: [r for _, r in pr]}
-    return ds.map(fn, batched=True, with_indices=True, desc="rendering conversations", load_from_cache_file=False)
+        pr = [prompt_and_reference(_with_system(read_conversation(c, i), cfg)) for c,
+              i in zip(b[col], idx)]
+        return {PROMPT: [render_chat(tok, p, True, i) for (p, _), i in zip(pr, idx)],
+                out: [r for _, r in pr]}
+    return ds.map(fn, batched=True, with_indices=True, desc="rendering conversations",
+                  load_from_cache_file=False)
 
 # %% ../nbs/17_chat.ipynb #bba1aa06
 def check_chat_special_tokens(ds, # a Dataset (or DatasetDict) with the conversation column
@@ -310,14 +333,18 @@ def check_chat_special_tokens(ds, # a Dataset (or DatasetDict) with the conversa
     "Refuse a turn whose content holds a special-token string: control tokens come only from the chat template."
     from datasets import DatasetDict
     from llmnb.tokens import special_token_strings
-    parts, specials = (ds.items() if isinstance(ds, DatasetDict) else [("", ds)]), special_token_strings(tok)
+    parts, specials = (ds.items() if isinstance(ds,
+                                                DatasetDict) else [("",
+                                                    ds)]), special_token_strings(tok)
     for name, part in parts:
         for i, conv in enumerate(part[_column(cfg)] if _column(cfg) in part.column_names else []):
             for j, m in enumerate(read_conversation(conv, i)):
                 s = next((s for s in specials if s in m["content"]), None)
                 if s: raise ChatError(
-                    f"row {i}{f' of the {name} split' if name else ''}, turn {j} ({m['role']}): the content holds {s!r}, "
-                    "a special token of this tokenizer, so a data row could forge a chat turn; data is text and control "
+                    f"row {i}{f' of the {name} split' if name else ''}, turn {j} ({m['role']}): "
+                    f"the content holds {s!r}, "
+                    "a special token of this tokenizer, so a data row could forge a chat turn; "
+                    "data is text and control "
                     "tokens come only from the chat template: remove it from the data")
 
 # %% ../nbs/17_chat.ipynb #4ee369dd
@@ -344,7 +371,8 @@ def conversation_lengths(cfg, tok, # the loaded config (`format: chat`) and the 
     "Tokens per conversation, as `llmnb.tokens.token_lengths` counts rows: `prompt` (no loss), `target` (the trained turns) and `total`."
     import numpy as np, pandas as pd
     col, on = _column(cfg), cfg.input_feature.preprocessing.train_on
-    enc = [encode_conversation(tok, _with_system(read_conversation(c, i), cfg), on, i) for i, c in enumerate(ds[col])]
+    enc = [encode_conversation(tok, _with_system(read_conversation(c, i), cfg), on, i) for i,
+           c in enumerate(ds[col])]
     total, target = np.array([len(i) for i, _ in enc]), np.array([sum(m) for _, m in enc])
     return pd.DataFrame(dict(prompt=total - target, target=target, total=total))
 
@@ -354,13 +382,18 @@ def check_chat_config(cfg, # the config, whose input is `format: chat`
     "Config keys that mean nothing for conversations are errors, before any work."
     p, o = [], cfg.output_feature
     for k in ("template", "task"):
-        if getattr(cfg.prompt, k): p.append(f"prompt.{k}: not used with input_features[0].preprocessing.format: chat "
-                                            "(the conversation is the prompt); allowed: leave it out, or format: text")
-    if o.type != "text": p.append(f"output_features[0].type: format: chat predicts the next assistant turn, a text output "
-                                  f"(got {o.type!r}); allowed: 'text'")
+        if getattr(cfg.prompt,
+                   k): p.append(f"prompt.{k}: not used with "
+                                f"input_features[0].preprocessing.format: chat "
+                                            "(the conversation is the prompt); allowed: leave it "
+                                            "out, or format: text")
+    if o.type != "text": p.append(f"output_features[0].type: format: chat predicts the next "
+                                  f"assistant turn, a text output (got {o.type!r}); allowed: "
+                                  f"'text'")
     elif o.preprocessing.max_sequence_length is not None:
-        p.append("output_features[0].preprocessing.max_sequence_length: not used with format: chat (turns are never cut); allowed: null; "
-                 "limit conversations with preprocessing.global_max_sequence_length")
+        p.append("output_features[0].preprocessing.max_sequence_length: not used with format: chat "
+                 "(turns are never cut); allowed: null; limit conversations with "
+                 "preprocessing.global_max_sequence_length")
     if p: raise ConfigError(p)
 
 # %% ../nbs/17_chat.ipynb #24cfd4a2
@@ -393,14 +426,18 @@ def conversation_splits(dd:dict, # split name -> Dataset, as `load_splits` gathe
     for name, ds in dd.items():
         if not len(ds): continue
         if col not in ds.column_names:
-            raise missing_column_error(f"Input feature {cfg.input_feature.name!r} ({name} split)", col, ds.column_names)
+            raise missing_column_error(f"Input feature {cfg.input_feature.name!r} ({name} split)",
+                                       col, ds.column_names)
         keep = [i for i, v in enumerate(ds[col]) if not _missing(v)]
-        report._add("dropped", f"missing conversation in input column {col!r}", name, len(ds) - len(keep))
+        report._add("dropped", f"missing conversation in input column {col!r}", name,
+                    len(ds) - len(keep))
         if len(keep) < len(ds): ds = ds.select(keep)
         convs = read_conversations(ds[col], training=True, where=f"{name} split, ")
-        dd[name] = Dataset.from_dict({**{c: ds[c] for c in ds.column_names if c != col}, col: convs})
+        dd[name] = Dataset.from_dict({**{c: ds[c] for c in ds.column_names if c != col},
+                                      col: convs})
     report.rows = {k: len(v) for k, v in dd.items()}
-    if report.n_dropped: warnings.warn(f"Dropped {report.n_dropped} row(s) with no conversation", stacklevel=2)
+    if report.n_dropped:
+        warnings.warn(f"Dropped {report.n_dropped} row(s) with no conversation", stacklevel=2)
     return DatasetDict(dd), report
 
 # %% ../nbs/17_chat.ipynb #ee8e48c5
@@ -414,7 +451,8 @@ def _chat_index_rows(split, cfg):
     "The training conversations as retrieval rows: the conversation column holds the last user turn, the output column its answer."
     from datasets import Dataset
     col, out = _column(cfg), cfg.output_feature.column or cfg.output_feature.name
-    qa = [_query_and_answer(read_conversation(c, i, training=True)) for i, c in enumerate(split[col])]
+    qa = [_query_and_answer(read_conversation(c, i, training=True)) for i,
+          c in enumerate(split[col])]
     return Dataset.from_dict({col: [q for q, _ in qa], out: [a for _, a in qa]})
 
 # %% ../nbs/17_chat.ipynb #8bb64b1c
@@ -430,12 +468,14 @@ def _add_shots(ds, idx, cfg, own: bool):
     from llmnb.retrieval import TEXT
     col, r = _column(cfg), cfg.prompt.retrieval
     convs = [read_conversation(c, i) for i, c in enumerate(ds[col])]
-    ids = idx.search([_query_and_answer(m)[0] for m in convs], r.k, exclude=np.arange(len(ds)) if own else None,
+    ids = idx.search([_query_and_answer(m)[0] for m in convs], r.k,
+                     exclude=np.arange(len(ds)) if own else None,
                      seed=r.seed if r.seed is not None else cfg.trainer.seed)
     q, a = idx.rows[TEXT], idx.rows[idx.settings["label_column"]]
     new = [_with_examples(m, [(q[j], a[j]) for j in row]) for m, row in zip(convs, ids.tolist())]
     # a split is a view (add_column needs its own rows), and a table left with no column has no rows: add, then drop
-    return ds.flatten_indices().add_column("__shots__", new).remove_columns(col).rename_column("__shots__", col)
+    return ds.flatten_indices().add_column("__shots__",
+                                           new).remove_columns(col).rename_column("__shots__", col)
 
 # %% ../nbs/17_chat.ipynb #281900bf
 def chat_retrieval_index(cfg, # the loaded config (`format: chat`, `prompt.retrieval` set)
@@ -444,7 +484,8 @@ def chat_retrieval_index(cfg, # the loaded config (`format: chat`, `prompt.retri
                         ):
     "The retrieval index over the training conversations, searched by their last user turn."
     from llmnb.retrieval import retrieval_index_for
-    return retrieval_index_for(cfg, None if index_split is None else _chat_index_rows(index_split, cfg), cached)
+    return retrieval_index_for(cfg, None if index_split is None else _chat_index_rows(index_split,
+        cfg), cached)
 
 def add_chat_examples(ds, # a Dataset or DatasetDict of conversations
                       cfg, # the loaded config (`format: chat`, `prompt.retrieval` set)
@@ -452,8 +493,6 @@ def add_chat_examples(ds, # a Dataset or DatasetDict of conversations
                       index=None, # an index built before (`chat_retrieval_index`), reused while it fits
                      ):
     "Conversations with their `k` retrieved few-shot exchanges inserted after the system turn."
-    from datasets import DatasetDict
+    from llmnb.retrieval import per_split
     idx = chat_retrieval_index(cfg, index_split, index)
-    own = lambda d: index_split is not None and (d is index_split or d._fingerprint == index_split._fingerprint)
-    if isinstance(ds, DatasetDict): return DatasetDict({k: _add_shots(v, idx, cfg, own(v)) for k, v in ds.items()})
-    return _add_shots(ds, idx, cfg, own(ds))
+    return per_split(ds, index_split, lambda d, own: _add_shots(d, idx, cfg, own))

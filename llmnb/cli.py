@@ -13,28 +13,38 @@ from pathlib import Path
 __all__ = ['parser', 'run_directory', 'main']
 
 # %% ../nbs/07_cli.ipynb #739846e8
-_FORMATS = ["auto", "csv", "excel", "feather", "fwf", "hdf5", "html", "htmltables", "json", "jsonl", "parquet",
+_FORMATS = ["auto", "csv", "excel", "feather", "fwf", "hdf5", "html", "htmltables", "json", "jsonl",
+            "parquet",
             "pickle", "sas", "spss", "stata", "tsv"]
 _LEVELS = ["critical", "error", "warning", "info", "debug", "notset"]
 _SPLITS = ["training", "validation", "test", "full"]
 
+# %% ../nbs/07_cli.ipynb #a2f9a6bc
 def _common_args(p):
     "Flags every Ludwig verb has: logging, devices, backend."
-    p.add_argument("-l", "--logging_level", choices=_LEVELS, default=argparse.SUPPRESS, help="logging level (also before the verb)")
-    p.add_argument("-g", "--gpus", type=int, help="number of GPUs to use (0: CPU only); sets CUDA_VISIBLE_DEVICES")
-    p.add_argument("-gml", "--gpu_memory_limit", type=float, help="fraction of each GPU's memory this process may use (0, 1]")
-    p.add_argument("-dpt", "--disable_parallel_threads", action="store_false", dest="allow_parallel_threads",
+    p.add_argument("-l", "--logging_level", choices=_LEVELS, default=argparse.SUPPRESS,
+                   help="logging level (also before the verb)")
+    p.add_argument("-g", "--gpus", type=int, help="number of GPUs to use (0: CPU only); sets "
+                                                  "CUDA_VISIBLE_DEVICES")
+    p.add_argument("-gml", "--gpu_memory_limit", type=float, help="fraction of each GPU's memory "
+        "this process may use (0, 1]")
+    p.add_argument("-dpt", "--disable_parallel_threads", action="store_false",
+                   dest="allow_parallel_threads",
           help="one CPU thread (reproducible CPU runs)")
-    p.add_argument("-b", "--backend", help="local (the default); for several GPUs run `accelerate launch -m llmnb.cli ...`")
+    p.add_argument("-b", "--backend", help="local (the default); for several GPUs run `accelerate "
+                                           "launch -m llmnb.cli ...`")
 
 # %% ../nbs/07_cli.ipynb #fbe53e2b
 def _data_args(p):
-    p.add_argument("--dataset", help="one dataset (CSV, TSV, JSON, JSONL, Parquet, a saved datasets folder, ...), split per the config")
+    p.add_argument("--dataset", help="one dataset (CSV, TSV, JSON, JSONL, Parquet, a saved "
+                                     "datasets folder, ...), split per the config")
     p.add_argument("--training_set", help="training split, when the splits are separate files")
     p.add_argument("--validation_set", help="validation split")
     p.add_argument("--test_set", help="test split")
-    p.add_argument("--training_set_metadata", help="Ludwig's preprocessing metadata (LLMs need none)")
-    p.add_argument("--data_format", default="auto", choices=_FORMATS, help="file format; auto: from the extension")
+    p.add_argument("--training_set_metadata", help="Ludwig's preprocessing metadata (LLMs need "
+                                                   "none)")
+    p.add_argument("--data_format", default="auto", choices=_FORMATS, help="file format; auto: "
+        "from the extension")
 
 # %% ../nbs/07_cli.ipynb #37ed606f
 def _skip(p, short, name, what):
@@ -46,25 +56,39 @@ def _train_args(p, experiment=False):
     g.add_argument("-c", "--config", help="the YAML config file")
     g.add_argument("-cs", "--config_str", help="the config as a YAML/JSON string")
     _data_args(p)
-    p.add_argument("-od", "--output_directory", help="parent of the run directory (default: results); given alone, the run directory itself")
-    p.add_argument("--experiment_name", help="run directory: OUTPUT_DIRECTORY/EXPERIMENT_NAME_MODEL_NAME[_N] (default: experiment)")
+    p.add_argument("-od", "--output_directory", help="parent of the run directory (default: "
+                                                     "results); given alone, the run directory "
+                                                     "itself")
+    p.add_argument("--experiment_name", help="run directory: "
+                                             "OUTPUT_DIRECTORY/EXPERIMENT_NAME_MODEL_NAME[_N] "
+                                             "(default: experiment)")
     p.add_argument("--model_name", help="see --experiment_name (default: run)")
-    p.add_argument("-mlp", "--model_load_path", help="start from this saved run's weights (its adapter, or its full model)")
-    p.add_argument("-mrp", "--model_resume_path", help="resume the run in this directory from its last checkpoint")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted fine-tune in --output_directory")
-    p.add_argument("-rs", "--random_seed", type=int, help="seed for splits, shuffling and initialisation (default: trainer.seed, 42)")
-    p.add_argument("--ludwig_defaults", action="store_true", help="Ludwig 0.17's defaults where llmnb's differ (see the config chapter)")
+    p.add_argument("-mlp", "--model_load_path", help="start from this saved run's weights (its "
+                                                     "adapter, or its full model)")
+    p.add_argument("-mrp", "--model_resume_path", help="resume the run in this directory from its "
+                                                       "last checkpoint")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted fine-tune in "
+                                                         "--output_directory")
+    p.add_argument("-rs", "--random_seed", type=int, help="seed for splits, shuffling and "
+                                                          "initialisation (default: trainer.seed, "
+                                                          "42)")
+    p.add_argument("--ludwig_defaults", action="store_true", help="Ludwig 0.17's defaults where "
+        "llmnb's differ (see the config chapter)")
     for short, name, what in (("-sspi", "processed_input", "preprocessed data (llmnb keeps none)"),
                               ("-sstd", "training_description", "description.json"),
                               ("-ssts", "training_statistics", "training_statistics.json"),
-                              ("-ssm", "model", "the model"), ("-ssp", "progress", "checkpoints for resuming"),
+                              ("-ssm", "model", "the model"), ("-ssp", "progress", "checkpoints "
+                                  "for resuming"),
                               ("-ssl", "log", "logs")): _skip(p, short, name, what)
     if experiment:
-        p.add_argument("-es", "--eval_split", default="test", choices=_SPLITS, help="the split to evaluate after training")
+        p.add_argument("-es", "--eval_split", default="test", choices=_SPLITS, help="the split to "
+            "evaluate after training")
         p.add_argument("-kf", "--k_fold", type=int, help="k-fold cross-validation (not for LLMs)")
         _skip(p, "-skfsi", "k_fold_split_indices", "k-fold split indices")
-        for short, name, what in (("-ssuo", "unprocessed_output", "raw outputs (llmnb writes none)"),
-                                  ("-sstp", "predictions", "predictions"), ("-sstes", "eval_stats", "test_statistics.json")):
+        for short, name, what in (("-ssuo", "unprocessed_output", "raw outputs (llmnb writes "
+            "none)"),
+                                  ("-sstp", "predictions", "predictions"),
+                                  ("-sstes", "eval_stats", "test_statistics.json")):
             _skip(p, short, name, what)
     _common_args(p)
 
@@ -76,39 +100,61 @@ def _batch_size(s):
 
 # %% ../nbs/07_cli.ipynb #9b313107
 def _predict_args(p, what):
-    p.add_argument("-m", "--model_path", required=True, help="a run directory written by `llmnb train` or by Ludwig (or its model/ folder)")
+    p.add_argument("-m", "--model_path", required=True, help="a run directory written by `llmnb "
+        "train` or by Ludwig (or its model/ folder)")
     p.add_argument("--dataset", required=True, help=f"the rows to {what}")
-    p.add_argument("--data_format", default="auto", choices=_FORMATS, help="file format; auto: from the extension")
-    p.add_argument("-s", "--split", default="full", choices=_SPLITS, help="which split of --dataset to use, split per the model's config")
-    p.add_argument("-gc", "--generation_config", help="generation settings for this run only, as JSON or YAML, e.g. '{max_new_tokens: 8}'")
-    p.add_argument("-bs", "--batch_size", type=_batch_size, help="prompts per generation batch (default: 16 to 64 rows by a token budget)")
-    p.add_argument("-od", "--output_directory", default="results", help="where to write the output files")
+    p.add_argument("--data_format", default="auto", choices=_FORMATS, help="file format; auto: "
+        "from the extension")
+    p.add_argument("-s", "--split", default="full", choices=_SPLITS, help="which split of "
+        "--dataset to use, split per the model's config")
+    p.add_argument("-gc", "--generation_config", help="generation settings for this run only, as "
+                                                      "JSON or YAML, e.g. '{max_new_tokens: 8}'")
+    p.add_argument("-bs", "--batch_size", type=_batch_size, help="prompts per generation batch "
+        "(default: 16 to 64 rows by a token budget)")
+    p.add_argument("-od", "--output_directory", default="results", help="where to write the output "
+        "files")
     _skip(p, "-ssuo", "unprocessed_output", "raw outputs (llmnb writes none)")
     if what == "predict": _skip(p, "-sstp", "predictions", "predictions")
     else:
         _skip(p, "-sses", "eval_stats", "test_statistics.json")
-        p.add_argument("-scp", "--skip_collect_predictions", action="store_true", help="do not write predictions")
-        p.add_argument("-scos", "--skip_collect_overall_stats", action="store_true", help="no overall statistics (llmnb has no others)")
-    p.add_argument("--engine", default="transformers", choices=["transformers", "llama_cpp"], help="decoding engine: llama_cpp converts the model to an f32 GGUF once and batches greedy decoding in llama.cpp")
-    p.add_argument("--trust_remote_code", action="store_true", help="run custom model code shipped with the run (never decided by the run itself)")
+        p.add_argument("-scp", "--skip_collect_predictions", action="store_true",
+                       help="do not write predictions")
+        p.add_argument("-scos", "--skip_collect_overall_stats", action="store_true",
+                       help="no overall statistics (llmnb has no others)")
+    p.add_argument("--engine", default="transformers", choices=["transformers", "llama_cpp"],
+                   help="decoding engine: llama_cpp converts the model to an f32 GGUF once and "
+                        "batches greedy decoding in llama.cpp")
+    p.add_argument("--trust_remote_code", action="store_true", help="run custom model code shipped "
+        "with the run (never decided by the run itself)")
     _common_args(p)
 
 # %% ../nbs/07_cli.ipynb #3918c56f
 def _deploy_parsers(sub):
     "The `export` (Ludwig: `export_model`) and `serve` verbs."
-    ex = sub.add_parser("export", aliases=["export_model"], help="export a run: merged transformers folder, GGUF, or Ollama model")
-    ex.add_argument("-m", "--model_path", required=True, help="a run directory written by `llmnb train` (or its model/ folder)")
-    ex.add_argument("-f", "--format", default="gguf", choices=["merged", "gguf", "ollama"], help="what to write (default: %(default)s)")
-    ex.add_argument("-q", "--quantization", default="f16", help="GGUF type: f32, f16, bf16, q8_0, q4_k_m, ... (default: %(default)s)")
-    ex.add_argument("-od", "--output_path", default="exported", help="the folder to write (default: %(default)s)")
-    sv = sub.add_parser("serve", help="serve a run over HTTP: OpenAI-compatible /v1 routes and Ludwig's /predict")
-    sv.add_argument("-m", "--model_path", required=True, help="a run directory written by `llmnb train` (or its model/ folder)")
-    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, this machine only)")
+    ex = sub.add_parser("export", aliases=["export_model"], help="export a run: merged "
+        "transformers folder, GGUF, or Ollama model")
+    ex.add_argument("-m", "--model_path", required=True, help="a run directory written by `llmnb "
+        "train` (or its model/ folder)")
+    ex.add_argument("-f", "--format", default="gguf", choices=["merged", "gguf", "ollama"],
+                    help="what to write (default: %(default)s)")
+    ex.add_argument("-q", "--quantization", default="f16", help="GGUF type: f32, f16, bf16, q8_0, "
+        "q4_k_m, ... (default: %(default)s)")
+    ex.add_argument("-od", "--output_path", default="exported", help="the folder to write "
+        "(default: %(default)s)")
+    sv = sub.add_parser("serve", help="serve a run over HTTP: OpenAI-compatible /v1 routes and "
+                                      "Ludwig's /predict")
+    sv.add_argument("-m", "--model_path", required=True, help="a run directory written by `llmnb "
+        "train` (or its model/ folder)")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: "
+                                                        "%(default)s, this machine only)")
     sv.add_argument("-p", "--port", type=int, default=8000, help="(default: %(default)s)")
     sv.add_argument("--api_key", help="require `Authorization: Bearer KEY` on every request")
-    sv.add_argument("--max_batch", type=int, default=16, help="requests decoded together (default: %(default)s)")
-    sv.add_argument("--max_queue", type=int, default=64, help="requests queued or running before 503 (default: %(default)s)")
-    sv.add_argument("--timeout", type=float, default=600.0, help="seconds per request before 504 (default: %(default)s)")
+    sv.add_argument("--max_batch", type=int, default=16, help="requests decoded together (default: "
+        "%(default)s)")
+    sv.add_argument("--max_queue", type=int, default=64, help="requests queued or running before "
+        "503 (default: %(default)s)")
+    sv.add_argument("--timeout", type=float, default=600.0, help="seconds per request before 504 "
+        "(default: %(default)s)")
 
 # %% ../nbs/07_cli.ipynb #e4b589f1
 def _bool(s):
@@ -119,16 +165,22 @@ def _bool(s):
 
 # %% ../nbs/07_cli.ipynb #9b368d04
 def _upload_args(up):
-    up.add_argument("hub", nargs="?", default="hf_hub", choices=["hf_hub"], help="the hub (hf_hub: the Hugging Face Hub)")
+    up.add_argument("hub", nargs="?", default="hf_hub", choices=["hf_hub"], help="the hub (hf_hub: "
+        "the Hugging Face Hub)")
     up.add_argument("-r", "--repo_id", required=True, help="ORG/NAME")
-    up.add_argument("-m", "--model_path", required=True, help="the run directory, or its model/ or merged/ folder")
-    up.add_argument("-p", "--private", nargs="?", const=True, default=False, type=_bool, help="create the repository as private (True/False)")
+    up.add_argument("-m", "--model_path", required=True, help="the run directory, or its model/ or "
+        "merged/ folder")
+    up.add_argument("-p", "--private", nargs="?", const=True, default=False, type=_bool,
+                    help="create the repository as private (True/False)")
     up.add_argument("-t", "--repo_type", default="model", choices=["model", "space", "dataset"])
     up.add_argument("-c", "--commit_message", help="the commit message")
     up.add_argument("-d", "--commit_description", help="the commit description")
-    up.add_argument("-df", "--dataset_file", help="a dataset file to upload beside the model (not supported yet)")
-    up.add_argument("-dn", "--dataset_name", help="the dataset's name on the hub (not supported yet)")
-    up.add_argument("-l", "--logging_level", choices=_LEVELS, default=argparse.SUPPRESS, help="logging level")
+    up.add_argument("-df", "--dataset_file", help="a dataset file to upload beside the model (not "
+                                                  "supported yet)")
+    up.add_argument("-dn", "--dataset_name", help="the dataset's name on the hub (not supported "
+                                                  "yet)")
+    up.add_argument("-l", "--logging_level", choices=_LEVELS, default=argparse.SUPPRESS,
+                    help="logging level")
 
 # %% ../nbs/07_cli.ipynb #91c8263b
 def _render_args(rc):
@@ -136,25 +188,38 @@ def _render_args(rc):
     rc.add_argument("-c", "--config", dest="config_path", help="the YAML config file")
     rc.add_argument("-cs", "--config_str", help="the config as a YAML/JSON string")
     rc.add_argument("-o", "--output", help="write the rendered YAML here instead of printing it")
-    rc.add_argument("--json_schema", action="store_true", help="print the JSON Schema of the config language instead")
-    rc.add_argument("-l", "--logging_level", choices=_LEVELS, default=argparse.SUPPRESS, help="logging level")
+    rc.add_argument("--json_schema", action="store_true", help="print the JSON Schema of the "
+        "config language instead")
+    rc.add_argument("-l", "--logging_level", choices=_LEVELS, default=argparse.SUPPRESS,
+                    help="logging level")
 
 # %% ../nbs/07_cli.ipynb #70dcbe8b
 def parser() -> argparse.ArgumentParser:
     "The `llmnb` argument parser: Ludwig's verbs and flags, no prefix matching, defaults in --help."
     kw = dict(allow_abbrev=False, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap = argparse.ArgumentParser(prog="llmnb", description="Declarative LLM fine-tuning and inference from one Ludwig-style YAML config.", **kw)
+    ap = argparse.ArgumentParser(prog="llmnb", description="Declarative LLM fine-tuning and "
+                                                           "inference from one Ludwig-style YAML "
+                                                           "config.", **kw)
     ap.add_argument("-l", "--logging_level", default="warning", choices=_LEVELS)
     sub = ap.add_subparsers(dest="verb", required=True, metavar="VERB")
-    _train_args(sub.add_parser("train", help="fine-tune (or, with trainer: none, evaluate) and save a run", **kw))
-    _train_args(sub.add_parser("experiment", help="train, then evaluate on the test split", **kw), experiment=True)
-    _predict_args(sub.add_parser("predict", help="predict with a saved run; writes OUT/predictions.csv and .parquet", **kw), "predict")
-    _predict_args(sub.add_parser("evaluate", help="predict and score; writes OUT/test_statistics.json and the predictions", **kw), "evaluate")
-    _render_args(sub.add_parser("render-config", aliases=["render_config"], help="print the config with every default filled in", **kw))
+    _train_args(sub.add_parser("train", help="fine-tune (or, with trainer: none, evaluate) and "
+                                             "save a run", **kw))
+    _train_args(sub.add_parser("experiment", help="train, then evaluate on the test split", **kw),
+                experiment=True)
+    _predict_args(sub.add_parser("predict", help="predict with a saved run; writes "
+                                                 "OUT/predictions.csv and "
+                                                 ".parquet", **kw), "predict")
+    _predict_args(sub.add_parser("evaluate", help="predict and score; writes "
+                                                  "OUT/test_statistics.json and the "
+                                                  "predictions", **kw), "evaluate")
+    _render_args(sub.add_parser("render-config", aliases=["render_config"], help="print the config "
+        "with every default filled in", **kw))
     _upload_args(sub.add_parser("upload", help="upload a run to a model hub", **kw))
-    de = sub.add_parser("demo", help="the main job: LoRA fine-tune of the embedded model on a bundled dataset, before/after scores", **kw)
+    de = sub.add_parser("demo", help="the main job: LoRA fine-tune of the embedded model on a "
+                                     "bundled dataset, before/after scores", **kw)
     de.add_argument("-od", "--output_directory", default="runs/demo")
-    de.add_argument("--rows", type=int, default=400, help="rows of the bundled dataset to use (80%% train, 20%% held out)")
+    de.add_argument("--rows", type=int, default=400, help="rows of the bundled dataset to use "
+                                                          "(80%% train, 20%% held out)")
     _deploy_parsers(sub)
     return ap
 
@@ -165,7 +230,8 @@ def run_directory(output_directory:str|None=None, # -od; alone: exactly this fol
                   existing:bool=False, # the newest existing run of that name (to resume), not a new one
                  ) -> Path:
     "Ludwig's run folder `OUTPUT/EXPERIMENT_MODEL`, then `_0`, `_1`, ...: never an existing one; `-od` alone: that folder."
-    if output_directory is not None and experiment_name is None and model_name is None: return Path(output_directory)
+    if output_directory is not None and experiment_name is None and model_name is None:
+        return Path(output_directory)
     d = Path(output_directory or "results")/f"{experiment_name or 'experiment'}_{model_name or 'run'}"
     runs = [d] + [Path(f"{d}_{i}") for i in range(10_000)]
     first_free = next(p for p in runs if not p.exists())
@@ -182,39 +248,54 @@ def _train_folder(a):
     return a._run_folder
 
 # %% ../nbs/07_cli.ipynb #b310f682
-_NOTES = dict(training_set_metadata="Ludwig's preprocessing metadata; an LLM tokenises with its base model's tokenizer",
-              skip_save_processed_input="llmnb saves no preprocessed data", skip_save_training_description="llmnb writes no description.json",
-              skip_save_progress="checkpoints are what --resume needs; llmnb keeps the last one", skip_save_log="llmnb writes no log files",
-              skip_save_unprocessed_output="llmnb writes no raw outputs", skip_save_k_fold_split_indices="llmnb has no k-fold",
-              skip_collect_overall_stats="llmnb has no overall statistics beyond test_statistics.json",
-              k_fold="k-fold cross-validation is not run for LLMs: one train/validation/test split is used",
+_NOTES = dict(training_set_metadata="Ludwig's preprocessing metadata; an LLM tokenises with its "
+                                    "base model's tokenizer",
+              skip_save_processed_input="llmnb saves no preprocessed data",
+              skip_save_training_description="llmnb writes no description.json",
+              skip_save_progress="checkpoints are what --resume needs; llmnb keeps the last one",
+              skip_save_log="llmnb writes no log files",
+              skip_save_unprocessed_output="llmnb writes no raw outputs",
+              skip_save_k_fold_split_indices="llmnb has no k-fold",
+              skip_collect_overall_stats="llmnb has no overall statistics beyond "
+                                         "test_statistics.json",
+              k_fold="k-fold cross-validation is not run for LLMs: one train/validation/test split "
+                     "is used",
               dataset_file="uploading a dataset beside the model is not supported yet",
               dataset_name="uploading a dataset beside the model is not supported yet")
 
+# %% ../nbs/07_cli.ipynb #b20a8a2f
 def _say_notes(a):
     "One line on stderr per flag the user set that means nothing for an LLM."
     for k, why in _NOTES.items():
-        if getattr(a, k, None) not in (None, False): print(f"llmnb {a.verb}: note: --{k} has no effect: {why}", file=sys.stderr)
+        if getattr(a, k, None) not in (None, False):
+            print(f"llmnb {a.verb}: note: --{k} has no effect: {why}", file=sys.stderr)
 
 # %% ../nbs/07_cli.ipynb #7d93b16c
 def _apply_devices(a):
     "Ludwig's -g / -gml / -dpt / -b, before any model is loaded."
     import os
-    if getattr(a, "gpus", None) is not None: os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, range(a.gpus)))
+    if getattr(a, "gpus", None) is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, range(a.gpus)))
     if getattr(a, "allow_parallel_threads", True) is False:
         import torch; torch.set_num_threads(1)
     if getattr(a, "gpu_memory_limit", None) is not None:
         import torch
-        for i in range(torch.cuda.device_count()): torch.cuda.set_per_process_memory_fraction(a.gpu_memory_limit, i)
-        if not torch.cuda.is_available(): print(f"llmnb {a.verb}: note: --gpu_memory_limit has no effect: no GPU", file=sys.stderr)
+        for i in range(torch.cuda.device_count()):
+            torch.cuda.set_per_process_memory_fraction(a.gpu_memory_limit, i)
+        if not torch.cuda.is_available():
+            print(f"llmnb {a.verb}: note: --gpu_memory_limit has no effect: no "
+                  f"GPU", file=sys.stderr)
     if getattr(a, "backend", None) not in (None, "local"):
-        print(f"llmnb {a.verb}: note: --backend {a.backend} runs locally; for several GPUs: accelerate launch -m llmnb.cli ...", file=sys.stderr)
+        print(f"llmnb {a.verb}: note: --backend {a.backend} runs locally; for several GPUs: "
+              f"accelerate launch -m llmnb.cli ...", file=sys.stderr)
 
 # %% ../nbs/07_cli.ipynb #13d7e4a4
 def _config_arg(a):
     return a.config if a.config is not None else a.config_str
 
-_PANDAS = dict(excel="read_excel", feather="read_feather", fwf="read_fwf", hdf5="read_hdf", pickle="read_pickle",
+# %% ../nbs/07_cli.ipynb #968cd0d6
+_PANDAS = dict(excel="read_excel", feather="read_feather", fwf="read_fwf", hdf5="read_hdf",
+               pickle="read_pickle",
                sas="read_sas", spss="read_spss", stata="read_stata")
 
 # %% ../nbs/07_cli.ipynb #12b49513
@@ -225,21 +306,28 @@ def _read(path, fmt):
     from llmnb.errors import LlmnbError
     if fmt in ("csv", "tsv", "json", "jsonl", "parquet"): return read_dataset(path, fmt)
     import pandas as pd
-    try: return pd.read_html(path)[0] if fmt in ("html", "htmltables") else getattr(pd, _PANDAS[fmt])(path)
-    except ImportError as e: raise LlmnbError(f"--data_format {fmt}: pandas needs another package to read it: {e}") from None
-    except (OSError, ValueError) as e: raise LlmnbError(f"--data_format {fmt}: could not read {path!r}: {e}") from None
+    try:
+        return pd.read_html(path)[0] if fmt in ("html", "htmltables") else getattr(pd,
+            _PANDAS[fmt])(path)
+    except ImportError as e:
+        raise LlmnbError(f"--data_format {fmt}: pandas needs another package to read it: "
+                         f"{e}") from None
+    except (OSError, ValueError) as e:
+        raise LlmnbError(f"--data_format {fmt}: could not read {path!r}: {e}") from None
 
 # %% ../nbs/07_cli.ipynb #7f6ee72c
 def _saved_model(path) -> Path:
     "The weights folder of a saved run: llmnb's `merged/` or `model/`, Ludwig's `model/model_weights/`, or `path`."
     p = Path(path).expanduser()
-    return next((d for d in (p/"merged", p/"model"/"model_weights", p/"model", p/"model_weights") if d.is_dir()), p)
+    return next((d for d in (p/"merged", p/"model"/"model_weights", p/"model",
+                             p/"model_weights") if d.is_dir()), p)
 
 # %% ../nbs/07_cli.ipynb #53ad77bd
 def _start_from(llm, path):
     "`--model_load_path`: continue from a saved run's adapter, or from its full model as the base."
     d = _saved_model(path)
-    if llm.config.adapter is not None and (d/"adapter_config.json").exists(): llm.config.adapter.pretrained_adapter_weights = str(d)
+    if llm.config.adapter is not None and (d/"adapter_config.json").exists():
+        llm.config.adapter.pretrained_adapter_weights = str(d)
     else: llm.config.base_model = str(d)
 
 # %% ../nbs/07_cli.ipynb #e7552975
@@ -251,7 +339,8 @@ def _train(a, evaluate_test=False):
     llm = LLM(load_config(_config_arg(a), ludwig_defaults=a.ludwig_defaults))
     if a.random_seed is not None: llm.config.trainer.seed = a.random_seed
     if a.model_load_path: _start_from(llm, a.model_load_path)
-    stats = llm.train(**{k: _read(getattr(a, k), a.data_format) for k in ("dataset", "training_set", "validation_set", "test_set")},
+    stats = llm.train(**{k: _read(getattr(a, k), a.data_format) for k in ("dataset", "training_set",
+        "validation_set", "test_set")},
                       output_directory=out, resume=a.resume or bool(a.model_resume_path))
     print(_summary(stats, out))
     if evaluate_test: _evaluate_after_training(llm, a, out)
@@ -261,8 +350,10 @@ def _train(a, evaluate_test=False):
 def _evaluate_after_training(llm, a, out):
     "`experiment`: score the `--eval_split` split; test_statistics.json and the predictions in the run folder."
     split = {"training": "train"}.get(a.eval_split, a.eval_split)
-    data = _read(a.dataset, a.data_format) if split == "full" else (llm._last_splits or {}).get(split)
-    if data is None or not len(data): return print(f"no rows in the {a.eval_split} split: nothing to evaluate")
+    data = _read(a.dataset,
+                 a.data_format) if split == "full" else (llm.last_splits or {}).get(split)
+    if data is None or not len(data):
+        return print(f"no rows in the {a.eval_split} split: nothing to evaluate")
     metrics, df = llm.evaluate(data)
     feat = llm.config.output_feature.name
     if not a.skip_save_eval_stats: _write_test_statistics(out, feat, metrics)
@@ -283,7 +374,9 @@ def _summary(stats, out):
     best = (stats.get("best") or {}).get("validation_loss")
     parts = [f"run saved to {out}"]
     if best is not None: parts.append(f"best validation loss {best:.4f}")
-    elif isinstance(v, dict) and v and not isinstance(next(iter(v.values())), list): parts.append("validation: " + ", ".join(f"{k} {x:.4g}" for k, x in v.items() if isinstance(x, (int, float))))
+    elif isinstance(v, dict) and v and not isinstance(next(iter(v.values())), list):
+        parts.append("validation: " + ", ".join(f"{k} {x:.4g}" for k,
+                                                x in v.items() if isinstance(x, (int, float))))
     return "; ".join(parts)
 
 # %% ../nbs/07_cli.ipynb #02a72f3c
@@ -293,7 +386,8 @@ def _table(stats: dict) -> str:
     for feat, m in stats.items():
         lines.append(f"{feat}")
         for k, v in m.items():
-            if isinstance(v, (int, float)): lines.append(f"  {k:<16} {v:.4f}" if isinstance(v, float) else f"  {k:<16} {v}")
+            if isinstance(v, (int, float)):
+                lines.append(f"  {k:<16} {v:.4f}" if isinstance(v, float) else f"  {k:<16} {v}")
     return "\n".join(lines)
 
 # %% ../nbs/07_cli.ipynb #61bc38a2
@@ -305,9 +399,11 @@ def _gen_config(s):
     except yaml.YAMLError as e:
         m = getattr(e, "problem_mark", None)
         where = f" at column {m.column + 1}" if m else ""
-        raise LlmnbError(f"--generation_config: not valid JSON or YAML{where}: {getattr(e, 'problem', None) or e} "
-                         f"(got {s!r})") from None
-    if not isinstance(d, dict): raise LlmnbError(f"--generation_config: expected a mapping such as '{{max_new_tokens: 8}}', got {s!r}")
+        raise LlmnbError(f"--generation_config: not valid JSON or YAML{where}: "
+                         f"{getattr(e, 'problem', None) or e} (got {s!r})") from None
+    if not isinstance(d, dict):
+        raise LlmnbError(f"--generation_config: expected a mapping such as '{{max_new_tokens: "
+                         f"8}}', got {s!r}")
     return d
 
 # %% ../nbs/07_cli.ipynb #5063365c
@@ -328,7 +424,8 @@ def _write_predictions(out, df):
 def _write_test_statistics(out, feat, metrics):
     "Ludwig's test_statistics.json: feature → metric, and `combined.loss`."
     stats = {feat: metrics, "combined": {"loss": metrics.get("loss")}}
-    _atomic(Path(out)/"test_statistics.json", lambda t: t.write_text(json.dumps(stats, indent=2, default=float)))
+    _atomic(Path(out)/"test_statistics.json", lambda t: t.write_text(json.dumps(stats, indent=2,
+        default=float)))
 
 # %% ../nbs/07_cli.ipynb #adba9ce7
 def _predict(a, evaluate=False):
@@ -348,16 +445,20 @@ def _predict(a, evaluate=False):
         if not a.skip_collect_predictions: _write_predictions(out, df)
         print(_table({feat: metrics}))
     else:
-        df = llm.predict(data, generation_config=gen, batch_size=a.batch_size, output_directory=None if a.skip_save_predictions else out)
-        if not a.skip_save_predictions: _atomic(out/"predictions.parquet", lambda t: df.to_parquet(t, index=False))
-        print(f"{len(df)} predictions" + ("" if a.skip_save_predictions else f" written to {out}/predictions.parquet and .csv"))
+        df = llm.predict(data, generation_config=gen, batch_size=a.batch_size,
+                         output_directory=None if a.skip_save_predictions else out)
+        if not a.skip_save_predictions:
+            _atomic(out/"predictions.parquet", lambda t: df.to_parquet(t, index=False))
+        print(f"{len(df)} predictions" + ("" if a.skip_save_predictions else f" written to "
+            f"{out}/predictions.parquet and .csv"))
 
 # %% ../nbs/07_cli.ipynb #76589b01
 def _render_config(a):
     from llmnb.config import render_config, config_json_schema
     from llmnb.errors import LlmnbError
     src = a.config_path or a.config_str or a.config_file
-    if src is None and not a.json_schema: raise LlmnbError("render_config needs a config: -c FILE, -cs STRING, or FILE")
+    if src is None and not a.json_schema:
+        raise LlmnbError("render_config needs a config: -c FILE, -cs STRING, or FILE")
     text = json.dumps(config_json_schema(), indent=2) if a.json_schema else render_config(src)
     if a.output: _atomic(a.output, lambda t: t.write_text(text))
     else: print(text, end="")
@@ -378,8 +479,10 @@ def _demo(a):
 def _run_folder_lock(a):
     "The lock on the folder a verb writes, taken before any model is loaded so a second writer is told at once."
     import contextlib
-    folder = _train_folder(a) if a.verb in ("train", "experiment") else getattr(a, "output_directory", None)
-    if a.verb in ("render-config", "render_config", "upload") or not folder: return contextlib.nullcontext()
+    folder = _train_folder(a) if a.verb in ("train", "experiment") else getattr(a,
+        "output_directory", None)
+    if a.verb in ("render-config", "render_config", "upload") or not folder:
+        return contextlib.nullcontext()
     from llmnb.run import run_lock, is_main_process
     return run_lock(folder, a.verb) if is_main_process() else contextlib.nullcontext()
 
@@ -393,6 +496,7 @@ def _serve(a):
     from llmnb.serve import serve
     serve(a.model_path, a.host, a.port, a.api_key, a.max_batch, a.max_queue, a.timeout)
 
+# %% ../nbs/07_cli.ipynb #41358fce
 _DEPLOY_VERBS = dict(export=_export, export_model=_export, serve=_serve)
 
 # %% ../nbs/07_cli.ipynb #e20db680
@@ -419,6 +523,7 @@ def main(argv: list[str] | None = None, # the command-line arguments (None: `sys
     except LlmnbError as e:
         print(f"llmnb {a.verb}: error: {e}", file=sys.stderr); sys.exit(2)
     except KeyboardInterrupt:
-        print(f"llmnb {a.verb}: interrupted (Ctrl-C); files already written are complete, nothing half-written was left",
+        print(f"llmnb {a.verb}: interrupted (Ctrl-C); files already written are complete, nothing "
+              f"half-written was left",
               file=sys.stderr)
         sys.exit(130)

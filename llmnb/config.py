@@ -30,7 +30,8 @@ from typing import Annotated, Any, ClassVar, Literal, Optional, Union, get_args,
 
 import yaml
 from huggingface_hub.utils import HFValidationError, validate_repo_id
-from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, TypeAdapter,
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field,
+                      TypeAdapter,
                       ValidationError, create_model, model_validator)
 from pydantic_core import PydanticCustomError
 
@@ -46,7 +47,9 @@ class ConfigError(LlmnbError):
 # %% ../nbs/00_config.ipynb #47955cd6
 def _fail(*problems):
     "Raise from a validator: each problem is `(key path relative to the validated object, message)`."
-    raise PydanticCustomError('llmnb', '{text}', {'problems': list(problems), 'text': '; '.join(f"{r}: {m}" if r else m for r, m in problems)})
+    raise PydanticCustomError('llmnb', '{text}', {'problems': list(problems),
+                                                  'text': '; '.join(f"{r}: {m}" if r else m for r,
+                                                      m in problems)})
 
 # %% ../nbs/00_config.ipynb #2013b312
 def _show(v) -> str:
@@ -66,6 +69,7 @@ class _Section(BaseModel):
 # %% ../nbs/00_config.ipynb #794d76fb
 def _keys(s: str) -> frozenset: return frozenset(s.split())
 
+# %% ../nbs/00_config.ipynb #ce769bd3
 # Field names of Ludwig 0.17's schema (any feature type's encoders, decoders, losses, features, preprocessing), and
 # the extra keys of its test helpers. Ludwig ignores them for an LLM; llmnb accepts them, warns once (`COMPAT`),
 # and keeps its did-you-mean error for a key that is in none of them.
@@ -101,28 +105,37 @@ class _LudwigSection(_Section):
 
     def _unknown(self, k):
         "Did-you-mean over this section's fields and its Ludwig keys; else the list of its fields."
-        close = difflib.get_close_matches(k, [*type(self).model_fields, *sorted(self.ludwig_keys)], n=1, cutoff=0.6)
-        return f"unknown key; did you mean {close[0]!r}?" if close else _unknown_key(k, list(type(self).model_fields))
+        close = difflib.get_close_matches(k, [*type(self).model_fields, *sorted(self.ludwig_keys)],
+                                          n=1, cutoff=0.6)
+        return f"unknown key; did you mean {close[0]!r}?" if close else _unknown_key(k,
+            list(type(self).model_fields))
 
 # %% ../nbs/00_config.ipynb #383be8f8
 PRESETS = {
     'bloomz-3b': 'bigscience/bloomz-3b', 'bloomz-7b1': 'bigscience/bloomz-7b1',
     'codellama-7b': 'codellama/CodeLlama-7b-hf', 'codellama-13b': 'codellama/CodeLlama-13b-hf',
-    'codellama-34b': 'codellama/CodeLlama-34b-hf', 'codellama-7b-instruct': 'codellama/CodeLlama-7b-Instruct-hf',
+    'codellama-34b': 'codellama/CodeLlama-34b-hf',
+    'codellama-7b-instruct': 'codellama/CodeLlama-7b-Instruct-hf',
     'codellama-13b-instruct': 'codellama/CodeLlama-13b-Instruct-hf',
     'codellama-34b-instruct': 'codellama/CodeLlama-34b-Instruct-hf',
     'gpt-neo-2.7B': 'EleutherAI/gpt-neo-2.7B', 'gpt-j-6b': 'EleutherAI/gpt-j-6b',
     'llama-2-7b': 'meta-llama/Llama-2-7b-hf', 'llama-2-13b': 'meta-llama/Llama-2-13b-hf',
     'llama-2-70b': 'meta-llama/Llama-2-70b-hf', 'llama-2-7b-chat': 'meta-llama/Llama-2-7b-chat-hf',
-    'llama-2-13b-chat': 'meta-llama/Llama-2-13b-chat-hf', 'llama-2-70b-chat': 'meta-llama/Llama-2-70b-chat-hf',
-    'mistral-7b': 'mistralai/Mistral-7B-v0.1', 'mistral-7b-instruct': 'mistralai/Mistral-7B-Instruct-v0.1',
-    'mixtral-8x7b': 'mistralai/Mixtral-8x7B-v0.1', 'mixtral-8x7b-instruct': 'mistralai/Mixtral-8x7B-Instruct-v0.1',
-    'opt-350m': 'facebook/opt-350m', 'opt-1.3b': 'facebook/opt-1.3b', 'opt-6.7b': 'facebook/opt-6.7b',
+    'llama-2-13b-chat': 'meta-llama/Llama-2-13b-chat-hf',
+    'llama-2-70b-chat': 'meta-llama/Llama-2-70b-chat-hf',
+    'mistral-7b': 'mistralai/Mistral-7B-v0.1',
+    'mistral-7b-instruct': 'mistralai/Mistral-7B-Instruct-v0.1',
+    'mixtral-8x7b': 'mistralai/Mixtral-8x7B-v0.1',
+    'mixtral-8x7b-instruct': 'mistralai/Mixtral-8x7B-Instruct-v0.1',
+    'opt-350m': 'facebook/opt-350m', 'opt-1.3b': 'facebook/opt-1.3b',
+    'opt-6.7b': 'facebook/opt-6.7b',
     'phi-1': 'microsoft/phi-1', 'phi-1_5': 'microsoft/phi-1_5', 'phi-2': 'microsoft/phi-2',
     'pythia-2.8b': 'EleutherAI/pythia-2.8b', 'pythia-12b': 'EleutherAI/pythia-12b',
     'vicuna-7b': 'lmsys/vicuna-7b-v1.3', 'vicuna-13b': 'lmsys/vicuna-13b-v1.3',
-    'zephyr-7b-alpha': 'HuggingFaceH4/zephyr-7b-alpha', 'zephyr-7b-beta': 'HuggingFaceH4/zephyr-7b-beta',
-    'smollm2-135m-instruct': 'HuggingFaceTB/SmolLM2-135M-Instruct', 'smollm2-135m': 'HuggingFaceTB/SmolLM2-135M',
+    'zephyr-7b-alpha': 'HuggingFaceH4/zephyr-7b-alpha',
+    'zephyr-7b-beta': 'HuggingFaceH4/zephyr-7b-beta',
+    'smollm2-135m-instruct': 'HuggingFaceTB/SmolLM2-135M-Instruct',
+    'smollm2-135m': 'HuggingFaceTB/SmolLM2-135M',
 }
 
 # %% ../nbs/00_config.ipynb #b7cbbddf
@@ -136,16 +149,20 @@ def _is_hub_id(s: str) -> bool:
 # %% ../nbs/00_config.ipynb #6364288d
 def _check_base_model(v: str) -> str:
     if v in PRESETS: return PRESETS[v]
-    if not v.strip(): _fail(('', "must not be empty; allowed: a preset (e.g. 'smollm2-135m-instruct'), a Hub id "
-                                 "'org/name', or an existing local folder or .gguf file"))
+    if not v.strip(): _fail(('', "must not be empty; allowed: a preset (e.g. "
+                                 "'smollm2-135m-instruct'), a Hub id 'org/name', or an existing "
+                                 "local folder or .gguf file"))
     p = Path(v).expanduser()
     if p.is_dir() or (p.is_file() and p.suffix == '.gguf'): return v
-    allowed = ("allowed: a preset (e.g. 'llama-2-7b', 'smollm2-135m-instruct'), a Hub id 'org/name' or 'name', "
-               "or an existing local folder or .gguf file")
-    if v.endswith('.gguf') or p.is_file(): _fail(('', f"not an existing .gguf file or model folder (got {_show(v)}); {allowed}"))
-    if not _is_hub_id(v): _fail(('', f"not a preset, Hub id or existing local path (got {_show(v)}); {allowed}"))
+    allowed = ("allowed: a preset (e.g. 'llama-2-7b', 'smollm2-135m-instruct'), a Hub id "
+               "'org/name' or 'name', or an existing local folder or .gguf file")
+    if v.endswith('.gguf') or p.is_file():
+        _fail(('', f"not an existing .gguf file or model folder (got {_show(v)}); {allowed}"))
+    if not _is_hub_id(v):
+        _fail(('', f"not a preset, Hub id or existing local path (got {_show(v)}); {allowed}"))
     return v
 
+# %% ../nbs/00_config.ipynb #6f8b52ae
 BaseModelName = Annotated[str, AfterValidator(_check_base_model)]
 
 # %% ../nbs/00_config.ipynb #6bd7b8af
@@ -176,41 +193,58 @@ def template_fields(template: str # a `str.format`-style prompt template
     for _, name, spec, conv in string.Formatter().parse(template):
         if name is None: continue
         if name == '' or name.isdigit():
-            raise LlmnbError(f"positional field {{{name}}} is not allowed; use a column name, __sample__, __task__ or __context__")
+            raise LlmnbError(f"positional field {{{name}}} is not allowed; use a column name, "
+                             f"__sample__, __task__ or __context__")
         if name != name.strip() or any(c in name for c in "\"'\n"):
-            raise LlmnbError(f"field {{{name}}} is not a column name; name a column, or double the braces ({{{{ and }}}}) "
+            raise LlmnbError(f"field {{{name}}} is not a column name; name a column, or double the "
+                             f"braces ({{{{ and }}}}) "
                              "to write them literally, e.g. in a JSON example")
         if '.' in name or '[' in name:
-            raise LlmnbError(f"field {{{name}}} uses attribute or index access, which is not supported; use a plain column name")
-        if conv: raise LlmnbError(f"field {{{name}!{conv}}} uses a conversion, which is not supported")
+            raise LlmnbError(f"field {{{name}}} uses attribute or index access, which is not "
+                             f"supported; use a plain column name")
+        if conv:
+            raise LlmnbError(f"field {{{name}!{conv}}} uses a conversion, which is not supported")
         if spec and ('{' in spec or 'f' not in spec):
-            raise LlmnbError(f"field {{{name}:{spec}}} has an unsupported format spec; allowed: none, or a float format containing 'f' such as ':.2f'")
-        if spec and any(int(n) > 1000 for n in re.findall(r"\d+", spec)):   # format() would allocate it: MemoryError
-            raise LlmnbError(f"field {{{name}:{spec}}} asks for a width or precision over 1000; allowed: at most 1000")
+            raise LlmnbError(f"field {{{name}:{spec}}} has an unsupported format spec; allowed: "
+                             f"none, or a float format containing 'f' such as ':.2f'")
+        # format() would allocate it: MemoryError
+        if spec and any(int(n) > 1000 for n in re.findall(r"\d+", spec)):
+            raise LlmnbError(f"field {{{name}:{spec}}} asks for a width or precision over 1000; "
+                             f"allowed: at most 1000")
         try: format(0.0, spec)
-        except ValueError: raise LlmnbError(f"field {{{name}:{spec}}} has an invalid float format spec {spec!r}") from None
+        except ValueError:
+            raise LlmnbError(f"field {{{name}:{spec}}} has an invalid float format spec "
+                             f"{spec!r}") from None
         fields.append(name)
     return list(dict.fromkeys(fields))
 
 # %% ../nbs/00_config.ipynb #4943178b
 MissingStrategy = Literal['fill_with_const', 'fill_with_mode', 'bfill', 'ffill', 'drop_row']
 
+# %% ../nbs/00_config.ipynb #1a30c5cb
 class TextPreprocessing(_LudwigSection):
     "Preprocessing of the text input feature."
     ludwig_keys: ClassVar[frozenset] = _LUDWIG_PREPROCESSING_KEYS
-    max_sequence_length: Optional[int] = Field(None, ge=1, description="Cap on input tokens (prompt included); null: the longest in the training data.")
+    max_sequence_length: Optional[int] = Field(None, ge=1, description="Cap on input tokens "
+        "(prompt included); null: the longest in the training data.")
     lowercase: bool = Field(False, description="Lowercase the text before tokenizing.")
-    missing_value_strategy: MissingStrategy = Field('fill_with_const', description="What to do with a missing value.")
+    missing_value_strategy: MissingStrategy = Field('fill_with_const', description="What to do "
+        "with a missing value.")
     fill_value: str = Field('<UNK>', description="Value used by `fill_with_const`.")
     computed_fill_value: str = Field('<UNK>', description="Internal: the fill value actually used.")
-    tokenizer: str = Field('hf_tokenizer', description="Always the base model's Hugging Face tokenizer (any of Ludwig's names is accepted).")
-    pretrained_model_name_or_path: Optional[str] = Field(None, description="Tokenizer source; null: the base model.")
+    tokenizer: str = Field('hf_tokenizer', description="Always the base model's Hugging Face "
+                                                       "tokenizer (any of Ludwig's names is "
+                                                       "accepted).")
+    pretrained_model_name_or_path: Optional[str] = Field(None, description="Tokenizer source; "
+        "null: the base model.")
     vocab_file: Optional[str] = Field(None, description="Unused with the Hugging Face tokenizer.")
-    padding: Literal['left', 'right'] = Field('left', description="Padding side for batched inputs (left for generation).")
+    padding: Literal['left', 'right'] = Field('left', description="Padding side for batched inputs "
+        "(left for generation).")
     padding_symbol: str = Field('<PAD>', description="Unused with the Hugging Face tokenizer.")
     unknown_symbol: str = Field('<UNK>', description="Unused with the Hugging Face tokenizer.")
     most_common: int = Field(20000, ge=1, description="Unused with the Hugging Face tokenizer.")
-    sequence_length: Optional[int] = Field(None, ge=1, description="Fixed sequence length; null: computed from the data.")
+    sequence_length: Optional[int] = Field(None, ge=1, description="Fixed sequence length; null: "
+        "computed from the data.")
     ngram_size: int = Field(2, ge=1, description="Unused with the Hugging Face tokenizer.")
     cache_encoder_embeddings: bool = Field(False, description="Unused for LLMs.")
     compute_idf: bool = Field(False, description="Unused for LLMs.")
@@ -218,164 +252,229 @@ class TextPreprocessing(_LudwigSection):
 # %% ../nbs/00_config.ipynb #c2a3287c
 class TextOutputPreprocessing(TextPreprocessing):
     "Preprocessing of a text output feature."
-    max_sequence_length: Optional[int] = Field(None, ge=1, description="Cap on target tokens; null: the longest in the training data.")
-    missing_value_strategy: MissingStrategy = Field('drop_row', description="What to do with a missing target.")
+    max_sequence_length: Optional[int] = Field(None, ge=1, description="Cap on target tokens; "
+        "null: the longest in the training data.")
+    missing_value_strategy: MissingStrategy = Field('drop_row', description="What to do with a "
+        "missing target.")
 
 # %% ../nbs/00_config.ipynb #efa13871
 class PassthroughEncoder(_LudwigSection):
     ludwig_keys: ClassVar[frozenset] = _LUDWIG_ENCODER_KEYS
-    type: Literal['passthrough'] = Field('passthrough', description="LLM inputs go to the model as tokens.")
+    type: Literal['passthrough'] = Field('passthrough', description="LLM inputs go to the model as "
+        "tokens.")
 
 # %% ../nbs/00_config.ipynb #4f2c7e3e
 class TextExtractorDecoder(_LudwigSection):
     ludwig_keys: ClassVar[frozenset] = _LUDWIG_DECODER_KEYS
-    type: Literal['text_extractor'] = Field('text_extractor', description="Returns the generated text after the prompt.")
+    type: Literal['text_extractor'] = Field('text_extractor', description="Returns the generated "
+        "text after the prompt.")
 
 # %% ../nbs/00_config.ipynb #9a7515c9
 class NextTokenLoss(_LudwigSection):
     ludwig_keys: ClassVar[frozenset] = _LUDWIG_LOSS_KEYS
-    type: Literal['next_token_softmax_cross_entropy'] = Field('next_token_softmax_cross_entropy', description="Shifted next-token cross-entropy on target tokens.")
+    type: Literal['next_token_softmax_cross_entropy'] = Field('next_token_softmax_cross_entropy',
+        description="Shifted next-token cross-entropy on target tokens.")
     weight: float = Field(1.0, ge=0, description="Loss weight (one output: no effect).")
     class_weights: Optional[Any] = Field(None, description="Accepted for compatibility; unused.")
     robust_lambda: float = Field(0, ge=0, description="Accepted for compatibility; unused.")
     confidence_penalty: float = Field(0, ge=0, description="Accepted for compatibility; unused.")
-    class_similarities_temperature: float = Field(0, ge=0, description="Accepted for compatibility; unused.")
+    class_similarities_temperature: float = Field(0, ge=0, description="Accepted for "
+        "compatibility; unused.")
     unique: bool = Field(False, description="Accepted for compatibility; unused.")
 
 # %% ../nbs/00_config.ipynb #c015387f
 _PARSERS = ('json_schema', 'regex', 'grammar')
 
+# %% ../nbs/00_config.ipynb #8f666df2
 class TextParserDecoder(_LudwigSection):
     "Structured output: the answer is generated so that it parses (a JSON schema, a regex or a grammar), then parsed."
     ludwig_keys: ClassVar[frozenset] = _LUDWIG_DECODER_KEYS
-    type: Literal['text_parser'] = Field(description="Ludwig's structured-output decoder (constrained generation, by llguidance).")
-    json_schema: Optional[dict[str, Any]] = Field(None, description="A JSON schema every answer follows; its top-level properties become prediction columns.")
-    regex: Optional[str] = Field(None, description="A regular expression every whole answer matches; named groups become prediction columns.")
-    grammar: Optional[str] = Field(None, description="A Lark or GBNF (llama.cpp's EBNF) grammar every answer follows.")
+    type: Literal['text_parser'] = Field(description="Ludwig's structured-output decoder "
+                                                     "(constrained generation, by llguidance).")
+    json_schema: Optional[dict[str, Any]] = Field(None, description="A JSON schema every answer "
+        "follows; its top-level properties become prediction columns.")
+    regex: Optional[str] = Field(None, description="A regular expression every whole answer "
+                                                   "matches; named groups become prediction "
+                                                   "columns.")
+    grammar: Optional[str] = Field(None, description="A Lark or GBNF (llama.cpp's EBNF) grammar "
+                                                     "every answer follows.")
 
     @model_validator(mode='after')
     def _exactly_one(self):
         got = [k for k in _PARSERS if getattr(self, k) is not None]
-        if len(got) != 1: _fail(('', f"text_parser needs exactly one of json_schema, regex, grammar (got {', '.join(got) or 'none'})"))
+        if len(got) != 1:
+            _fail(('', f"text_parser needs exactly one of json_schema, regex, grammar (got "
+                       f"{', '.join(got) or 'none'})"))
         if self.regex is not None:
             try: re.compile(self.regex)
-            except re.error as e: _fail(('regex', f"invalid regular expression (got {_show(self.regex)}): {e}"))
+            except re.error as e:
+                _fail(('regex', f"invalid regular expression (got {_show(self.regex)}): {e}"))
         return self
 
 # %% ../nbs/00_config.ipynb #ee57a54b
 def _decoder_type(v):
     return {'type': 'text_extractor', **v} if isinstance(v, dict) and 'type' not in v else v
 
-TextDecoder = Annotated[Union[TextExtractorDecoder, TextParserDecoder], Discriminator('type'), BeforeValidator(_decoder_type)]
+# %% ../nbs/00_config.ipynb #1c748571
+TextDecoder = Annotated[Union[TextExtractorDecoder, TextParserDecoder], Discriminator('type'),
+                        BeforeValidator(_decoder_type)]
 
 # %% ../nbs/00_config.ipynb #f673f385
 def _text_parser_problems(c, ok) -> list:
     "Constrained decoding follows one sequence per row: beam search reorders rows between steps."
-    if not ok(c.output_features, c.generation) or getattr(c.output_features[0].decoder, 'type', '') != 'text_parser': return []
-    if c.generation.num_beams > 1: return [('generation.num_beams', f"structured output (decoder.type: text_parser) decodes one sequence per row (got {c.generation.num_beams}); allowed: 1")]
+    if not ok(c.output_features, c.generation) or getattr(c.output_features[0].decoder, 'type',
+                                                          '') != 'text_parser':
+        return []
+    if c.generation.num_beams > 1:
+        return [('generation.num_beams', f"structured output (decoder.type: text_parser) decodes "
+                                         f"one sequence per row (got {c.generation.num_beams}); "
+                                         f"allowed: 1")]
     return []
 
 # %% ../nbs/00_config.ipynb #8c107915
 class _Feature(_LudwigSection):
     ludwig_keys: ClassVar[frozenset] = _LUDWIG_FEATURE_KEYS
-    name: str = Field(min_length=1, description="Feature name; also the dataset column unless `column` is set.")
-    column: Optional[str] = Field(None, description="Dataset column; null: `name`. With a prompt template the input's column need not exist.")
+    name: str = Field(min_length=1, description="Feature name; also the dataset column unless "
+                                                "`column` is set.")
+    column: Optional[str] = Field(None, description="Dataset column; null: `name`. With a prompt "
+                                                    "template the input's column need not exist.")
 
     @model_validator(mode='after')
     def _default_column(self):
         if self.column is None: _fill(self, 'column', self.name)
         if (self.model_extra or {}).get('active', True) is False:
-            _fail(('active', "an LLM config needs its one input and one output feature (got false); allowed: true"))
+            _fail(('active', "an LLM config needs its one input and one output feature (got "
+                             "false); allowed: true"))
         return self
 
 # %% ../nbs/00_config.ipynb #6cf23a1c
 class TextInputPreprocessing(TextPreprocessing):
     "Preprocessing of the text input feature: plain text, or a column of conversations (`format: chat`)."
-    format: Literal['text', 'chat'] = Field('text', description="`text`: one string per row; `chat`: a conversation per row (OpenAI `messages` or ShareGPT `conversations`), rendered by the tokenizer's chat template, trained on its assistant turns, predicted as the next assistant turn.")
-    train_on: Literal['all_assistant', 'last_assistant'] = Field('all_assistant', description="With `format: chat`: the assistant turns that carry the loss, every one or only the last.")
+    format: Literal['text', 'chat'] = Field('text', description="`text`: one string per row; "
+        "`chat`: a conversation per row (OpenAI `messages` or ShareGPT `conversations`), rendered "
+        "by the tokenizer's chat template, trained on its assistant turns, predicted as the next "
+        "assistant turn.")
+    train_on: Literal['all_assistant', 'last_assistant'] = Field('all_assistant',
+        description="With `format: chat`: the assistant turns that carry the loss, every one or "
+                    "only the last.")
 
     @model_validator(mode='after')
     def _chat_only(self):
         if self.format == 'text' and self.train_on != 'all_assistant':
-            _fail(('train_on', f"only used with format: chat (got {_show(self.train_on)} with format: text); allowed: set format: chat, or leave train_on out"))
+            _fail(('train_on', f"only used with format: chat (got {_show(self.train_on)} with "
+                               f"format: text); allowed: set format: chat, or leave train_on out"))
         return self
 
 # %% ../nbs/00_config.ipynb #4c321c0f
 class TextInputFeature(_Feature):
     "The single input feature: the text (or the rendered prompt) given to the LLM."
     type: Literal['text'] = Field(description="Must be `text`.")
-    encoder: PassthroughEncoder = Field(default_factory=PassthroughEncoder, description="Always passthrough.")
-    preprocessing: TextInputPreprocessing = Field(default_factory=TextInputPreprocessing, description="Text preprocessing.")
+    encoder: PassthroughEncoder = Field(default_factory=PassthroughEncoder,
+                                        description="Always passthrough.")
+    preprocessing: TextInputPreprocessing = Field(default_factory=TextInputPreprocessing,
+                                                  description="Text preprocessing.")
 
 # %% ../nbs/00_config.ipynb #ee6a7ad3
 class TextOutputFeature(_Feature):
     "A text output: the LLM's generated answer."
     type: Literal['text'] = Field(description="`text` for generation.")
-    decoder: TextDecoder = Field(default_factory=TextExtractorDecoder, description="`text_extractor` (the generated text) or `text_parser` (structured output).")
+    decoder: TextDecoder = Field(default_factory=TextExtractorDecoder,
+                                 description="`text_extractor` (the generated text) or "
+                                             "`text_parser` (structured output).")
     loss: NextTokenLoss = Field(default_factory=NextTokenLoss, description="Training loss.")
-    preprocessing: TextOutputPreprocessing = Field(default_factory=TextOutputPreprocessing, description="Target preprocessing.")
+    preprocessing: TextOutputPreprocessing = Field(default_factory=TextOutputPreprocessing,
+                                                   description="Target preprocessing.")
 
 # %% ../nbs/00_config.ipynb #e8d02710
 class MatchRule(_Section):
     "How a generated text is recognised as one label."
-    type: Literal['contains', 'regex', 'json_schema'] = Field(description="`contains`: substring; `regex`: search; `json_schema`: a JSON object's label field.")
+    type: Literal['contains', 'regex', 'json_schema'] = Field(description="`contains`: substring; "
+        "`regex`: search; `json_schema`: a JSON object's label field.")
     value: str = Field(description="The substring, regex or expected JSON label.")
 
     @model_validator(mode='after')
     def _regex_compiles(self):
         if self.type == 'regex':
             try: re.compile(self.value)
-            except re.error as e: _fail(('value', f"invalid regular expression (got {_show(self.value)}): {e}"))
+            except re.error as e:
+                _fail(('value', f"invalid regular expression (got {_show(self.value)}): {e}"))
         return self
 
 # %% ../nbs/00_config.ipynb #8065c4b0
 class CategoryPreprocessing(_LudwigSection):
     "Preprocessing of a category output."
     ludwig_keys: ClassVar[frozenset] = _LUDWIG_PREPROCESSING_KEYS
-    fallback_label: str = Field('', description="Label used for missing values and when no rule matches; Ludwig's default: `\"\"`.")
-    vocab: Optional[list[str]] = Field(None, description="The labels; null: the labels found in the training data.")
-    missing_value_strategy: MissingStrategy = Field('fill_with_const', description="`fill_with_const` fills with `fallback_label`.")
+    fallback_label: str = Field('', description="Label used for missing values and when no rule "
+                                                "matches; Ludwig's default: `\"\"`.")
+    vocab: Optional[list[str]] = Field(None, description="The labels; null: the labels found in "
+                                                         "the training data.")
+    missing_value_strategy: MissingStrategy = Field('fill_with_const',
+                                                    description="`fill_with_const` fills with "
+                                                        "`fallback_label`.")
 
 # %% ../nbs/00_config.ipynb #1516cbb1
 class CategoryExtractorDecoder(_LudwigSection):
     "Turns generated text into a label."
     ludwig_keys: ClassVar[frozenset] = _LUDWIG_DECODER_KEYS
-    type: Literal['category_extractor'] = Field('category_extractor', description="Rule-based label extraction.")
-    match: Optional[dict[str, MatchRule]] = Field(None, description="label → rule; null: derived from the vocab.")
-    fallback_label: Optional[str] = Field(None, description="null or `\"\"` (Ludwig's default): copied from `preprocessing.fallback_label`.")
-    constrain_to_vocabulary: bool = Field(False, description="Restrict generation to tokens that spell a label.")
-    no_match: Literal['best_label', 'neighbour_vote', 'fallback_label'] = Field('best_label', description="Ours: the label of an answer no rule matches: `best_label` (the label the model scores highest), `neighbour_vote` (the retrieved examples' majority label; without retrieval, best_label), `fallback_label` (Ludwig's behaviour).")
-    label_calibration: Literal['auto', 'contextual', 'pmi', 'none'] = Field('auto', description="Ours: label scores divided by those after a content-free prompt (`contextual`: the template with every field `N/A` and no examples; `pmi`: the last line of the template's text after its last field), renormalised; `none`: raw; `auto`: contextual without fine-tuned weights (`trainer: none`), else none.")
+    type: Literal['category_extractor'] = Field('category_extractor', description="Rule-based "
+        "label extraction.")
+    match: Optional[dict[str, MatchRule]] = Field(None, description="label → rule; null: derived "
+        "from the vocab.")
+    fallback_label: Optional[str] = Field(None, description="null or `\"\"` (Ludwig's default): "
+                                                            "copied from "
+                                                            "`preprocessing.fallback_label`.")
+    constrain_to_vocabulary: bool = Field(False, description="Restrict generation to tokens that "
+        "spell a label.")
+    no_match: Literal['best_label', 'neighbour_vote', 'fallback_label'] = Field('best_label',
+        description="Ours: the label of an answer no rule matches: `best_label` (the label the "
+                    "model scores highest), `neighbour_vote` (the retrieved examples' majority "
+                    "label; without retrieval, best_label), `fallback_label` (Ludwig's behaviour).")
+    label_calibration: Literal['auto', 'contextual', 'pmi', 'none'] = Field('auto',
+        description="Ours: label scores divided by those after a content-free prompt "
+                    "(`contextual`: the template with every field `N/A` and no examples; `pmi`: "
+                    "the last line of the template's text after its last field), renormalised; "
+                    "`none`: raw; `auto`: contextual without fine-tuned weights (`trainer: none`), "
+                    "else none.")
     match_strategy: Optional[str] = Field(None, description="Accepted for compatibility; unused.")
 
 # %% ../nbs/00_config.ipynb #a7c100a4
 class CategoryLoss(_LudwigSection):
     "The loss section of a category output (Ludwig's ECD loss; an LLM learns labels with the next-token loss)."
     ludwig_keys: ClassVar[frozenset] = _LUDWIG_LOSS_KEYS
-    type: Literal['softmax_cross_entropy', 'next_token_softmax_cross_entropy'] = Field('softmax_cross_entropy', description="Accepted for compatibility.")
+    type: Literal['softmax_cross_entropy',
+                  'next_token_softmax_cross_entropy'] = Field('softmax_cross_entropy',
+                      description="Accepted for compatibility.")
 
 # %% ../nbs/00_config.ipynb #3f87f50f
 class CategoryOutputFeature(_Feature):
     "A category output: zero/few-shot or fine-tuned classification."
     type: Literal['category'] = Field(description="`category` for classification.")
-    preprocessing: CategoryPreprocessing = Field(default_factory=CategoryPreprocessing, description="Labels and the fallback label.")
-    decoder: CategoryExtractorDecoder = Field(default_factory=CategoryExtractorDecoder, description="Category extractor.")
-    loss: CategoryLoss = Field(default_factory=CategoryLoss, description="Accepted for compatibility: labels are learnt with the next-token loss.")
+    preprocessing: CategoryPreprocessing = Field(default_factory=CategoryPreprocessing,
+                                                 description="Labels and the fallback label.")
+    decoder: CategoryExtractorDecoder = Field(default_factory=CategoryExtractorDecoder,
+                                              description="Category extractor.")
+    loss: CategoryLoss = Field(default_factory=CategoryLoss, description="Accepted for "
+        "compatibility: labels are learnt with the next-token loss.")
 
     @model_validator(mode='after')
     def _labels(self):
         pp, dec, probs = self.preprocessing, self.decoder, []
         if dec.fallback_label in (None, ''): _fill(dec, 'fallback_label', pp.fallback_label)
         elif dec.fallback_label != pp.fallback_label:
-            probs.append(('decoder.fallback_label', f"differs from preprocessing.fallback_label (got {_show(dec.fallback_label)}); allowed: {_show(pp.fallback_label)} or leave it out"))
+            probs.append(('decoder.fallback_label', f"differs from preprocessing.fallback_label "
+                                                    f"(got {_show(dec.fallback_label)}); allowed: "
+                                                    f"{_show(pp.fallback_label)} or leave it out"))
         if pp.vocab is not None:
-            if not pp.vocab: probs.append(('preprocessing.vocab', "must list at least one label (got [])"))
+            if not pp.vocab:
+                probs.append(('preprocessing.vocab', "must list at least one label (got [])"))
             dups = sorted({v for v in pp.vocab if pp.vocab.count(v) > 1})
             if dups: probs.append(('preprocessing.vocab', f"duplicate labels (got {_show(dups)})"))
             if pp.fallback_label not in pp.vocab: _fill(pp, 'vocab', pp.vocab + [pp.fallback_label])
             for lbl in (dec.match or {}):
                 if lbl not in pp.vocab + [pp.fallback_label]:
-                    probs.append((f'decoder.match.{lbl}', f"label not in preprocessing.vocab (got {_show(lbl)}); allowed: {', '.join(map(repr, pp.vocab))}"))
+                    probs.append((f'decoder.match.{lbl}', f"label not in preprocessing.vocab (got "
+                                                          f"{_show(lbl)}); allowed: "
+                                                          f"{', '.join(map(repr, pp.vocab))}"))
         if probs: _fail(*probs)
         return self
 
@@ -383,10 +482,12 @@ class CategoryOutputFeature(_Feature):
 def _exactly_one(kind, allowed):
     def check(v):
         if isinstance(v, list) and len(v) != 1:
-            _fail(('', f"an LLM needs exactly one {kind} feature (got {len(v)}); allowed: one feature of type {allowed}"))
+            _fail(('', f"an LLM needs exactly one {kind} feature (got {len(v)}); allowed: one "
+                       f"feature of type {allowed}"))
         return v
     return BeforeValidator(check)
 
+# %% ../nbs/00_config.ipynb #db84e00c
 OutputFeature = Annotated[Union[TextOutputFeature, CategoryOutputFeature], Discriminator('type')]
 InputFeatures = Annotated[list[TextInputFeature], _exactly_one('input', 'text')]
 OutputFeatures = Annotated[list[OutputFeature], _exactly_one('output', 'text or category')]
@@ -394,40 +495,65 @@ OutputFeatures = Annotated[list[OutputFeature], _exactly_one('output', 'text or 
 # %% ../nbs/00_config.ipynb #e46c7430
 DEFAULT_EMBEDDING_MODEL = 'sentence-transformers/all-MiniLM-L6-v2'
 
+# %% ../nbs/00_config.ipynb #445c73af
 class RetrievalConfig(_Section):
     "Few-shot examples retrieved from the training set."
-    type: Optional[Literal['random', 'semantic']] = Field(None, description="null: zero-shot; `random` or `semantic` (embedding similarity): few-shot.")
+    type: Optional[Literal['random', 'semantic']] = Field(None, description="null: zero-shot; "
+        "`random` or `semantic` (embedding similarity): few-shot.")
     index_name: Optional[str] = Field(None, description="Name of a saved index to reuse.")
-    model_name: Optional[str] = Field(None, description=f"Embedding model for `semantic`; null: `{DEFAULT_EMBEDDING_MODEL}`.")
+    model_name: Optional[str] = Field(None, description=f"Embedding model for `semantic`; null: "
+                                                        f"`{DEFAULT_EMBEDDING_MODEL}`.")
     k: int = Field(0, description="How many examples to retrieve; 0 with a type set becomes 1.")
-    example_template: Optional[str] = Field(None, description="Format of each retrieved example: `{__sample__}` (its input), `{__label__}` (its output), feature names, dataset columns; null: `Input: {__sample__}\\nOutput: {__label__}`. Examples are separated by blank lines.")
-    seed: Optional[int] = Field(None, description="Seed for `random` retrieval; null: `trainer.seed`.")
+    example_template: Optional[str] = Field(None, description="Format of each retrieved example: "
+        "`{__sample__}` (its input), `{__label__}` (its output), feature names, dataset columns; "
+        "null: `Input: {__sample__}\\nOutput: {__label__}`. Examples are separated by blank lines.")
+    seed: Optional[int] = Field(None, description="Seed for `random` retrieval; null: "
+                                                  "`trainer.seed`.")
 
     @model_validator(mode='after')
     def _rules(self):
         p = []
         if self.k < 0: p.append(('k', f"must be >= 0 (got {self.k})"))
         if self.type is None:
-            if self.k: p.append(('k', f"needs retrieval.type (got k={self.k} with type null); allowed: set type to random or semantic, or k: 0"))
-            if self.model_name: p.append(('model_name', f"needs retrieval.type: semantic (got {_show(self.model_name)} with type null)"))
+            if self.k:
+                p.append(('k', f"needs retrieval.type (got k={self.k} with type null); allowed: "
+                               f"set type to random or semantic, or k: 0"))
+            if self.model_name:
+                p.append(('model_name', f"needs retrieval.type: semantic (got "
+                                        f"{_show(self.model_name)} with type null)"))
         else:
             if self.k == 0: _fill(self, 'k', 1)
-            if self.type == 'semantic' and self.model_name is None: _fill(self, 'model_name', DEFAULT_EMBEDDING_MODEL)
-            if self.type == 'random' and self.model_name: p.append(('model_name', f"only used by semantic retrieval (got {_show(self.model_name)} with type random)"))
+            if self.type == 'semantic' and self.model_name is None:
+                _fill(self, 'model_name', DEFAULT_EMBEDDING_MODEL)
+            if self.type == 'random' and self.model_name:
+                p.append(('model_name', f"only used by semantic retrieval (got "
+                                        f"{_show(self.model_name)} with type random)"))
         if self.example_template is not None:
             try: template_fields(self.example_template)
-            except ValueError as e: p.append(('example_template', f"{e} (got {_show(self.example_template)})"))
+            except ValueError as e:
+                p.append(('example_template', f"{e} (got {_show(self.example_template)})"))
         if p: _fail(*p)
         return self
 
 # %% ../nbs/00_config.ipynb #6bb8db19
 class PromptConfig(_Section):
     "How each row becomes the text given to the LLM."
-    template: Optional[str] = Field(None, description="`str.format` template over dataset columns, `{__sample__}` (the input column), `{__task__}` and `{__context__}` (retrieved examples). Literal braces: `{{ }}`. null: a default template when `task` is set, else the raw input.")
-    task: Optional[str] = Field(None, description="Instruction text put in at `{__task__}`; required when `template` is null and a prompt is wanted.")
-    retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig, description="Few-shot retrieval.")
-    chat_template: Union[bool, Literal['auto']] = Field(False, description="Wrap the rendered prompt with the tokenizer's chat template: false, true, or 'auto' (when the tokenizer has one).")
-    system: Optional[str] = Field(None, description="System message; used only with a chat template.")
+    template: Optional[str] = Field(None, description="`str.format` template over dataset columns, "
+                                                      "`{__sample__}` (the input column), "
+                                                      "`{__task__}` and `{__context__}` (retrieved "
+                                                      "examples). Literal braces: `{{ }}`. null: a "
+                                                      "default template when `task` is set, else "
+                                                      "the raw input.")
+    task: Optional[str] = Field(None, description="Instruction text put in at `{__task__}`; "
+                                                  "required when `template` is null and a prompt "
+                                                  "is wanted.")
+    retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig,
+                                       description="Few-shot retrieval.")
+    chat_template: Union[bool, Literal['auto']] = Field(False, description="Wrap the rendered "
+        "prompt with the tokenizer's chat template: false, true, or 'auto' (when the tokenizer has "
+        "one).")
+    system: Optional[str] = Field(None, description="System message; used only with a chat "
+                                                    "template.")
 
     def is_default(self) -> bool:
         "True when no prompt is configured: the raw input text goes to the model."
@@ -437,39 +563,52 @@ class PromptConfig(_Section):
     def _rules(self, info):
         p, t = [], self.template
         if self.system is not None and self.chat_template is False:
-            p.append(('system', "only used with a chat template (got chat_template: false); allowed: set prompt.chat_template to true or 'auto'"))
+            p.append(('system', "only used with a chat template (got chat_template: false); "
+                                "allowed: set prompt.chat_template to true or 'auto'"))
         if self.is_default(): return _fail(*p) if p else self
-        if t is None and self.task is None and not (info.context or {}).get("chat"):   # chat: retrieved exchanges are turns
-            p.append(('', "retrieval needs prompt.template or prompt.task (got neither); allowed: set a template with {__context__}, or a task"))
+        # chat: retrieved exchanges are turns
+        if t is None and self.task is None and not (info.context or {}).get("chat"):
+            p.append(('', "retrieval needs prompt.template or prompt.task (got neither); allowed: "
+                          "set a template with {__context__}, or a task"))
         if t is not None:
             try: fields = template_fields(t)
             except ValueError as e: return _fail(*p, ('template', f"{e} (got {_show(t)})"))
             if self.task is not None and '__task__' not in fields:
-                p.append(('template', f"prompt.task is set but the template has no {{__task__}} (got {_show(t)}); allowed: a template containing {{__task__}}"))
+                p.append(('template', f"prompt.task is set but the template has no {{__task__}} "
+                                      f"(got {_show(t)}); allowed: a template containing "
+                                      f"{{__task__}}"))
             if self.task is None and '__task__' in fields:
-                p.append(('template', "uses {__task__} but prompt.task is not set; allowed: set prompt.task or remove {__task__}"))
+                p.append(('template', "uses {__task__} but prompt.task is not set; allowed: set "
+                                      "prompt.task or remove {__task__}"))
             if self.retrieval.type is not None and '__context__' not in fields:
-                p.append(('template', f"retrieval is set but the template has no {{__context__}} (got {_show(t)}); allowed: a template containing {{__context__}}"))
+                p.append(('template', f"retrieval is set but the template has no {{__context__}} "
+                                      f"(got {_show(t)}); allowed: a template containing "
+                                      f"{{__context__}}"))
             if self.retrieval.type is None and '__context__' in fields:
-                p.append(('template', "uses {__context__} but prompt.retrieval.type is not set; allowed: set retrieval.type or remove {__context__}"))
+                p.append(('template', "uses {__context__} but prompt.retrieval.type is not set; "
+                                      "allowed: set retrieval.type or remove {__context__}"))
             if not fields:
-                p.append(('template', f"references no field (got {_show(t)}); allowed: at least one {{column}} or {{__sample__}}"))
+                p.append(('template', f"references no field (got {_show(t)}); allowed: at least "
+                                      f"one {{column}} or {{__sample__}}"))
         if p: _fail(*p)
         return self
 
 # %% ../nbs/00_config.ipynb #0047e96a
 def _probabilities(v):
     if len(v) != 3 or any(x < 0 or x > 1 for x in v) or abs(sum(v) - 1) > 1e-6:
-        _fail(('', f"must be 3 numbers in [0, 1] (train, validation, test) that sum to 1 (got {_show(v)})"))
+        _fail(('', f"must be 3 numbers in [0, 1] (train, validation, test) that sum to 1 (got "
+                   f"{_show(v)})"))
     return v
 
+# %% ../nbs/00_config.ipynb #90d9fdca
 Probabilities = Annotated[list[float], AfterValidator(_probabilities)]
 
 # %% ../nbs/00_config.ipynb #4706c1d6
 class RandomSplit(_Section):
     "Random split into train / validation / test."
     type: Literal['random'] = Field('random', description="Random split.")
-    probabilities: Probabilities = Field([0.7, 0.1, 0.2], description="Train, validation, test fractions (sum to 1).")
+    probabilities: Probabilities = Field([0.7, 0.1, 0.2], description="Train, validation, test "
+        "fractions (sum to 1).")
 
 # %% ../nbs/00_config.ipynb #58a71159
 class FixedSplit(_Section):
@@ -482,7 +621,8 @@ class _ColumnSplit(_Section):
     "A split computed from one column, into train / validation / test fractions (the subclasses name the column's role)."
     type: str
     column: str
-    probabilities: Probabilities = Field([0.7, 0.1, 0.2], description="Train, validation, test fractions (sum to 1).")
+    probabilities: Probabilities = Field([0.7, 0.1, 0.2], description="Train, validation, test "
+        "fractions (sum to 1).")
 
 # %% ../nbs/00_config.ipynb #3ee5dfe9
 class StratifySplit(_ColumnSplit):
@@ -506,34 +646,46 @@ class DateTimeSplit(_ColumnSplit):
 def _split_type(v):
     return {'type': 'random', **v} if isinstance(v, dict) and 'type' not in v else v
 
-Split = Annotated[Union[RandomSplit, FixedSplit, StratifySplit, HashSplit, DateTimeSplit], Discriminator('type'), BeforeValidator(_split_type)]
+# %% ../nbs/00_config.ipynb #790fd43f
+Split = Annotated[Union[RandomSplit, FixedSplit, StratifySplit, HashSplit, DateTimeSplit],
+                  Discriminator('type'), BeforeValidator(_split_type)]
 
 # %% ../nbs/00_config.ipynb #c3a82343
 class TruncationConfig(_Section):
     "What to cut when a prompt is longer than its budget (ours)."
-    prompt_side: Literal['left', 'right'] = Field('left', description="`left`: drop the start, keep the end of the prompt (where the answer cue is); `right`: keep the start.")
+    prompt_side: Literal['left', 'right'] = Field('left', description="`left`: drop the start, "
+        "keep the end of the prompt (where the answer cue is); `right`: keep the start.")
 
 # %% ../nbs/00_config.ipynb #d38c3f6c
 class PreprocessingConfig(_Section):
     "Global preprocessing."
-    global_max_sequence_length: Optional[int] = Field(None, ge=1, description="Cap on merged prompt + target tokens in training; null: the model's context length.")
-    split: Split = Field(default_factory=RandomSplit, description="How the dataset is split when one dataset is given.")
+    global_max_sequence_length: Optional[int] = Field(None, ge=1, description="Cap on merged "
+        "prompt + target tokens in training; null: the model's context length.")
+    split: Split = Field(default_factory=RandomSplit, description="How the dataset is split when "
+        "one dataset is given.")
     sample_ratio: float = Field(1.0, gt=0, le=1, description="Fraction of the dataset to use.")
-    sample_size: Optional[int] = Field(None, ge=1, description="Number of rows to use; exclusive with `sample_ratio`.")
-    oversample_minority: Optional[float] = Field(None, description="Accepted for compatibility; unused for LLMs.")
-    undersample_majority: Optional[float] = Field(None, description="Accepted for compatibility; unused for LLMs.")
-    truncation: TruncationConfig = Field(default_factory=TruncationConfig, description="Prompt truncation policy (ours).")
+    sample_size: Optional[int] = Field(None, ge=1, description="Number of rows to use; exclusive "
+        "with `sample_ratio`.")
+    oversample_minority: Optional[float] = Field(None, description="Accepted for compatibility; "
+        "unused for LLMs.")
+    undersample_majority: Optional[float] = Field(None, description="Accepted for compatibility; "
+        "unused for LLMs.")
+    truncation: TruncationConfig = Field(default_factory=TruncationConfig,
+                                         description="Prompt truncation policy (ours).")
 
     @model_validator(mode='after')
     def _sampling(self):
         if self.sample_size is not None and self.sample_ratio != 1.0:
-            _fail(('sample_size', f"cannot be combined with sample_ratio (got sample_size={self.sample_size}, sample_ratio={self.sample_ratio}); allowed: one of them"))
+            _fail(('sample_size', f"cannot be combined with sample_ratio (got "
+                                  f"sample_size={self.sample_size}, "
+                                  f"sample_ratio={self.sample_ratio}); allowed: one of them"))
         return self
 
 # %% ../nbs/00_config.ipynb #a2a31abe
 def _known_keys(model):
     def check(v):
-        bad = [k for k in v if k not in model.model_fields and k not in getattr(model, 'ludwig_keys', ())]
+        bad = [k for k in v if k not in model.model_fields and k not in getattr(model,
+            'ludwig_keys', ())]
         if bad: _fail(*[(k, _unknown_key(k, list(model.model_fields))) for k in bad])
         return v
     return AfterValidator(check)
@@ -541,29 +693,41 @@ def _known_keys(model):
 # %% ../nbs/00_config.ipynb #376190e7
 class TextDefaults(_Section):
     "Defaults for every text feature."
-    preprocessing: Annotated[dict[str, Any], _known_keys(TextPreprocessing)] = Field(default_factory=dict, description="Text preprocessing keys.")
-    encoder: Annotated[dict[str, Any], _known_keys(PassthroughEncoder)] = Field(default_factory=dict, description="Encoder keys.")
-    decoder: Annotated[dict[str, Any], _known_keys(TextExtractorDecoder)] = Field(default_factory=dict, description="Decoder keys.")
-    loss: Annotated[dict[str, Any], _known_keys(NextTokenLoss)] = Field(default_factory=dict, description="Loss keys.")
+    preprocessing: Annotated[dict[str, Any],
+                             _known_keys(TextPreprocessing)] = Field(default_factory=dict,
+                                 description="Text preprocessing keys.")
+    encoder: Annotated[dict[str, Any],
+                       _known_keys(PassthroughEncoder)] = Field(default_factory=dict,
+                           description="Encoder keys.")
+    decoder: Annotated[dict[str, Any],
+                       _known_keys(TextExtractorDecoder)] = Field(default_factory=dict,
+                           description="Decoder keys.")
+    loss: Annotated[dict[str, Any], _known_keys(NextTokenLoss)] = Field(default_factory=dict,
+        description="Loss keys.")
 
 # %% ../nbs/00_config.ipynb #f8d4886a
 class DefaultsConfig(_Section):
     "Per-type feature defaults (LLMs: only `text`)."
-    text: TextDefaults = Field(default_factory=TextDefaults, description="Defaults for text features.")
+    text: TextDefaults = Field(default_factory=TextDefaults, description="Defaults for text "
+        "features.")
 
 # %% ../nbs/00_config.ipynb #4c68951b
 class Postprocessor(_Section):
     "What happens to the adapter after training."
-    merge_adapter_into_base_model: bool = Field(False, description="Merge the trained adapter into the base weights so the model loads as one.")
+    merge_adapter_into_base_model: bool = Field(False, description="Merge the trained adapter into "
+        "the base weights so the model loads as one.")
     progressbar: bool = Field(False, description="Show a progress bar while merging.")
 
 # %% ../nbs/00_config.ipynb #d410d216
 def _regex_or_list(v):
     if isinstance(v, str) and v != 'all-linear':
         try: re.compile(v)
-        except re.error as e: _fail(('', f"invalid regular expression (got {_show(v)}): {e}; allowed: a list of module names, a regex, or 'all-linear'"))
+        except re.error as e:
+            _fail(('', f"invalid regular expression (got {_show(v)}): {e}; allowed: a list of "
+                       f"module names, a regex, or 'all-linear'"))
     return v
 
+# %% ../nbs/00_config.ipynb #8155d345
 TargetModules = Annotated[Optional[Union[list[str], str]], AfterValidator(_regex_or_list)]
 _PRETRAINED = "Hub id or local folder of a trained adapter to start from (or to use with `trainer: none`)."
 
@@ -574,19 +738,34 @@ class LoraAdapter(_Section):
     r: int = Field(8, ge=1, description="LoRA attention dimension (rank).")
     alpha: Optional[int] = Field(None, ge=1, description="LoRA scaling alpha; null: 2·r.")
     dropout: float = Field(0.05, ge=0, le=1, description="Dropout probability of the LoRA layers.")
-    target_modules: TargetModules = Field(None, description="Module names, a regex of module names, or 'all-linear'; null: PEFT's default for the architecture.")
+    target_modules: TargetModules = Field(None, description="Module names, a regex of module "
+                                                            "names, or 'all-linear'; null: PEFT's "
+                                                            "default for the architecture.")
     use_rslora: bool = Field(False, description="Rank-stabilised LoRA: scale by alpha/sqrt(r).")
-    use_dora: bool = Field(False, description="Weight-decomposed LoRA (DoRA); not for quantized layers.")
-    bias_type: Literal['none', 'all', 'lora_only'] = Field('none', description="Which biases are trained.")
+    use_dora: bool = Field(False, description="Weight-decomposed LoRA (DoRA); not for quantized "
+                                              "layers.")
+    bias_type: Literal['none', 'all', 'lora_only'] = Field('none', description="Which biases are "
+        "trained.")
     pretrained_adapter_weights: Optional[str] = Field(None, description=_PRETRAINED)
-    postprocessor: Postprocessor = Field(default_factory=Postprocessor, description="Merge options.")
-    loraplus_lr_ratio: Optional[float] = Field(None, gt=0, description="LoRA+: learning-rate ratio of B to A matrices; null: off.")
-    init_lora_weights: Union[bool, Literal['default', 'gaussian', 'eva', 'olora', 'pissa', 'corda', 'loftq', 'orthogonal']] = Field(True, description="Initialisation of the LoRA weights (PEFT `init_lora_weights`); `default` (Ludwig's spelling) is `true`.")
-    eva_config: Optional[dict[str, Any]] = Field(None, description="PEFT EvaConfig keys; required with init_lora_weights: eva.")
-    loftq_config: Optional[dict[str, Any]] = Field(None, description="PEFT LoftQConfig keys; required with init_lora_weights: loftq.")
-    rank_pattern: Optional[dict[str, int]] = Field(None, description="Per-module rank overrides (regex → r).")
-    alpha_pattern: Optional[dict[str, int]] = Field(None, description="Per-module alpha overrides (regex → alpha).")
-    layer_replication: Optional[list[tuple[int, int]]] = Field(None, description="Layer ranges to replicate (PEFT `layer_replication`).")
+    postprocessor: Postprocessor = Field(default_factory=Postprocessor,
+                                         description="Merge options.")
+    loraplus_lr_ratio: Optional[float] = Field(None, gt=0, description="LoRA+: learning-rate ratio "
+        "of B to A matrices; null: off.")
+    init_lora_weights: Union[bool, Literal['default', 'gaussian', 'eva', 'olora', 'pissa', 'corda',
+                                           'loftq', 'orthogonal']] = Field(True,
+                                               description="Initialisation of the LoRA weights "
+                                                           "(PEFT `init_lora_weights`); `default` "
+                                                           "(Ludwig's spelling) is `true`.")
+    eva_config: Optional[dict[str, Any]] = Field(None, description="PEFT EvaConfig keys; required "
+        "with init_lora_weights: eva.")
+    loftq_config: Optional[dict[str, Any]] = Field(None, description="PEFT LoftQConfig keys; "
+        "required with init_lora_weights: loftq.")
+    rank_pattern: Optional[dict[str, int]] = Field(None, description="Per-module rank overrides "
+        "(regex → r).")
+    alpha_pattern: Optional[dict[str, int]] = Field(None, description="Per-module alpha overrides "
+        "(regex → alpha).")
+    layer_replication: Optional[list[tuple[int, int]]] = Field(None, description="Layer ranges to "
+        "replicate (PEFT `layer_replication`).")
 
     @model_validator(mode='after')
     def _resolve(self):
@@ -605,34 +784,45 @@ class AdaloraAdapter(LoraAdapter):
     tinit: int = Field(0, ge=0, description="Steps of initial fine-tuning warmup.")
     tfinal: int = Field(0, ge=0, description="Steps of final fine-tuning warmup.")
     delta_t: int = Field(1, ge=1, description="Steps between two budget allocations.")
-    beta1: float = Field(0.85, ge=0, le=1, description="EMA hyperparameter for sensitivity smoothing.")
-    beta2: float = Field(0.85, ge=0, le=1, description="EMA hyperparameter for uncertainty quantification.")
-    orth_reg_weight: float = Field(0.5, ge=0, description="Coefficient of the orthogonality regularisation.")
-    total_step: Optional[int] = Field(None, ge=1, description="Total training steps; null: computed from the trainer.")
+    beta1: float = Field(0.85, ge=0, le=1, description="EMA hyperparameter for sensitivity "
+                                                       "smoothing.")
+    beta2: float = Field(0.85, ge=0, le=1, description="EMA hyperparameter for uncertainty "
+                                                       "quantification.")
+    orth_reg_weight: float = Field(0.5, ge=0, description="Coefficient of the orthogonality "
+                                                          "regularisation.")
+    total_step: Optional[int] = Field(None, ge=1, description="Total training steps; null: "
+        "computed from the trainer.")
 
     @model_validator(mode='after')
     def _steps(self):
         if self.total_step is not None and self.tinit + self.tfinal >= self.total_step:
-            _fail(('total_step', f"must be greater than tinit + tfinal (got {self.total_step} <= {self.tinit} + {self.tfinal})"))
+            _fail(('total_step', f"must be greater than tinit + tfinal (got {self.total_step} <= "
+                                 f"{self.tinit} + {self.tfinal})"))
         return self
 
 # %% ../nbs/00_config.ipynb #b7ce55a8
 class IA3Adapter(_Section):
     "(IA)³: learned vectors that rescale keys, values and feed-forward activations."
     type: Literal['ia3'] = Field(description="(IA)³.")
-    target_modules: TargetModules = Field(None, description="Modules to apply (IA)³ to; null: PEFT's default.")
-    feedforward_modules: Optional[Union[list[str], str]] = Field(None, description="Modules treated as feed-forward (input scaled); a subset of target_modules.")
-    fan_in_fan_out: bool = Field(False, description="True for layers storing weights as (fan_in, fan_out), like GPT-2's Conv1D.")
-    modules_to_save: Optional[list[str]] = Field(None, description="Other modules to train and save.")
+    target_modules: TargetModules = Field(None, description="Modules to apply (IA)³ to; null: "
+                                                            "PEFT's default.")
+    feedforward_modules: Optional[Union[list[str], str]] = Field(None,
+        description="Modules treated as feed-forward (input scaled); a subset of target_modules.")
+    fan_in_fan_out: bool = Field(False, description="True for layers storing weights as (fan_in, "
+                                                    "fan_out), like GPT-2's Conv1D.")
+    modules_to_save: Optional[list[str]] = Field(None, description="Other modules to train and "
+        "save.")
     init_ia3_weights: bool = Field(True, description="Initialise the (IA)³ vectors.")
     pretrained_adapter_weights: Optional[str] = Field(None, description=_PRETRAINED)
-    postprocessor: Postprocessor = Field(default_factory=Postprocessor, description="Merge options.")
+    postprocessor: Postprocessor = Field(default_factory=Postprocessor,
+                                         description="Merge options.")
 
     @model_validator(mode='after')
     def _subset(self):
         t, f = self.target_modules, self.feedforward_modules
         if isinstance(t, list) and isinstance(f, list) and (extra := [m for m in f if m not in t]):
-            _fail(('feedforward_modules', f"must be a subset of target_modules (got {_show(extra)} not in {_show(t)})"))
+            _fail(('feedforward_modules', f"must be a subset of target_modules (got {_show(extra)} "
+                                          f"not in {_show(t)})"))
         return self
 
 # %% ../nbs/00_config.ipynb #73fb3dca
@@ -640,29 +830,37 @@ class PromptTuningAdapter(_Section):
     "Prompt tuning (ours): trainable virtual tokens before the prompt."
     type: Literal['prompt_tuning'] = Field(description="Prompt tuning.")
     num_virtual_tokens: int = Field(8, ge=1, description="Number of virtual tokens.")
-    prompt_tuning_init: Literal['random', 'text'] = Field('random', description="Initialise the virtual tokens randomly or from a text.")
-    prompt_tuning_init_text: Optional[str] = Field(None, description="Initial text; required when prompt_tuning_init is text.")
+    prompt_tuning_init: Literal['random', 'text'] = Field('random', description="Initialise the "
+        "virtual tokens randomly or from a text.")
+    prompt_tuning_init_text: Optional[str] = Field(None, description="Initial text; required when "
+        "prompt_tuning_init is text.")
     pretrained_adapter_weights: Optional[str] = Field(None, description=_PRETRAINED)
 
     @model_validator(mode='after')
     def _text(self):
         if self.prompt_tuning_init == 'text' and not self.prompt_tuning_init_text:
-            _fail(('prompt_tuning_init_text', "required when prompt_tuning_init is text (got null)"))
+            _fail(('prompt_tuning_init_text', "required when prompt_tuning_init is text (got "
+                                              "null)"))
         return self
 
 # %% ../nbs/00_config.ipynb #3589080b
 class _PeftAdapter(_Section):
     "Fields every other PEFT method shares: what to target, weights to start from, the merge step."
-    target_modules: TargetModules = Field(None, description="Module names, a regex, or 'all-linear'; null: the attention projections.")
+    target_modules: TargetModules = Field(None, description="Module names, a regex, or "
+                                                            "'all-linear'; null: the attention "
+                                                            "projections.")
     pretrained_adapter_weights: Optional[str] = Field(None, description=_PRETRAINED)
-    postprocessor: Postprocessor = Field(default_factory=Postprocessor, description="Merge options.")
+    postprocessor: Postprocessor = Field(default_factory=Postprocessor,
+                                         description="Merge options.")
 
 # %% ../nbs/00_config.ipynb #2389f1f5
 def _adapter(name, doc, **fields):
     "A `_PeftAdapter` section named `name` with `fields` (name → (type, Field)); one line per PEFT method."
     t = (Literal[name], Field(description=doc))
-    return create_model(f"{name.title().replace('_', '')}Adapter", __base__=_PeftAdapter, __doc__=doc, type=t, **fields)
+    return create_model(f"{name.title().replace('_', '')}Adapter", __base__=_PeftAdapter,
+                        __doc__=doc, type=t, **fields)
 
+# %% ../nbs/00_config.ipynb #ad45fac7
 _F = lambda t, d, desc, **kw: (t, Field(d, description=desc, **kw))
 VeraAdapter = _adapter('vera', "VeRA: shared random projections, trained scaling vectors.",
     r=_F(int, 256, "Rank of the shared projections.", ge=1),
@@ -675,10 +873,13 @@ FourierftAdapter = _adapter('fourierft', "FourierFT: a few trained Fourier coeff
     n_frequency=_F(int, 1000, "Trained spectral coefficients per layer.", ge=1),
     scaling=_F(float, 150.0, "Scaling of the update."))
 BoftAdapter = _adapter('boft', "BOFT: butterfly-factorised orthogonal fine-tuning.",
-    boft_block_size=_F(int, 4, "Block size.", ge=1), boft_n_butterfly_factor=_F(int, 1, "Butterfly factors.", ge=1),
+    boft_block_size=_F(int, 4, "Block size.", ge=1),
+    boft_n_butterfly_factor=_F(int, 1, "Butterfly factors.", ge=1),
     boft_dropout=_F(float, 0.05, "Dropout of BOFT layers.", ge=0, le=1))
-TinyloraAdapter = _adapter('tinylora', "TinyLoRA (LoRA-XS): a tiny trained matrix between frozen projections.",
-    r=_F(int, 2, "Rank of the frozen projections.", ge=1), u=_F(int, 64, "Trainable parameters per layer.", ge=1),
+TinyloraAdapter = _adapter('tinylora', "TinyLoRA (LoRA-XS): a tiny trained matrix between frozen "
+                                       "projections.",
+    r=_F(int, 2, "Rank of the frozen projections.", ge=1), u=_F(int, 64, "Trainable parameters per "
+        "layer.", ge=1),
     weight_tying=_F(float, 0.0, "Fraction of layers sharing weights.", ge=0, le=1),
     projection_seed=_F(int, 42, "Seed of the projections.", ge=0),
     save_projection=_F(bool, True, "Save the projections with the adapter."),
@@ -690,61 +891,89 @@ OftAdapter = _adapter('oft', "OFT: orthogonal fine-tuning.",
     r=_F(int, 0, "Number of blocks; 0: from oft_block_size.", ge=0),
     oft_block_size=_F(int, 32, "Block size; 0: from r.", ge=0),
     module_dropout=_F(float, 0.0, "Dropout of whole blocks.", ge=0, le=1),
-    coft=_F(bool, False, "Constrained OFT."), eps=_F(float, 6e-5, "COFT's freedom of rotation.", ge=0))
+    coft=_F(bool, False, "Constrained OFT."), eps=_F(float, 6e-5, "COFT's freedom of "
+        "rotation.", ge=0))
 HraAdapter = _adapter('hra', "HRA: Householder reflection adaptation.",
-    r=_F(int, 8, "Number of reflections.", ge=1), apply_GS=_F(bool, False, "Gram-Schmidt orthogonalisation."))
+    r=_F(int, 8, "Number of reflections.", ge=1), apply_GS=_F(bool, False, "Gram-Schmidt "
+        "orthogonalisation."))
 WaveftAdapter = _adapter('waveft', "WaveFT: trained wavelet coefficients.",
-    n_frequency=_F(int, 2592, "Trained coefficients per layer.", ge=1), scaling=_F(float, 25.0, "Scaling.", ge=0),
-    wavelet_family=_F(Literal['db1', 'db2', 'db3', 'haar', 'sym2', 'coif1'], 'db1', "Wavelet family."))
+    n_frequency=_F(int, 2592, "Trained coefficients per layer.", ge=1),
+    scaling=_F(float, 25.0, "Scaling.", ge=0),
+    wavelet_family=_F(Literal['db1', 'db2', 'db3', 'haar', 'sym2', 'coif1'], 'db1',
+                      "Wavelet family."))
 LnTuningAdapter = _adapter('ln_tuning', "LN tuning: train the layer norms only.")
 VbloraAdapter = _adapter('vblora', "VB-LoRA: low-rank factors mixed from a shared vector bank.",
     r=_F(int, 4, "Rank.", ge=1), num_vectors=_F(int, 256, "Vectors in the bank.", ge=1),
     vector_length=_F(int, 256, "Length of each vector (must divide the layer sizes).", ge=1),
-    topk=_F(int, 2, "Vectors mixed per factor.", ge=1), vblora_dropout=_F(float, 0.0, "Dropout.", ge=0, le=1),
+    topk=_F(int, 2, "Vectors mixed per factor.", ge=1),
+    vblora_dropout=_F(float, 0.0, "Dropout.", ge=0, le=1),
     save_only_topk_weights=_F(bool, False, "Save only the top-k logits (smaller; inference only)."))
 
-_MORE_ADAPTERS = (VeraAdapter, LohaAdapter, LokrAdapter, FourierftAdapter, BoftAdapter, TinyloraAdapter, C3AAdapter,
+_MORE_ADAPTERS = (VeraAdapter, LohaAdapter, LokrAdapter, FourierftAdapter, BoftAdapter,
+                  TinyloraAdapter, C3AAdapter,
                   OftAdapter, HraAdapter, WaveftAdapter, LnTuningAdapter, VbloraAdapter)
 
 # %% ../nbs/00_config.ipynb #8807ccc0
 def _adapter_type(v):
     return {'type': 'lora', **v} if isinstance(v, dict) and 'type' not in v else v
 
-Adapter = Annotated[Union[(LoraAdapter, AdaloraAdapter, IA3Adapter, PromptTuningAdapter, *_MORE_ADAPTERS)],
+# %% ../nbs/00_config.ipynb #b17d2e85
+Adapter = Annotated[Union[(LoraAdapter, AdaloraAdapter, IA3Adapter, PromptTuningAdapter,
+                           *_MORE_ADAPTERS)],
                     Discriminator('type'), BeforeValidator(_adapter_type)]
 
 # %% ../nbs/00_config.ipynb #8386d5ed
-_COMBINATIONS = ('linear', 'svd', 'ties', 'dare_linear', 'dare_ties', 'magnitude_prune',   # Ludwig's
-                 'cat', 'ties_svd', 'dare_linear_svd', 'dare_ties_svd', 'magnitude_prune_svd')  # and the rest of PEFT's
+# Ludwig's
+_COMBINATIONS = ('linear', 'svd', 'ties', 'dare_linear', 'dare_ties', 'magnitude_prune',
+                 # and the rest of PEFT's
+                 'cat', 'ties_svd', 'dare_linear_svd', 'dare_ties_svd', 'magnitude_prune_svd')
 
+# %% ../nbs/00_config.ipynb #2010b313
 class MergeAdapters(_Section):
     "A weighted merge of named adapters into one more (PEFT `add_weighted_adapter`)."
-    name: str = Field('merged', min_length=1, description="Name the merged adapter is registered under.")
-    sources: Optional[list[str]] = Field(None, description="Names of the adapters to merge; null: all of them.")
-    weights: Optional[list[float]] = Field(None, description="One weight per source; null: 1.0 each.")
-    combination_type: Literal[_COMBINATIONS] = Field('linear', description="PEFT's merge: `linear` (weighted sum of the LoRA factors), `svd` (rank-r SVD of the weighted sum of the updates), `ties`, `dare_linear`, `dare_ties`, `magnitude_prune` (on the factors); `cat` and the `*_svd` forms (on the updates) are PEFT's too.")
-    density: float = Field(0.5, ge=0, le=1, description="Fraction of values kept by `ties`, `dare_*` and `magnitude_prune`.")
+    name: str = Field('merged', min_length=1, description="Name the merged adapter is registered "
+                                                          "under.")
+    sources: Optional[list[str]] = Field(None, description="Names of the adapters to merge; null: "
+                                                           "all of them.")
+    weights: Optional[list[float]] = Field(None, description="One weight per source; null: 1.0 "
+        "each.")
+    combination_type: Literal[_COMBINATIONS] = Field('linear', description="PEFT's merge: `linear` "
+        "(weighted sum of the LoRA factors), `svd` (rank-r SVD of the weighted sum of the "
+        "updates), `ties`, `dare_linear`, `dare_ties`, `magnitude_prune` (on the factors); `cat` "
+        "and the `*_svd` forms (on the updates) are PEFT's too.")
+    density: float = Field(0.5, ge=0, le=1, description="Fraction of values kept by `ties`, "
+                                                        "`dare_*` and `magnitude_prune`.")
 
 # %% ../nbs/00_config.ipynb #4a9a9b85
 class NamedAdapters(_Section):
     "Several named adapters on one base model: one is trained (or used) per run, and they can be merged."
-    adapters: dict[str, Adapter] = Field(min_length=1, description="name → adapter section (as `adapter:`); in order, the first is the default `active`.")
-    active: Optional[str] = Field(None, description="The adapter this run trains (or predicts with); null: the first. May name `merge.name`.")
-    merge: Optional[MergeAdapters] = Field(None, description="Merge some of the adapters into a new one; null: no merge.")
+    adapters: dict[str, Adapter] = Field(min_length=1, description="name → adapter section (as "
+        "`adapter:`); in order, the first is the default `active`.")
+    active: Optional[str] = Field(None, description="The adapter this run trains (or predicts "
+                                                    "with); null: the first. May name "
+                                                    "`merge.name`.")
+    merge: Optional[MergeAdapters] = Field(None, description="Merge some of the adapters into a "
+        "new one; null: no merge.")
 
     @model_validator(mode='after')
     def _names(self):
         names, m, p = list(self.adapters), self.merge, []
         if m is not None:
             if m.sources is None: _fill(m, 'sources', names)
-            p += [('merge.sources', f"not an adapter name (got {_show(s)}); allowed: {', '.join(map(repr, names))}") for s in m.sources if s not in names]
+            p += [('merge.sources', f"not an adapter name (got {_show(s)}); allowed: "
+                                    f"{', '.join(map(repr, names))}") for s in m.sources if s not in names]
             if m.weights is not None and len(m.weights) != len(m.sources):
-                p.append(('merge.weights', f"needs one weight per source ({len(m.sources)}; got {len(m.weights)})"))
-            if m.name in names: p.append(('merge.name', f"is already an adapter's name (got {_show(m.name)}); allowed: a new name"))
+                p.append(('merge.weights', f"needs one weight per source ({len(m.sources)}; got "
+                                           f"{len(m.weights)})"))
+            if m.name in names:
+                p.append(('merge.name', f"is already an adapter's name (got {_show(m.name)}); "
+                                        f"allowed: a new name"))
             p += _merge_problems(self.adapters, m)
         ok = names + ([m.name] if m is not None else [])
         if self.active is None: _fill(self, 'active', names[0])
-        elif self.active not in ok: p.append(('active', f"not an adapter name (got {_show(self.active)}); allowed: {', '.join(map(repr, ok))}"))
+        elif self.active not in ok:
+            p.append(('active', f"not an adapter name (got {_show(self.active)}); allowed: "
+                                f"{', '.join(map(repr, ok))}"))
         if p: _fail(*p)
         return self
 
@@ -752,10 +981,12 @@ class NamedAdapters(_Section):
 def _merge_problems(adapters, m) -> list:
     "PEFT merges LoRA adapters only; all but `cat` and the SVD forms need one rank."
     src = [(s, adapters[s]) for s in m.sources if s in adapters]
-    p = [(f'adapters.{s}.type', f"PEFT merges LoRA adapters only (got {_show(a.type)}); allowed: 'lora'") for s, a in src if a.type != 'lora']
+    p = [(f'adapters.{s}.type', f"PEFT merges LoRA adapters only (got {_show(a.type)}); allowed: "
+                                f"'lora'") for s, a in src if a.type != 'lora']
     ranks = {a.r for _, a in src if a.type == 'lora'}
     if len(ranks) > 1 and m.combination_type != 'cat' and not m.combination_type.endswith('svd'):
-        p.append(('merge.combination_type', f"{m.combination_type} needs sources of one rank (got r {sorted(ranks)}); allowed: equal r, or svd / cat"))
+        p.append(('merge.combination_type', f"{m.combination_type} needs sources of one rank (got "
+                                            f"r {sorted(ranks)}); allowed: equal r, or svd / cat"))
     return p
 
 # %% ../nbs/00_config.ipynb #46b83e0f
@@ -770,16 +1001,22 @@ def _named_adapter_problems(c, ok) -> list:
     "`adapters:` against the rest: not with `adapter:`; with `trainer: none` every adapter it uses is a trained one."
     n, p = c.adapters, []
     if not ok(n, c.adapter, c.trainer) or n is None: return p
-    if c.adapter is not None: p.append(('adapters', "is Ludwig's multi-adapter form of `adapter`; set one of them (got both)"))
+    if c.adapter is not None:
+        p.append(('adapters', "is Ludwig's multi-adapter form of `adapter`; set one of them (got "
+                              "both)"))
     used = [n.active] if n.active in n.adapters else []
     used += [s for s in (n.merge.sources if n.merge else []) if s not in used]
     if c.trainer.type != 'finetune':
-        p += [(f'adapters.adapters.{s}', f"trainer.type {c.trainer.type!r} trains nothing, so this adapter needs "
-               "pretrained_adapter_weights (got null); allowed: a trained adapter folder, or trainer finetune")
+        p += [(f'adapters.adapters.{s}',
+               f"trainer.type {c.trainer.type!r} trains nothing, so this adapter needs "
+               "pretrained_adapter_weights (got null); allowed: a trained adapter folder, or "
+               "trainer finetune")
               for s in used if n.adapters[s].pretrained_adapter_weights is None]
-    p += [(f'adapters.adapters.{s}.postprocessor.merge_adapter_into_base_model', "not with several adapters (got true); "
-           "allowed: false (export the run's merged model with `llmnb export`)")
-          for s, a in n.adapters.items() if getattr(getattr(a, 'postprocessor', None), 'merge_adapter_into_base_model', False)]
+    p += [(f'adapters.adapters.{s}.postprocessor.merge_adapter_into_base_model', "not with several "
+           "adapters (got true); allowed: false (export the run's merged model with `llmnb "
+           "export`)")
+          for s, a in n.adapters.items() if getattr(getattr(a, 'postprocessor', None),
+                                                    'merge_adapter_into_base_model', False)]
     return p
 
 # %% ../nbs/00_config.ipynb #4b8fa087
@@ -787,36 +1024,53 @@ _TORCHAO_MODES = "'int4_weight_only', 'int8_weight_only', 'int8_dynamic' or 'flo
 _BNB_FIELDS = {'bits', 'llm_int8_threshold', 'llm_int8_has_fp16_weight', 'bnb_4bit_compute_dtype',
                 'bnb_4bit_use_double_quant', 'bnb_4bit_quant_type'}
 
+# %% ../nbs/00_config.ipynb #e289fb1d
 class QuantizationConfig(_Section):
     "Quantization of the base model: bitsandbytes 4/8 bits, or torchao's `mode`."
     bits: Literal[4, 8] = Field(4, description="Quantization level of the weights on load.")
-    llm_int8_threshold: float = Field(6.0, ge=0, description="Outlier threshold of LLM.int8(): larger hidden values are computed in fp16.")
-    llm_int8_has_fp16_weight: bool = Field(False, description="Run LLM.int8() with 16-bit main weights.")
-    bnb_4bit_compute_dtype: Literal['float32', 'float16', 'bfloat16'] = Field('float16', description="Compute dtype of 4-bit layers.")
-    bnb_4bit_use_double_quant: bool = Field(True, description="Nested quantization of the quantization constants.")
-    bnb_4bit_quant_type: Literal['fp4', 'nf4'] = Field('nf4', description="Data type of 4-bit weights.")
-    backend: Literal['bitsandbytes', 'torchao'] = Field('bitsandbytes', description="bitsandbytes (4/8 bits at load) or torchao (`mode`).")
-    mode: Optional[Literal['int4_weight_only', 'int8_weight_only', 'int8_dynamic', 'float8']] = Field(
+    llm_int8_threshold: float = Field(6.0, ge=0, description="Outlier threshold of LLM.int8(): "
+        "larger hidden values are computed in fp16.")
+    llm_int8_has_fp16_weight: bool = Field(False, description="Run LLM.int8() with 16-bit main "
+        "weights.")
+    bnb_4bit_compute_dtype: Literal['float32', 'float16', 'bfloat16'] = Field('float16',
+        description="Compute dtype of 4-bit layers.")
+    bnb_4bit_use_double_quant: bool = Field(True, description="Nested quantization of the "
+        "quantization constants.")
+    bnb_4bit_quant_type: Literal['fp4', 'nf4'] = Field('nf4', description="Data type of 4-bit "
+        "weights.")
+    backend: Literal['bitsandbytes', 'torchao'] = Field('bitsandbytes', description="bitsandbytes "
+        "(4/8 bits at load) or torchao (`mode`).")
+    mode: Optional[Literal['int4_weight_only', 'int8_weight_only', 'int8_dynamic',
+                           'float8']] = Field(
         None, description="torchao's quantization type (torchao only; required there).")
-    qat: bool = Field(False, description="torchao quantization-aware training (torchao only; not built yet: refused at load).")
+    qat: bool = Field(False, description="torchao quantization-aware training (torchao only; not "
+                                         "built yet: refused at load).")
 
     @model_validator(mode='after')
     def _backend(self):
         p = []
         if self.backend == 'torchao':
-            if self.mode is None: p.append(('mode', f"required with backend torchao (got null); allowed: {_TORCHAO_MODES}"))
-            for k in sorted(k for k in _BNB_FIELDS if getattr(self, k) != type(self).model_fields[k].default):
-                warn_once(f'quantization.{k}', f"quantization.{k}: a bitsandbytes field, ignored with backend torchao")  # Ludwig ignores them too
+            if self.mode is None:
+                p.append(('mode', f"required with backend torchao (got null); allowed: "
+                                  f"{_TORCHAO_MODES}"))
+            for k in sorted(k for k in _BNB_FIELDS if getattr(self,
+                k) != type(self).model_fields[k].default):
+                warn_once(f'quantization.{k}', f"quantization.{k}: a bitsandbytes field, ignored "
+                                               f"with backend torchao")  # Ludwig ignores them too
         else:
-            if self.mode is not None: p.append(('mode', f"only used with backend torchao (got {_show(self.mode)}); allowed: leave it out"))
-            if self.qat: p.append(('qat', "only used with backend torchao (got true); allowed: false"))
+            if self.mode is not None:
+                p.append(('mode', f"only used with backend torchao (got {_show(self.mode)}); "
+                                  f"allowed: leave it out"))
+            if self.qat:
+                p.append(('qat', "only used with backend torchao (got true); allowed: false"))
         if p: _fail(*p)
         return self
 
 # %% ../nbs/00_config.ipynb #a70255f8
 class RopeScaling(_Section):
     "Stretch the model's context with RoPE position interpolation."
-    rope_type: Literal['linear', 'dynamic'] = Field(description="Interpolation strategy (`type` is accepted as an alias).")
+    rope_type: Literal['linear', 'dynamic'] = Field(description="Interpolation strategy (`type` is "
+        "accepted as an alias).")
     factor: float = Field(gt=1, description="Scaling factor: new context ≈ context × factor.")
 
     @model_validator(mode='before')
@@ -825,7 +1079,8 @@ class RopeScaling(_Section):
         if isinstance(v, dict) and 'type' in v:
             v = dict(v); t = v.pop('type')
             if v.setdefault('rope_type', t) != t:
-                _fail(('type', f"conflicts with rope_type (got type={t!r}, rope_type={v['rope_type']!r}); allowed: one of them"))
+                _fail(('type', f"conflicts with rope_type (got type={t!r}, "
+                               f"rope_type={v['rope_type']!r}); allowed: one of them"))
         return v
 
 # %% ../nbs/00_config.ipynb #8859bbbc
@@ -834,21 +1089,33 @@ def _empty_none(v): return None if v == {} else v
 # %% ../nbs/00_config.ipynb #a8ac3932
 class ModelParameters(_Section):
     "Changes to the model at initialisation."
-    rope_scaling: Annotated[Optional[RopeScaling], BeforeValidator(_empty_none)] = Field(None, description="RoPE scaling; null or {}: off.")
-    neftune_noise_alpha: Annotated[float, BeforeValidator(lambda v: 0 if v is None else v)] = Field(0, ge=0, description="NEFTune: noise added to input embeddings in training; 0 or null: off.")
+    rope_scaling: Annotated[Optional[RopeScaling], BeforeValidator(_empty_none)] = Field(None,
+        description="RoPE scaling; null or {}: off.")
+    neftune_noise_alpha: Annotated[float,
+                                   BeforeValidator(lambda v: 0 if v is None else v)] = Field(0,
+                                       ge=0,
+                                       description="NEFTune: noise added to input embeddings in "
+                                                   "training; 0 or null: off.")
 
 # %% ../nbs/00_config.ipynb #cab47470
 PositiveOrAuto = Union[Annotated[int, Field(ge=1)], Literal['auto']]
 
-OptimizerName = Literal['adamw', 'adam', 'sgd', 'adagrad', 'adadelta', 'adamax', 'rmsprop', 'nadam', 'radam',
-                        'adamw_8bit', 'paged_adamw', 'paged_adamw_8bit', 'adam_8bit', 'paged_adam', 'paged_adam_8bit',
-                        'lion', 'lion_8bit', 'paged_lion', 'paged_lion_8bit', 'sgd_8bit', 'adagrad_8bit',
+OptimizerName = Literal['adamw', 'adam', 'sgd', 'adagrad', 'adadelta', 'adamax', 'rmsprop', 'nadam',
+                        'radam',
+                        'adamw_8bit', 'paged_adamw', 'paged_adamw_8bit', 'adam_8bit', 'paged_adam',
+                        'paged_adam_8bit',
+                        'lion', 'lion_8bit', 'paged_lion', 'paged_lion_8bit', 'sgd_8bit',
+                        'adagrad_8bit',
                         'rmsprop_8bit', 'lamb', 'lamb_8bit', 'lars', 'lars_8bit', 'adafactor']
 
+# %% ../nbs/00_config.ipynb #a823e667
 class OptimizerConfig(_Section):
     "Optimizer and its parameters; each is passed to the optimizer when it takes it (else warned about)."
-    type: OptimizerName = Field('adamw', description="A torch.optim, bitsandbytes (8-bit, paged, Lion, LAMB, LARS) or transformers (Adafactor) optimizer.")
-    betas: tuple[float, float] = Field((0.9, 0.999), description="Adam-family momentum coefficients.")
+    type: OptimizerName = Field('adamw', description="A torch.optim, bitsandbytes (8-bit, paged, "
+                                                     "Lion, LAMB, LARS) or transformers "
+                                                     "(Adafactor) optimizer.")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="Adam-family momentum "
+        "coefficients.")
     eps: float = Field(1e-8, gt=0, description="Adam-family numerical epsilon.")
     weight_decay: float = Field(0.0, ge=0, description="Decoupled weight decay.")
     momentum: float = Field(0.0, ge=0, description="SGD / RMSprop momentum.")
@@ -861,59 +1128,90 @@ class OptimizerConfig(_Section):
     alpha: float = Field(0.99, ge=0, description="RMSprop smoothing constant.")
     centered: bool = Field(False, description="RMSprop: normalise by the centred second moment.")
     momentum_decay: float = Field(0.004, ge=0, description="NAdam momentum decay.")
-    percentile_clipping: int = Field(100, ge=1, le=100, description="bitsandbytes: adaptive clipping percentile; 100: off.")
+    percentile_clipping: int = Field(100, ge=1, le=100, description="bitsandbytes: adaptive "
+        "clipping percentile; 100: off.")
     block_wise: bool = Field(True, description="bitsandbytes: quantize optimizer state block-wise.")
-    max_unorm: Optional[float] = Field(None, ge=0, description="bitsandbytes LAMB/LARS: most update norm relative to the weight norm; null: the optimizer's default.")
-    scale_parameter: bool = Field(False, description="Adafactor: scale the rate by the parameter's RMS.")
-    relative_step: bool = Field(False, description="Adafactor: time-dependent rate instead of `learning_rate`.")
+    max_unorm: Optional[float] = Field(None, ge=0, description="bitsandbytes LAMB/LARS: most "
+        "update norm relative to the weight norm; null: the optimizer's default.")
+    scale_parameter: bool = Field(False, description="Adafactor: scale the rate by the parameter's "
+                                                     "RMS.")
+    relative_step: bool = Field(False, description="Adafactor: time-dependent rate instead of "
+                                                   "`learning_rate`.")
     warmup_init: bool = Field(False, description="Adafactor: warmup in relative-step mode.")
 
-DecayName = Literal['cosine', 'linear', 'constant', 'exponential', 'one_cycle', 'inverse_sqrt', 'polynomial', 'wsd']
+# %% ../nbs/00_config.ipynb #f2cc911e
+DecayName = Literal['cosine', 'linear', 'constant', 'exponential', 'one_cycle', 'inverse_sqrt',
+                    'polynomial', 'wsd']
 
 # %% ../nbs/00_config.ipynb #b17b0b6a
 class LRSchedulerConfig(_Section):
     "Learning-rate warmup and decay."
-    decay: Optional[DecayName] = Field('cosine', description="Decay after warmup; null or constant: none.")
-    warmup_fraction: float = Field(0.03, ge=0, lt=1, description="Fraction of training steps spent warming up.")
-    warmup_evaluations: Optional[float] = Field(None, ge=0, description="Warmup length in evaluation intervals; overrides warmup_fraction.")
-    decay_steps: int = Field(10000, ge=1, description="Exponential decay: steps for one factor of decay_rate.")
+    decay: Optional[DecayName] = Field('cosine', description="Decay after warmup; null or "
+        "constant: none.")
+    warmup_fraction: float = Field(0.03, ge=0, lt=1, description="Fraction of training steps spent "
+        "warming up.")
+    warmup_evaluations: Optional[float] = Field(None, ge=0, description="Warmup length in "
+        "evaluation intervals; overrides warmup_fraction.")
+    decay_steps: int = Field(10000, ge=1, description="Exponential decay: steps for one factor of "
+                                                      "decay_rate.")
     decay_rate: float = Field(0.96, gt=0, le=1, description="Exponential decay factor.")
     staircase: bool = Field(False, description="Exponential decay in whole decay_steps intervals.")
-    reduce_on_plateau: int = Field(0, ge=0, description="Most times to reduce the rate on a plateau; 0: off.")
-    reduce_on_plateau_patience: int = Field(10, ge=0, description="Evaluations without improvement before a reduction.")
+    reduce_on_plateau: int = Field(0, ge=0, description="Most times to reduce the rate on a "
+                                                        "plateau; 0: off.")
+    reduce_on_plateau_patience: int = Field(10, ge=0, description="Evaluations without improvement "
+        "before a reduction.")
     reduce_on_plateau_rate: float = Field(0.1, gt=0, le=1, description="Factor of each reduction.")
-    reduce_eval_metric: Literal['loss', 'perplexity'] = Field('loss', description="Metric watched for plateaus.")
-    reduce_eval_split: Literal['training', 'validation', 'training_set'] = Field('training', description="Split watched for plateaus (training: the steps' loss).")
-    t_0: Optional[int] = Field(None, ge=1, description="Cosine restarts: steps of the first cycle; null: no restarts.")
+    reduce_eval_metric: Literal['loss', 'perplexity'] = Field('loss', description="Metric watched "
+        "for plateaus.")
+    reduce_eval_split: Literal['training', 'validation', 'training_set'] = Field('training',
+        description="Split watched for plateaus (training: the steps' loss).")
+    t_0: Optional[int] = Field(None, ge=1, description="Cosine restarts: steps of the first cycle; "
+                                                       "null: no restarts.")
     t_mult: int = Field(1, ge=1, description="Cosine restarts: cycle length multiplier.")
     eta_min: float = Field(0.0, ge=0, description="Cosine: lowest learning rate.")
-    max_lr: Optional[float] = Field(None, gt=0, description="one_cycle: peak rate; null: learning_rate.")
+    max_lr: Optional[float] = Field(None, gt=0, description="one_cycle: peak rate; null: "
+                                                            "learning_rate.")
     pct_start: float = Field(0.3, gt=0, lt=1, description="one_cycle: fraction of steps rising.")
-    div_factor: float = Field(25.0, gt=0, description="one_cycle: initial rate = max_lr / div_factor.")
-    final_div_factor: float = Field(1e4, gt=0, description="one_cycle: final rate = initial / final_div_factor.")
+    div_factor: float = Field(25.0, gt=0, description="one_cycle: initial rate = max_lr / "
+                                                      "div_factor.")
+    final_div_factor: float = Field(1e4, gt=0, description="one_cycle: final rate = initial / "
+                                                           "final_div_factor.")
     inverse_sqrt_warmup_steps: int = Field(4000, ge=0, description="inverse_sqrt: warmup steps.")
     polynomial_power: float = Field(1.0, gt=0, description="polynomial: power of the decay.")
     polynomial_end_lr: float = Field(0.0, ge=0, description="polynomial: final rate.")
-    wsd_warmup_fraction: float = Field(0.1, ge=0, le=1, description="wsd: fraction of steps warming up.")
-    wsd_stable_fraction: float = Field(0.8, ge=0, le=1, description="wsd: fraction of steps at the peak rate.")
-    wsd_decay_fraction: float = Field(0.1, ge=0, le=1, description="wsd: fraction of steps decaying.")
+    wsd_warmup_fraction: float = Field(0.1, ge=0, le=1, description="wsd: fraction of steps "
+        "warming up.")
+    wsd_stable_fraction: float = Field(0.8, ge=0, le=1, description="wsd: fraction of steps at the "
+        "peak rate.")
+    wsd_decay_fraction: float = Field(0.1, ge=0, le=1, description="wsd: fraction of steps "
+        "decaying.")
 
 # %% ../nbs/00_config.ipynb #5192be72
 class GradientClipping(_Section):
     "Gradient clipping."
-    clipglobalnorm: Optional[float] = Field(1.0, gt=0, description="Clip the global gradient norm; null: off.")
-    clipnorm: Optional[float] = Field(None, gt=0, description="Clip each parameter's gradient norm; null: off.")
-    clipvalue: Optional[float] = Field(None, gt=0, description="Clip gradient values to ±clipvalue; null: off.")
+    clipglobalnorm: Optional[float] = Field(1.0, gt=0, description="Clip the global gradient norm; "
+        "null: off.")
+    clipnorm: Optional[float] = Field(None, gt=0, description="Clip each parameter's gradient "
+        "norm; null: off.")
+    clipvalue: Optional[float] = Field(None, gt=0, description="Clip gradient values to "
+        "±clipvalue; null: off.")
 
 # %% ../nbs/00_config.ipynb #312ef061
-ValidationMetric = Literal['loss', 'perplexity', 'next_token_perplexity', 'token_accuracy', 'sequence_accuracy']
+ValidationMetric = Literal['loss', 'perplexity', 'next_token_perplexity', 'token_accuracy',
+                           'sequence_accuracy']
 
+# %% ../nbs/00_config.ipynb #f9ef45fc
 class _TrainerBase(_Section):
-    validation_field: Optional[str] = Field(None, description="Output feature watched for early stopping and best checkpoint; null: the output feature.")
-    validation_metric: Annotated[ValidationMetric, BeforeValidator(lambda v: 'loss' if v is None else v)] = Field('loss', description="Metric that picks the best checkpoint and drives early stopping: loss or perplexity (lower is better), token_accuracy or sequence_accuracy (teacher-forced, higher is better).")
-    evaluate_training_set: bool = Field(False, description="Also evaluate on the whole training set at each evaluation.")
-    skip_all_evaluation: bool = Field(False, description="Skip evaluation entirely (no best checkpoint, no early stopping).")
-    seed: int = Field(42, description="Random seed for shuffling, splitting, adapter initialisation and random retrieval.")
+    validation_field: Optional[str] = Field(None, description="Output feature watched for early "
+        "stopping and best checkpoint; null: the output feature.")
+    validation_metric: Annotated[ValidationMetric,
+                                 BeforeValidator(lambda v: 'loss' if v is None else v)] = Field('loss', description="Metric that picks the best checkpoint and drives early stopping: loss or perplexity (lower is better), token_accuracy or sequence_accuracy (teacher-forced, higher is better).")
+    evaluate_training_set: bool = Field(False, description="Also evaluate on the whole training "
+                                                           "set at each evaluation.")
+    skip_all_evaluation: bool = Field(False, description="Skip evaluation entirely (no best "
+                                                         "checkpoint, no early stopping).")
+    seed: int = Field(42, description="Random seed for shuffling, splitting, adapter "
+                                      "initialisation and random retrieval.")
     base_learning_rate: float = Field(0.0, ge=0, description="Ludwig ECD option.")
     enable_profiling: bool = Field(False, description="Ludwig profiler option.")
     profiler: Optional[dict[str, Any]] = Field(None, description="Ludwig profiler options.")
@@ -939,68 +1237,108 @@ class NoneTrainer(_TrainerBase):
 def _auto_learning_rate(v):
     "Ludwig's `learning_rate: auto` runs a learning-rate finder; llmnb has none: the default rate, said once."
     if v != 'auto': return v
-    warn_once('trainer.learning_rate', "trainer.learning_rate: 'auto' (a learning-rate search) is not implemented; using 2e-4")
+    warn_once('trainer.learning_rate', "trainer.learning_rate: 'auto' (a learning-rate search) is "
+                                       "not implemented; using 2e-4")
     return 2e-4
 
 # %% ../nbs/00_config.ipynb #0873d389
 class FinetuneTrainer(_TrainerBase):
     "Supervised fine-tuning of the base model or an adapter."
     type: Literal['finetune'] = Field(description="Fine-tune.")
-    validation_metric: Annotated[ValidationMetric, BeforeValidator(lambda v: 'loss' if v is None else v)] = Field('sequence_accuracy', description="Metric that keeps the best checkpoint and drives early stopping: sequence_accuracy (ours: the share of validation rows whose whole answer is the top choice token by token, i.e. what greedy decoding writes; ties go to the lower loss, so a long answer no row matches falls back to loss), token_accuracy, loss or perplexity.")
-    learning_rate: Annotated[float, Field(gt=0, le=1), BeforeValidator(_auto_learning_rate)] = Field(2e-4, description="Peak learning rate; 'auto' (Ludwig's finder): the default, with a warning.")
-    epochs: int = Field(3, ge=1, description="Passes over the training set; overridden by train_steps.")
-    train_steps: Optional[int] = Field(None, ge=1, description="Total optimizer steps; null: from epochs.")
-    batch_size: PositiveOrAuto = Field(8, description="Rows per training step; 'auto': the largest that fits.")
-    eval_batch_size: Optional[PositiveOrAuto] = Field(None, description="Rows per evaluation batch; null: batch_size.")
-    gradient_accumulation_steps: PositiveOrAuto = Field(1, description="Steps to accumulate gradients over per update.")
-    max_batch_size: Optional[int] = Field(None, ge=1, description="Cap for 'auto' batch size; null: no cap.")
-    eval_steps: Optional[int] = Field(None, ge=0, description="Batches of the validation set used per evaluation; null or 0: all of it.")
-    early_stop: int = Field(3, ge=-1, description="Evaluations without improvement before stopping; -1: off.")
+    validation_metric: Annotated[ValidationMetric,
+                                 BeforeValidator(lambda v: 'loss' if v is None else v)] = Field('sequence_accuracy', description="Metric that keeps the best checkpoint and drives early stopping: sequence_accuracy (ours: the share of validation rows whose whole answer is the top choice token by token, i.e. what greedy decoding writes; ties go to the lower loss, so a long answer no row matches falls back to loss), token_accuracy, loss or perplexity.")
+    learning_rate: Annotated[float, Field(gt=0, le=1),
+                             BeforeValidator(_auto_learning_rate)] = Field(2e-4,
+                                 description="Peak learning rate; 'auto' (Ludwig's finder): the "
+                                             "default, with a warning.")
+    epochs: int = Field(3, ge=1, description="Passes over the training set; overridden by "
+                                             "train_steps.")
+    train_steps: Optional[int] = Field(None, ge=1, description="Total optimizer steps; null: from "
+        "epochs.")
+    batch_size: PositiveOrAuto = Field(8, description="Rows per training step; 'auto': the largest "
+                                                      "that fits.")
+    eval_batch_size: Optional[PositiveOrAuto] = Field(None, description="Rows per evaluation "
+        "batch; null: batch_size.")
+    gradient_accumulation_steps: PositiveOrAuto = Field(1, description="Steps to accumulate "
+        "gradients over per update.")
+    max_batch_size: Optional[int] = Field(None, ge=1, description="Cap for 'auto' batch size; "
+        "null: no cap.")
+    eval_steps: Optional[int] = Field(None, ge=0, description="Batches of the validation set used "
+        "per evaluation; null or 0: all of it.")
+    early_stop: int = Field(3, ge=-1, description="Evaluations without improvement before "
+                                                  "stopping; -1: off.")
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig, description="Optimizer.")
-    learning_rate_scheduler: LRSchedulerConfig = Field(default_factory=LRSchedulerConfig, description="Warmup and decay.")
-    gradient_clipping: GradientClipping = Field(default_factory=GradientClipping, description="Gradient clipping.")
+    learning_rate_scheduler: LRSchedulerConfig = Field(default_factory=LRSchedulerConfig,
+                                                       description="Warmup and decay.")
+    gradient_clipping: GradientClipping = Field(default_factory=GradientClipping,
+                                                description="Gradient clipping.")
     enable_gradient_checkpointing: bool = Field(False, description="Trade compute for memory.")
-    use_mixed_precision: Optional[bool] = Field(None, description="bf16/fp16 autocast; null: on when the device supports bf16.")
-    steps_per_checkpoint: int = Field(0, ge=0, description="Evaluate and checkpoint every N steps; 0: per epoch.")
-    checkpoints_per_epoch: int = Field(0, ge=0, description="Checkpoints per epoch; exclusive with steps_per_checkpoint.")
+    use_mixed_precision: Optional[bool] = Field(None, description="bf16/fp16 autocast; null: on "
+        "when the device supports bf16.")
+    steps_per_checkpoint: int = Field(0, ge=0, description="Evaluate and checkpoint every N steps; "
+                                                           "0: per epoch.")
+    checkpoints_per_epoch: int = Field(0, ge=0, description="Checkpoints per epoch; exclusive with "
+                                                            "steps_per_checkpoint.")
     should_shuffle: bool = Field(True, description="Shuffle training rows each epoch.")
-    layers_to_freeze_regex: Optional[str] = Field(None, description="Regex of parameter names to freeze.")
-    compile: bool = Field(False, description="torch.compile the model (accelerate's inductor backend).")
-    trackers: list[Literal['tensorboard', 'wandb', 'mlflow', 'trackio', 'comet_ml', 'aim', 'clearml', 'dvclive', 'swanlab']] = Field(
-        ['tensorboard'], description="Experiment trackers (accelerate's `log_with`), logging to `logs/` in the run; []: none (ours).")
-    packing: bool = Field(True, description="Pack several short examples into one sequence (ours: on by default).")
-    packing_max_sequences_per_pack: int = Field(8, ge=1, description="Most examples in one pack (more packs per step when rows are many).")
+    layers_to_freeze_regex: Optional[str] = Field(None, description="Regex of parameter names to "
+        "freeze.")
+    compile: bool = Field(False, description="torch.compile the model (accelerate's inductor "
+                                             "backend).")
+    trackers: list[Literal['tensorboard', 'wandb', 'mlflow', 'trackio', 'comet_ml', 'aim',
+                           'clearml', 'dvclive', 'swanlab']] = Field(
+        ['tensorboard'], description="Experiment trackers (accelerate's `log_with`), logging to "
+                                     "`logs/` in the run; []: none (ours).")
+    packing: bool = Field(True, description="Pack several short examples into one sequence (ours: "
+                                            "on by default).")
+    packing_max_sequences_per_pack: int = Field(8, ge=1, description="Most examples in one pack "
+        "(more packs per step when rows are many).")
     effective_batch_size: PositiveOrAuto = Field('auto', description="Ludwig ECD option.")
     regularization_type: Optional[str] = Field('l2', description="Ludwig ECD option.")
     regularization_lambda: float = Field(0.0, ge=0, description="Ludwig ECD option.")
-    learning_rate_scaling: Literal['constant', 'sqrt', 'linear'] = Field('linear', description="Ludwig ECD option.")
+    learning_rate_scaling: Literal['constant', 'sqrt', 'linear'] = Field('linear',
+        description="Ludwig ECD option.")
     bucketing_field: Optional[str] = Field(None, description="Ludwig ECD option.")
     increase_batch_size_on_plateau: int = Field(0, ge=0, description="Ludwig ECD option.")
     increase_batch_size_on_plateau_patience: int = Field(5, ge=0, description="Ludwig ECD option.")
     increase_batch_size_on_plateau_rate: float = Field(2.0, ge=0, description="Ludwig ECD option.")
     increase_batch_size_eval_metric: str = Field('loss', description="Ludwig ECD option.")
     increase_batch_size_eval_split: str = Field('training', description="Ludwig ECD option.")
-    loss_balancing: Literal['none', 'log_transform', 'uncertainty', 'famo', 'gradnorm', 'nash_mtl', 'pareto_mtl'] = Field('none', description="Ludwig multi-task loss balancing.")
+    loss_balancing: Literal['none', 'log_transform', 'uncertainty', 'famo', 'gradnorm', 'nash_mtl',
+                            'pareto_mtl'] = Field('none',
+                                                  description="Ludwig multi-task loss balancing.")
     loss_balancing_alpha: float = Field(1.5, description="Ludwig multi-task loss balancing.")
     loss_balancing_lr: float = Field(0.01, description="Ludwig multi-task loss balancing.")
-    loss_balancing_preference_vector: Optional[list[float]] = Field(None, description="Ludwig multi-task loss balancing.")
-    loss_balancing_tchebycheff_weight: float = Field(0.5, ge=0, le=1, description="Ludwig multi-task loss balancing.")
-    contrastive_pretrain_epochs: int = Field(0, ge=0, description="Ludwig multimodal pre-alignment.")
-    contrastive_pretrain_temperature: float = Field(0.07, ge=0, description="Ludwig multimodal pre-alignment.")
-    contrastive_pretrain_projection_dim: int = Field(128, ge=1, description="Ludwig multimodal pre-alignment.")
-    contrastive_pretrain_learnable_temperature: bool = Field(True, description="Ludwig multimodal pre-alignment.")
-    modality_dropout: float = Field(0.0, ge=0, le=1, description="Ludwig multimodal feature dropout.")
-    model_soup: Optional[Literal['uniform', 'greedy']] = Field(None, description="Ludwig: average the top checkpoints' weights.")
+    loss_balancing_preference_vector: Optional[list[float]] = Field(None,
+        description="Ludwig multi-task loss balancing.")
+    loss_balancing_tchebycheff_weight: float = Field(0.5, ge=0, le=1,
+                                                     description="Ludwig multi-task loss balancing.")
+    contrastive_pretrain_epochs: int = Field(0, ge=0, description="Ludwig multimodal "
+        "pre-alignment.")
+    contrastive_pretrain_temperature: float = Field(0.07, ge=0, description="Ludwig multimodal "
+        "pre-alignment.")
+    contrastive_pretrain_projection_dim: int = Field(128, ge=1, description="Ludwig multimodal "
+        "pre-alignment.")
+    contrastive_pretrain_learnable_temperature: bool = Field(True, description="Ludwig multimodal "
+        "pre-alignment.")
+    modality_dropout: float = Field(0.0, ge=0, le=1, description="Ludwig multimodal feature "
+        "dropout.")
+    model_soup: Optional[Literal['uniform', 'greedy']] = Field(None, description="Ludwig: average "
+        "the top checkpoints' weights.")
     model_soup_top_k: int = Field(5, ge=1, description="Ludwig: checkpoints in the soup.")
 
     @model_validator(mode='after')
     def _rules(self):
         p = []
         if self.steps_per_checkpoint and self.checkpoints_per_epoch:
-            p.append(('checkpoints_per_epoch', f"cannot be combined with steps_per_checkpoint (got {self.checkpoints_per_epoch} and {self.steps_per_checkpoint}); allowed: one of them non-zero"))
+            p.append(('checkpoints_per_epoch', f"cannot be combined with steps_per_checkpoint (got "
+                                               f"{self.checkpoints_per_epoch} and "
+                                               f"{self.steps_per_checkpoint}); allowed: one of "
+                                               f"them non-zero"))
         if self.layers_to_freeze_regex is not None:
             try: re.compile(self.layers_to_freeze_regex)
-            except re.error as e: p.append(('layers_to_freeze_regex', f"invalid regular expression (got {_show(self.layers_to_freeze_regex)}): {e}"))
+            except re.error as e:
+                p.append(('layers_to_freeze_regex', f"invalid regular expression (got "
+                                                    f"{_show(self.layers_to_freeze_regex)}): {e}"))
         if p: _fail(*p)
         return self
 
@@ -1009,15 +1347,20 @@ def _beta_alias(v):
     "Ludwig's alignment examples write `beta:` for `<type>_beta`: rename it, with a note (render-config shows it)."
     if not (isinstance(v, dict) and 'beta' in v): return v
     key = f"{v.get('type')}_beta"
-    if key in v: _fail(('beta', f"given together with {key} (got beta {_show(v['beta'])}, {key} {_show(v[key])}); allowed: one of them"))
-    warn_once(f'trainer.beta:{key}', f"trainer.beta: Ludwig's example spelling of trainer.{key}; read as {key}: {v['beta']}")
+    if key in v:
+        _fail(('beta', f"given together with {key} (got beta {_show(v['beta'])}, {key} "
+                       f"{_show(v[key])}); allowed: one of them"))
+    warn_once(f'trainer.beta:{key}', f"trainer.beta: Ludwig's example spelling of trainer.{key}; "
+                                     f"read as {key}: {v['beta']}")
     return {**{k: x for k, x in v.items() if k != 'beta'}, key: v['beta']}
 
 # %% ../nbs/00_config.ipynb #77712deb
 class _PreferenceTrainer(FinetuneTrainer):
     "What the alignment trainers add to fine-tuning: the rejected column (every fine-tuning field still applies)."
-    rejected_column: str = Field('rejected', description="Column of the rejected completions; the output feature names the chosen one.")
-    validation_metric: Annotated[Literal['loss', 'perplexity', 'next_token_perplexity'], BeforeValidator(lambda v: 'loss' if v is None else v)] = Field('loss', description="Metric that keeps the best checkpoint: the preference loss (answers are compared, not matched).")
+    rejected_column: str = Field('rejected', description="Column of the rejected completions; the "
+                                                         "output feature names the chosen one.")
+    validation_metric: Annotated[Literal['loss', 'perplexity', 'next_token_perplexity'],
+                                 BeforeValidator(lambda v: 'loss' if v is None else v)] = Field('loss', description="Metric that keeps the best checkpoint: the preference loss (answers are compared, not matched).")
     @model_validator(mode='before')
     @classmethod
     def _alias(cls, v): return _beta_alias(v)
@@ -1025,12 +1368,16 @@ class _PreferenceTrainer(FinetuneTrainer):
 # %% ../nbs/00_config.ipynb #b6f1e866
 _REF = "Reference log-probs computed once before training (TRL's `precompute_ref_log_probs`); false: on the fly (the base under `disable_adapter()`, or a frozen copy with `adapter: null`)."
 
+# %% ../nbs/00_config.ipynb #3ebbcd03
 class DpoTrainer(_PreferenceTrainer):
     "Direct Preference Optimization (Rafailov et al. 2023): chosen over rejected, against a frozen reference."
     type: Literal['dpo'] = Field(description="DPO.")
-    dpo_beta: float = Field(0.1, gt=0, description="How far the policy may move from the reference (the KL weight).")
-    dpo_loss_type: Literal['sigmoid', 'ipo'] = Field('sigmoid', description="sigmoid: DPO; ipo: squared loss on the per-token log-ratio margin.")
-    dpo_label_smoothing: float = Field(0.0, ge=0, le=0.5, description="Probability that a pair is mislabelled (conservative DPO); 0: none.")
+    dpo_beta: float = Field(0.1, gt=0, description="How far the policy may move from the reference "
+                                                   "(the KL weight).")
+    dpo_loss_type: Literal['sigmoid', 'ipo'] = Field('sigmoid', description="sigmoid: DPO; ipo: "
+        "squared loss on the per-token log-ratio margin.")
+    dpo_label_smoothing: float = Field(0.0, ge=0, le=0.5, description="Probability that a pair is "
+        "mislabelled (conservative DPO); 0: none.")
     precompute_ref_log_probs: bool = Field(False, description=_REF)
 
 # %% ../nbs/00_config.ipynb #ed0d4fde
@@ -1038,8 +1385,10 @@ class KtoTrainer(_PreferenceTrainer):
     "Kahneman-Tversky Optimization (Ethayarajh et al. 2024): desirable and undesirable answers, unpaired."
     type: Literal['kto'] = Field(description="KTO.")
     kto_beta: float = Field(0.1, gt=0, description="KTO temperature.")
-    desirable_weight: float = Field(1.0, gt=0, description="Loss weight of desirable (chosen) answers.")
-    undesirable_weight: float = Field(1.0, gt=0, description="Loss weight of undesirable (rejected) answers.")
+    desirable_weight: float = Field(1.0, gt=0, description="Loss weight of desirable (chosen) "
+                                                           "answers.")
+    undesirable_weight: float = Field(1.0, gt=0, description="Loss weight of undesirable "
+        "(rejected) answers.")
 
 # %% ../nbs/00_config.ipynb #94cc0959
 class OrpoTrainer(_PreferenceTrainer):
@@ -1051,56 +1400,79 @@ class OrpoTrainer(_PreferenceTrainer):
 class Reward(_Section):
     "One built-in GRPO reward (safe: no code from a config), scored per completion and summed with `weight`."
     type: Literal['exact', 'contains', 'regex', 'json', 'json_schema', 'length'] = Field(
-        description="exact / contains: the reference column's text; regex: a search; json: parses; json_schema: validates; length: penalty past max_length.")
-    column: Optional[str] = Field(None, description="exact, contains: the column holding the reference answer.")
-    pattern: Optional[str] = Field(None, description="regex: the pattern searched for (1 if found, else 0).")
-    json_schema: Optional[dict[str, Any]] = Field(None, alias='schema', description="json_schema: the JSON schema completions must satisfy.")
-    max_length: Optional[int] = Field(None, ge=1, description="length: characters allowed before the penalty (-excess/max_length).")
+        description="exact / contains: the reference column's text; regex: a search; json: parses; "
+                    "json_schema: validates; length: penalty past max_length.")
+    column: Optional[str] = Field(None, description="exact, contains: the column holding the "
+                                                    "reference answer.")
+    pattern: Optional[str] = Field(None, description="regex: the pattern searched for (1 if found, "
+                                                     "else 0).")
+    json_schema: Optional[dict[str, Any]] = Field(None, alias='schema', description="json_schema: "
+        "the JSON schema completions must satisfy.")
+    max_length: Optional[int] = Field(None, ge=1, description="length: characters allowed before "
+        "the penalty (-excess/max_length).")
     weight: float = Field(1.0, description="Weight of this reward in the sum.")
 
     @model_validator(mode='after')
     def _needs(self):
-        need = dict(exact='column', contains='column', regex='pattern', json_schema='json_schema', length='max_length').get(self.type)
-        if need and getattr(self, need) is None: _fail((need if need != 'json_schema' else 'schema', f"required by a {self.type} reward"))
+        need = dict(exact='column', contains='column', regex='pattern', json_schema='json_schema',
+                    length='max_length').get(self.type)
+        if need and getattr(self, need) is None:
+            _fail((need if need != 'json_schema' else 'schema', f"required by a {self.type} "
+                f"reward"))
         if self.pattern is not None:
             try: re.compile(self.pattern)
-            except re.error as e: _fail(('pattern', f"invalid regular expression (got {_show(self.pattern)}): {e}"))
+            except re.error as e:
+                _fail(('pattern', f"invalid regular expression (got {_show(self.pattern)}): {e}"))
         return self
 
 # %% ../nbs/00_config.ipynb #a1d9655e
 class GrpoTrainer(_PreferenceTrainer):
     "Group Relative Policy Optimization (Shao et al. 2024): online with rewards, else Ludwig's offline chosen/rejected."
     type: Literal['grpo'] = Field(description="GRPO.")
-    grpo_beta: float = Field(0.04, ge=0, description="Weight of the KL term to the reference; 0: no reference pass.")
-    grpo_epsilon: float = Field(0.2, ge=0, le=1, description="PPO clipping of the probability ratio.")
-    grpo_num_generations: int = Field(4, description="Completions sampled per prompt (the group); at least 2.")
-    rewards: list[Reward] = Field([], description="Built-in rewards (online GRPO); []: offline, from chosen/rejected, unless `LLM.train(reward_functions=...)`.")
+    grpo_beta: float = Field(0.04, ge=0, description="Weight of the KL term to the reference; 0: "
+                                                     "no reference pass.")
+    grpo_epsilon: float = Field(0.2, ge=0, le=1, description="PPO clipping of the probability "
+        "ratio.")
+    grpo_num_generations: int = Field(4, description="Completions sampled per prompt (the group); "
+                                                     "at least 2.")
+    rewards: list[Reward] = Field([], description="Built-in rewards (online GRPO); []: offline, "
+                                                  "from chosen/rejected, unless "
+                                                  "`LLM.train(reward_functions=...)`.")
 
     @model_validator(mode='after')
     def _group(self):
-        if self.grpo_num_generations < 2: _fail(('grpo_num_generations', f"must be at least 2 (got {self.grpo_num_generations}): "
-                                                 "advantages are normalised within a group; allowed: an integer >= 2"))
+        if self.grpo_num_generations < 2: _fail(('grpo_num_generations',
+                                                 f"must be at least 2 (got "
+                                                 f"{self.grpo_num_generations}): "
+                                                 "advantages are normalised within a group; "
+                                                 "allowed: an integer >= 2"))
         return self
 
+# %% ../nbs/00_config.ipynb #c53e841b
 PREFERENCE_TRAINERS = ('dpo', 'kto', 'orpo', 'grpo')
 
 # %% ../nbs/00_config.ipynb #59c0b601
 def _trainer_type(v):
     return {'type': 'none', **v} if isinstance(v, dict) and 'type' not in v else v
 
-Trainer = Annotated[Union[FinetuneTrainer, NoneTrainer, DpoTrainer, KtoTrainer, OrpoTrainer, GrpoTrainer],
+# %% ../nbs/00_config.ipynb #b1e50ca1
+Trainer = Annotated[Union[FinetuneTrainer, NoneTrainer, DpoTrainer, KtoTrainer, OrpoTrainer,
+                          GrpoTrainer],
                     Discriminator('type'), BeforeValidator(_trainer_type)]
 
 # %% ../nbs/00_config.ipynb #ce6b59d7
 def _no_constrained_beams(v):
     "`force_words_ids` needs constrained beam search, which transformers 5 moved to Hub code that llmnb does not run."
-    if v: _fail(('', "constrained beam search is not part of transformers 5 (it moved to code on the Hub, which llmnb "
+    if v: _fail(('',
+                 "constrained beam search is not part of transformers 5 (it moved to code on the "
+                 "Hub, which llmnb "
                      f"does not run) (got {_show(v)}); allowed: null"))
     return v
 
 # %% ../nbs/00_config.ipynb #051d40bd
 _SAMPLING_ONLY = ('temperature', 'top_p', 'top_k', 'typical_p', 'epsilon_cutoff', 'eta_cutoff')
 
+# %% ../nbs/00_config.ipynb #1c166c87
 class GenerationSettings(_Section):
     "Decoding settings; field names are `transformers.GenerationConfig`'s."
 
@@ -1111,44 +1483,72 @@ class GenerationSettings(_Section):
         if not isinstance(v, dict): return v
         f = cls.model_fields
         return {k: x for k, x in v.items() if x is not None or k not in f or f[k].default is None}
-    max_new_tokens: int = Field(32, ge=1, description="Most tokens to generate. When not set (or null): the output's max_sequence_length, else global_max_sequence_length, else the longest training target + 25% (text outputs), else 32.")
+    max_new_tokens: int = Field(32, ge=1, description="Most tokens to generate. When not set (or "
+                                                      "null): the output's max_sequence_length, "
+                                                      "else global_max_sequence_length, else the "
+                                                      "longest training target + 25% (text "
+                                                      "outputs), else 32.")
     temperature: float = Field(0.1, ge=0, description="Sampling temperature (with do_sample).")
     min_new_tokens: Optional[int] = Field(None, ge=0, description="Fewest tokens to generate.")
-    max_length: int = Field(32, ge=1, description="Most tokens of prompt + generation; overridden by max_new_tokens.")
-    min_length: int = Field(0, ge=0, description="Fewest tokens of prompt + generation; overridden by min_new_tokens.")
-    do_sample: bool = Field(False, description="Sample; false: greedy or beam search (ours: false by default).")
+    max_length: int = Field(32, ge=1, description="Most tokens of prompt + generation; overridden "
+                                                  "by max_new_tokens.")
+    min_length: int = Field(0, ge=0, description="Fewest tokens of prompt + generation; overridden "
+                                                 "by min_new_tokens.")
+    do_sample: bool = Field(False, description="Sample; false: greedy or beam search (ours: false "
+                                               "by default).")
     num_beams: int = Field(1, ge=1, description="Beams for beam search; 1: no beam search.")
     use_cache: bool = Field(True, description="Reuse past key/values to speed up decoding.")
-    prompt_lookup_num_tokens: Optional[int] = Field(None, ge=0, description="Candidate tokens for prompt-lookup decoding.")
-    top_k: int = Field(50, ge=0, description="Keep the k most likely tokens (sampling / contrastive search).")
-    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling: keep the smallest set with probability ≥ top_p.")
-    early_stopping: Union[bool, Literal['never']] = Field(False, description="Beam search stopping condition: true, false, or 'never'.")
+    prompt_lookup_num_tokens: Optional[int] = Field(None, ge=0, description="Candidate tokens for "
+        "prompt-lookup decoding.")
+    top_k: int = Field(50, ge=0, description="Keep the k most likely tokens (sampling / "
+                                             "contrastive search).")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling: keep the smallest set "
+                                                      "with probability ≥ top_p.")
+    early_stopping: Union[bool, Literal['never']] = Field(False, description="Beam search stopping "
+        "condition: true, false, or 'never'.")
     max_time: Optional[float] = Field(None, gt=0, description="Most seconds of generation.")
     num_beam_groups: int = Field(1, ge=1, description="Groups of beams for diverse beam search.")
-    penalty_alpha: Optional[float] = Field(None, gt=0, description="Contrastive search degeneration penalty (needs top_k > 1).")
+    penalty_alpha: Optional[float] = Field(None, gt=0, description="Contrastive search "
+        "degeneration penalty (needs top_k > 1).")
     typical_p: float = Field(1.0, gt=0, le=1, description="Locally typical sampling mass.")
     epsilon_cutoff: float = Field(0.0, ge=0, lt=1, description="Epsilon sampling cutoff; 0: off.")
     eta_cutoff: float = Field(0.0, ge=0, lt=1, description="Eta sampling cutoff; 0: off.")
-    diversity_penalty: float = Field(0.0, ge=0, description="Diverse beam search penalty (needs num_beam_groups > 1).")
+    diversity_penalty: float = Field(0.0, ge=0, description="Diverse beam search penalty (needs "
+                                                            "num_beam_groups > 1).")
     repetition_penalty: float = Field(1.0, gt=0, description="Repetition penalty; 1.0: none.")
-    encoder_repetition_penalty: float = Field(1.0, gt=0, description="Penalty on tokens not in the input; 1.0: none.")
-    length_penalty: float = Field(1.0, description="Beam search length exponent (> 0 favours longer).")
-    no_repeat_ngram_size: int = Field(0, ge=0, description="If > 0, n-grams of that size occur at most once.")
-    bad_words_ids: Optional[list[list[int]]] = Field(None, description="Token id sequences never generated.")
-    force_words_ids: Annotated[Optional[Union[list[list[int]], list[list[list[int]]]]], AfterValidator(_no_constrained_beams)] = Field(None, description="Token id sequences that must be generated.")
+    encoder_repetition_penalty: float = Field(1.0, gt=0, description="Penalty on tokens not in the "
+        "input; 1.0: none.")
+    length_penalty: float = Field(1.0, description="Beam search length exponent (> 0 favours "
+                                                   "longer).")
+    no_repeat_ngram_size: int = Field(0, ge=0, description="If > 0, n-grams of that size occur at "
+                                                           "most once.")
+    bad_words_ids: Optional[list[list[int]]] = Field(None, description="Token id sequences never "
+        "generated.")
+    force_words_ids: Annotated[Optional[Union[list[list[int]], list[list[list[int]]]]],
+                               AfterValidator(_no_constrained_beams)] = Field(None,
+                                   description="Token id sequences that must be generated.")
     renormalize_logits: bool = Field(False, description="Renormalise logits after processors.")
     forced_bos_token_id: Optional[int] = Field(None, ge=0, description="Token forced first.")
-    forced_eos_token_id: Optional[Union[int, list[int]]] = Field(None, description="Token(s) forced last at max_length.")
+    forced_eos_token_id: Optional[Union[int, list[int]]] = Field(None,
+        description="Token(s) forced last at max_length.")
     remove_invalid_values: bool = Field(False, description="Replace nan/inf logits.")
-    exponential_decay_length_penalty: Optional[tuple[int, float]] = Field(None, description="(start_index, decay_factor) length penalty.")
+    exponential_decay_length_penalty: Optional[tuple[int, float]] = Field(None,
+        description="(start_index, decay_factor) length penalty.")
     suppress_tokens: Optional[list[int]] = Field(None, description="Tokens never generated.")
-    begin_suppress_tokens: Optional[list[int]] = Field(None, description="Tokens not generated first.")
-    forced_decoder_ids: Optional[list[list[int]]] = Field(None, description="Forced (position, token) pairs.")
-    sequence_bias: Optional[list[tuple[list[int], float]]] = Field(None, description="[[token ids], bias] pairs added to the logits.")
-    guidance_scale: Optional[float] = Field(None, ge=0, description="Classifier-free guidance scale; > 1 enables it.")
-    pad_token_id: Optional[int] = Field(None, ge=0, description="Padding token; null: the tokenizer's.")
-    bos_token_id: Optional[int] = Field(None, ge=0, description="Beginning-of-sequence token; null: the tokenizer's.")
-    eos_token_id: Optional[Union[int, list[int]]] = Field(None, description="End-of-sequence token(s); null: the tokenizer's.")
+    begin_suppress_tokens: Optional[list[int]] = Field(None, description="Tokens not generated "
+        "first.")
+    forced_decoder_ids: Optional[list[list[int]]] = Field(None, description="Forced (position, "
+        "token) pairs.")
+    sequence_bias: Optional[list[tuple[list[int], float]]] = Field(None,
+        description="[[token ids], bias] pairs added to the logits.")
+    guidance_scale: Optional[float] = Field(None, ge=0, description="Classifier-free guidance "
+        "scale; > 1 enables it.")
+    pad_token_id: Optional[int] = Field(None, ge=0, description="Padding token; null: the "
+        "tokenizer's.")
+    bos_token_id: Optional[int] = Field(None, ge=0, description="Beginning-of-sequence token; "
+        "null: the tokenizer's.")
+    eos_token_id: Optional[Union[int, list[int]]] = Field(None, description="End-of-sequence "
+        "token(s); null: the tokenizer's.")
 
     @model_validator(mode='after')
     def _consistent(self):
@@ -1159,17 +1559,23 @@ class GenerationSettings(_Section):
 def _generation_problems(g):
     p = []
     if g.num_beam_groups > g.num_beams:
-        p.append(('num_beam_groups', f"must be <= num_beams (got {g.num_beam_groups} > {g.num_beams})"))
+        p.append(('num_beam_groups', f"must be <= num_beams (got {g.num_beam_groups} > "
+                                     f"{g.num_beams})"))
     elif g.num_beams % g.num_beam_groups:
-        p.append(('num_beam_groups', f"must divide num_beams (got num_beams={g.num_beams}, num_beam_groups={g.num_beam_groups})"))
+        p.append(('num_beam_groups', f"must divide num_beams (got num_beams={g.num_beams}, "
+                                     f"num_beam_groups={g.num_beam_groups})"))
     if g.diversity_penalty > 0 and g.num_beam_groups <= 1:
-        p.append(('diversity_penalty', f"needs num_beam_groups > 1 (got diversity_penalty={g.diversity_penalty}, num_beam_groups={g.num_beam_groups})"))
+        p.append(('diversity_penalty', f"needs num_beam_groups > 1 (got "
+                                       f"diversity_penalty={g.diversity_penalty}, "
+                                       f"num_beam_groups={g.num_beam_groups})"))
     if g.do_sample and g.num_beam_groups > 1:
-        p.append(('do_sample', f"diverse beam search cannot sample (got do_sample=true, num_beam_groups={g.num_beam_groups}); allowed: do_sample false"))
+        p.append(('do_sample', f"diverse beam search cannot sample (got do_sample=true, "
+                               f"num_beam_groups={g.num_beam_groups}); allowed: do_sample false"))
     if g.penalty_alpha is not None and g.top_k <= 1:
         p.append(('penalty_alpha', f"contrastive search needs top_k > 1 (got top_k={g.top_k})"))
     if g.min_new_tokens is not None and g.min_new_tokens > g.max_new_tokens:
-        p.append(('min_new_tokens', f"must be <= max_new_tokens (got {g.min_new_tokens} > {g.max_new_tokens})"))
+        p.append(('min_new_tokens', f"must be <= max_new_tokens (got {g.min_new_tokens} > "
+                                    f"{g.max_new_tokens})"))
     if g.do_sample and g.temperature <= 0:
         p.append(('temperature', f"must be > 0 when do_sample is true (got {g.temperature})"))
     if g.suppress_tokens:
@@ -1177,7 +1583,8 @@ def _generation_problems(g):
             v = getattr(g, k)
             ids = {v} if isinstance(v, int) else set(v or [])
             if ids and ids <= set(g.suppress_tokens):
-                p.append((k, f"every forced token is also in suppress_tokens (got {sorted(ids)}); allowed: remove it from one of them"))
+                p.append((k, f"every forced token is also in suppress_tokens (got {sorted(ids)}); "
+                             f"allowed: remove it from one of them"))
     return p
 
 # %% ../nbs/00_config.ipynb #7ef21927
@@ -1193,11 +1600,13 @@ def _hf_kwargs(self: GenerationSettings) -> dict:
     if self.num_beam_groups == 1: d.pop('diversity_penalty')
     return d
 
+# %% ../nbs/00_config.ipynb #f58d76f7
 GenerationSettings.hf_kwargs = _hf_kwargs
 
 # %% ../nbs/00_config.ipynb #3c52126f
 Strategy = Literal['ddp', 'fsdp', 'deepspeed', 'horovod', 'auto']
 
+# %% ../nbs/00_config.ipynb #82c66204
 def _strategy_dict(v):
     "Ludwig's long form `strategy: {type: deepspeed, zero_optimization: ...}`: the type, and the rest as its config."
     if isinstance(v, dict) and isinstance(v.get('strategy'), dict):
@@ -1209,11 +1618,15 @@ def _strategy_dict(v):
 class BackendTrainer(_Section):
     "How the processes share the work; the processes are started by `accelerate launch` or `torchrun`."
     _long_form = model_validator(mode='before')(_strategy_dict)
-    strategy_config: Optional[dict[str, Any]] = Field(None, description="The strategy's own config (Ludwig's long form of `strategy`); deepspeed: a DeepSpeed config.")
-    strategy: Strategy = Field('auto', description="ddp / fsdp / deepspeed; auto: what `accelerate launch` was configured with (DDP on several processes).")
+    strategy_config: Optional[dict[str, Any]] = Field(None, description="The strategy's own config "
+        "(Ludwig's long form of `strategy`); deepspeed: a DeepSpeed config.")
+    strategy: Strategy = Field('auto', description="ddp / fsdp / deepspeed; auto: what `accelerate "
+                                                   "launch` was configured with (DDP on several "
+                                                   "processes).")
     use_gpu: Optional[bool] = Field(None, description="Ray: workers on GPUs.")
     num_workers: Optional[int] = Field(None, ge=1, description="Ray: workers.")
-    resources_per_worker: Optional[dict[str, Any]] = Field(None, description="Ray: resources of each worker.")
+    resources_per_worker: Optional[dict[str, Any]] = Field(None, description="Ray: resources of "
+        "each worker.")
 
 # %% ../nbs/00_config.ipynb #adfe27f3
 def _backend(v):
@@ -1223,10 +1636,12 @@ def _backend(v):
 # %% ../nbs/00_config.ipynb #8a435a18
 class BackendConfig(_Section):
     "Where training runs: this machine's processes (`local`), or Ray (`ray`, needs the `ray` extra)."
-    type: Literal['local', 'ray'] = Field('local', description="local: the processes accelerate or torchrun started; ray: Ray Train (extra `ray`).")
+    type: Literal['local', 'ray'] = Field('local', description="local: the processes accelerate or "
+        "torchrun started; ray: Ray Train (extra `ray`).")
     cache_dir: Optional[str] = Field(None, description="Ludwig dataset cache.")
     cache_credentials: Optional[dict[str, Any]] = Field(None, description="Ludwig dataset cache.")
-    trainer: BackendTrainer = Field(default_factory=BackendTrainer, description="Distribution strategy.")
+    trainer: BackendTrainer = Field(default_factory=BackendTrainer, description="Distribution "
+        "strategy.")
     processor: Optional[dict[str, Any]] = Field(None, description="Ray processor options.")
     loader: Optional[dict[str, Any]] = Field(None, description="Ray loader options.")
 
@@ -1241,30 +1656,50 @@ def _not_supported(msg):
 class LLMConfig(_Section):
     "A Ludwig `model_type: llm` config, validated, with every default filled in."
     model_type: Literal['llm'] = Field('llm', description="Always `llm` (may be omitted).")
-    base_model: BaseModelName = Field(description="Preset name, Hub id `org/name`, or local folder / .gguf file.")
+    base_model: BaseModelName = Field(description="Preset name, Hub id `org/name`, or local folder "
+                                                  "/ .gguf file.")
     input_features: InputFeatures = Field(description="Exactly one text input feature.")
-    output_features: OutputFeatures = Field(description="Exactly one output feature: text or category.")
-    prompt: PromptConfig = Field(default_factory=PromptConfig, description="Prompt template, task and retrieval.")
-    preprocessing: PreprocessingConfig = Field(default_factory=PreprocessingConfig, description="Global preprocessing.")
-    defaults: DefaultsConfig = Field(default_factory=DefaultsConfig, description="Defaults merged into the text features.")
-    adapter: Optional[Adapter] = Field(None, description="PEFT adapter; null: full fine-tuning (with trainer finetune).")
-    quantization: Optional[QuantizationConfig] = Field(None, description="Load the base model in 4 or 8 bits; null: off.")
-    model_parameters: Optional[ModelParameters] = Field(None, description="RoPE scaling and NEFTune; null: off.")
-    trainer: Trainer = Field(default_factory=NoneTrainer, description="`finetune` or `none` (default).")
-    generation: GenerationSettings = Field(default_factory=GenerationSettings, description="Decoding settings.")
-    backend: Annotated[BackendConfig, BeforeValidator(_backend)] = Field(default_factory=BackendConfig, description="Where training runs.")
+    output_features: OutputFeatures = Field(description="Exactly one output feature: text or "
+                                                        "category.")
+    prompt: PromptConfig = Field(default_factory=PromptConfig, description="Prompt template, task "
+        "and retrieval.")
+    preprocessing: PreprocessingConfig = Field(default_factory=PreprocessingConfig,
+                                               description="Global preprocessing.")
+    defaults: DefaultsConfig = Field(default_factory=DefaultsConfig, description="Defaults merged "
+        "into the text features.")
+    adapter: Optional[Adapter] = Field(None, description="PEFT adapter; null: full fine-tuning "
+                                                         "(with trainer finetune).")
+    quantization: Optional[QuantizationConfig] = Field(None, description="Load the base model in 4 "
+        "or 8 bits; null: off.")
+    model_parameters: Optional[ModelParameters] = Field(None, description="RoPE scaling and "
+        "NEFTune; null: off.")
+    trainer: Trainer = Field(default_factory=NoneTrainer, description="`finetune` or `none` "
+        "(default).")
+    generation: GenerationSettings = Field(default_factory=GenerationSettings,
+                                           description="Decoding settings.")
+    backend: Annotated[BackendConfig,
+                       BeforeValidator(_backend)] = Field(default_factory=BackendConfig,
+                                                          description="Where training runs.")
     trust_remote_code: bool = Field(False, description="Allow models whose code lives on the Hub.")
-    ludwig_version: Optional[str] = Field(None, description="Written by Ludwig's `render_config`; accepted for compatibility.")
-    ludwig_defaults: bool = Field(False, description="Ours: Ludwig 0.17's defaults where llmnb's differ (`DEFAULT_CHANGES`); keys set here win.")
-    is_multimodal: Annotated[bool, _not_supported("multimodal models are not supported yet (got true); allowed: false")] = Field(False, description="Not supported yet.")
-    hyperopt: Optional[dict[str, Any]] = Field(None, description="Accepted and ignored (with a warning).")
-    adapters: Optional[NamedAdapters] = Field(None, description="Several named adapters (Ludwig's multi-adapter form; instead of `adapter`): one trains per run, `merge` combines them.")
+    ludwig_version: Optional[str] = Field(None, description="Written by Ludwig's `render_config`; "
+                                                            "accepted for compatibility.")
+    ludwig_defaults: bool = Field(False, description="Ours: Ludwig 0.17's defaults where llmnb's "
+                                                     "differ (`DEFAULT_CHANGES`); keys set here "
+                                                     "win.")
+    is_multimodal: Annotated[bool, _not_supported("multimodal models are not supported yet (got "
+                                                  "true); allowed: false")] = Field(False,
+                                                      description="Not supported yet.")
+    hyperopt: Optional[dict[str, Any]] = Field(None, description="Accepted and ignored (with a "
+        "warning).")
+    adapters: Optional[NamedAdapters] = Field(None, description="Several named adapters (Ludwig's "
+        "multi-adapter form; instead of `adapter`): one trains per run, `merge` combines them.")
 
     @model_validator(mode='before')
     @classmethod
     def _before(cls, raw):
         if isinstance(raw, dict) and raw.get('model_type', 'llm') != 'llm':
-            _fail(('model_type', f"llmnb runs only LLM configs (got {_show(raw['model_type'])}); allowed: 'llm'"))
+            _fail(('model_type', f"llmnb runs only LLM configs (got {_show(raw['model_type'])}); "
+                                 f"allowed: 'llm'"))
         return _normalise(raw) if isinstance(raw, dict) else raw
 
     @model_validator(mode='after')
@@ -1275,7 +1710,8 @@ class LLMConfig(_Section):
     @property
     def input_feature(self) -> TextInputFeature: return self.input_features[0]
     @property
-    def output_feature(self) -> Union[TextOutputFeature, CategoryOutputFeature]: return self.output_features[0]
+    def output_feature(self) -> Union[TextOutputFeature,
+                                      CategoryOutputFeature]: return self.output_features[0]
 
 # %% ../nbs/00_config.ipynb #47926f55
 def _merge(base: dict, over: dict) -> dict:
@@ -1291,10 +1727,13 @@ def _normalise(raw: dict) -> dict:
     d = (raw.get('defaults') or {}).get('text') if isinstance(raw.get('defaults'), dict) else None
     if not isinstance(d, dict) or not any(d.values()): return raw
     raw = dict(raw)
-    for key, sections in (('input_features', ('preprocessing', 'encoder')), ('output_features', ('preprocessing', 'decoder', 'loss'))):
-        feats, over = raw.get(key), {s: d[s] for s in sections if isinstance(d.get(s), dict) and d[s]}
+    for key, sections in (('input_features', ('preprocessing', 'encoder')),
+                          ('output_features', ('preprocessing', 'decoder', 'loss'))):
+        feats, over = raw.get(key), {s: d[s] for s in sections if isinstance(d.get(s),
+            dict) and d[s]}
         if not isinstance(feats, list) or not over: continue
-        raw[key] = [_merge(over, f) if isinstance(f, dict) and f.get('type') == 'text' else f for f in feats]
+        raw[key] = [_merge(over, f) if isinstance(f,
+                                                  dict) and f.get('type') == 'text' else f for f in feats]
     return raw
 
 # %% ../nbs/00_config.ipynb #2c608c39
@@ -1304,26 +1743,44 @@ def _cross_problems(c) -> list:
     p, ad, q, tr = [], c.adapter, c.quantization, c.trainer
     p += _named_adapter_problems(c, ok)
     p += _text_parser_problems(c, ok)
-    if ok(ad, tr) and ad is not None and tr.type == 'none' and ad.pretrained_adapter_weights is None:
-        p.append(('adapter', f"an adapter needs trainer.type: finetune (got trainer.type {tr.type!r}); allowed: trainer finetune, or adapter.pretrained_adapter_weights to predict with a trained adapter"))
+    if ok(ad,
+          tr) and ad is not None and tr.type == 'none' and ad.pretrained_adapter_weights is None:
+        p.append(('adapter', f"an adapter needs trainer.type: finetune (got trainer.type "
+                             f"{tr.type!r}); allowed: trainer finetune, or "
+                             f"adapter.pretrained_adapter_weights to predict with a trained "
+                             f"adapter"))
     t = ad if ad is not None or not ok(c.adapters) else _trained_adapter(c)
-    if ok(q, ad, tr, c.adapters) and q is not None and tr.type != 'none' and (t is None or t.type != 'lora'):
-        p.append(('quantization', f"fine-tuning a quantized model needs adapter.type: lora (got adapter {'null' if t is None else repr(t.type)}); allowed: adapter {{type: lora}}, or no quantization"))
-    if ok(q, ad) and q is not None and ad is not None and q.backend == 'bitsandbytes' and q.bits == 4 and getattr(ad, 'postprocessor', None) and ad.postprocessor.merge_adapter_into_base_model:
-        p.append(('adapter.postprocessor.merge_adapter_into_base_model', "merging an adapter into a 4-bit quantized model is unsupported (got quantization.bits 4); allowed: quantization.bits: 8, or no quantization"))
+    if ok(q, ad, tr,
+          c.adapters) and q is not None and tr.type != 'none' and (t is None or t.type != 'lora'):
+        p.append(('quantization', f"fine-tuning a quantized model needs adapter.type: lora (got "
+                                  f"adapter {'null' if t is None else repr(t.type)}); allowed: "
+                                  f"adapter {{type: lora}}, or no quantization"))
+    if ok(q,
+          ad) and q is not None and ad is not None and q.backend == 'bitsandbytes' and q.bits == 4 and getattr(ad, 'postprocessor', None) and ad.postprocessor.merge_adapter_into_base_model:
+        p.append(('adapter.postprocessor.merge_adapter_into_base_model', "merging an adapter into "
+            "a 4-bit quantized model is unsupported (got quantization.bits 4); allowed: "
+            "quantization.bits: 8, or no quantization"))
     if ok(c.prompt, c.output_features, c.input_features):
         out = c.output_features[0]
         if c.prompt.template is not None and out.column in template_fields(c.prompt.template):
-            p.append(('prompt.template', f"references the output column {{{out.column}}}, which would leak the answer into the prompt; allowed: input columns, {{__sample__}}, {{__task__}}, {{__context__}}"))
+            p.append(('prompt.template', f"references the output column {{{out.column}}}, which "
+                                         f"would leak the answer into the prompt; allowed: input "
+                                         f"columns, {{__sample__}}, {{__task__}}, {{__context__}}"))
         uses_input = c.prompt.template is None or '__sample__' in template_fields(c.prompt.template)
         if c.input_features[0].column == out.column and uses_input:
-            p.append(('input_features[0].column', f"is the output column too (got {out.column!r}); allowed: a different column, or a prompt template"))
+            p.append(('input_features[0].column', f"is the output column too (got {out.column!r}); "
+                                                  f"allowed: a different column, or a prompt "
+                                                  f"template"))
         if ok(tr) and tr.type in PREFERENCE_TRAINERS and out.type != 'text':
-            p.append(('output_features[0].type', f"trainer.type {tr.type} trains on text answers (got {out.type!r}); allowed: text"))
+            p.append(('output_features[0].type', f"trainer.type {tr.type} trains on text answers "
+                                                 f"(got {out.type!r}); allowed: text"))
         if ok(tr) and tr.validation_field not in (None, out.name, 'combined'):
-            p.append(('trainer.validation_field', f"not an output feature (got {tr.validation_field!r}); allowed: {out.name!r}"))
+            p.append(('trainer.validation_field', f"not an output feature (got "
+                                                  f"{tr.validation_field!r}); allowed: "
+                                                  f"{out.name!r}"))
     return p
 
+# %% ../nbs/00_config.ipynb #3d4a888b
 _FAILED = object()
 
 # %% ../nbs/00_config.ipynb #737a8490
@@ -1353,7 +1810,8 @@ def _walk(loc, root=None):
         if isinstance(part, int): out += f'[{part}]'; ann = (get_args(ann) or [Any])[0]; continue
         if o is dict: out += f'.{part}'; ann = (get_args(ann) or [Any, Any])[-1]; continue
         out += f'.{part}'
-        if _is_model(ann): parent, f = ann, ann.model_fields.get(part); ann = f.annotation if f else None
+        if _is_model(ann):
+            parent, f = ann, ann.model_fields.get(part); ann = f.annotation if f else None
         else: ann = None
     return out.lstrip('.'), _unwrap(ann), parent
 
@@ -1365,14 +1823,16 @@ def _unknown_key(key, allowed):
 # %% ../nbs/00_config.ipynb #52cd1ea7
 def _tags(ann) -> list:
     "The `type` tags of a discriminated union's members."
-    return [get_args(m.model_fields['type'].annotation)[0] for m in map(_unwrap, get_args(ann)) if _is_model(m) and 'type' in m.model_fields]
+    return [get_args(m.model_fields['type'].annotation)[0] for m in map(_unwrap,
+        get_args(ann)) if _is_model(m) and 'type' in m.model_fields]
 
 # %% ../nbs/00_config.ipynb #e685da6e
 def _describe(e, ann):
     "(what was wrong, what is allowed) for one pydantic error."
     t, ctx = e['type'], e.get('ctx', {})
     num = 'an integer' if ann is int else 'a number'
-    bounds = {'greater_than_equal': '>=', 'greater_than': '>', 'less_than_equal': '<=', 'less_than': '<'}
+    bounds = {'greater_than_equal': '>=', 'greater_than': '>', 'less_than_equal': '<=',
+              'less_than': '<'}
     if t in bounds:
         lim = next(iter(ctx.values()))
         if isinstance(lim, float) and lim.is_integer(): lim = int(lim)
@@ -1383,9 +1843,11 @@ def _describe(e, ann):
     if t == 'string_type': return "must be a string", "a string"
     if t == 'literal_error': return "invalid value", ctx['expected']
     if t in ('list_type', 'tuple_type'): return "must be a list", "a list"
-    if t in ('dict_type', 'model_type', 'model_attributes_type'): return "must be a mapping of keys", "a mapping"
+    if t in ('dict_type', 'model_type', 'model_attributes_type'):
+        return "must be a mapping of keys", "a mapping"
     if t == 'union_tag_invalid': return "unknown type", ctx.get('expected_tags')
-    if t == 'union_tag_not_found': return "required key is missing", ', '.join(map(repr, _tags(ann)))
+    if t == 'union_tag_not_found':
+        return "required key is missing", ', '.join(map(repr, _tags(ann)))
     return e['msg'].removeprefix('Value error, ').lower(), None
 
 # %% ../nbs/00_config.ipynb #f9018cfb
@@ -1402,14 +1864,18 @@ def _problems(err: ValidationError, root=None) -> list[str]:
             continue
         key = path or 'config'
         if t == 'extra_forbidden':
-            groups.setdefault((key, _unknown_key(e['loc'][-1], list(parent.model_fields) if parent else [])), []); continue
+            groups.setdefault((key, _unknown_key(e['loc'][-1],
+                                                 list(parent.model_fields) if parent else [])),
+                                                 []); continue
         if t == 'missing':
             allowed = f"; allowed: {', '.join(map(repr, get_args(ann)))}" if get_origin(ann) is Literal else ''
             groups.setdefault((key, 'required key is missing' + allowed), []); continue
         if t == 'union_tag_not_found':
-            groups.setdefault((f"{key}.type", f"required key is missing; allowed: {', '.join(map(repr, _tags(ann)))}"), []); continue
+            groups.setdefault((f"{key}.type", f"required key is missing; allowed: "
+                                              f"{', '.join(map(repr, _tags(ann)))}"), []); continue
         v = e.get('input')
-        if t == 'union_tag_invalid': key, v = f"{key}.type", (v.get('type') if isinstance(v, dict) else v)
+        if t == 'union_tag_invalid':
+            key, v = f"{key}.type", (v.get('type') if isinstance(v, dict) else v)
         groups.setdefault((key, None), []).append((_describe(e, ann), v))
     lines = []
     for (path, msg), items in groups.items():
@@ -1417,7 +1883,8 @@ def _problems(err: ValidationError, root=None) -> list[str]:
         (what, allowed), v = items[0]
         if len(items) > 1:
             alts = [a for (_, a), _ in items if a]
-            lines.append(f"{path}: invalid value (got {_show(v)}); allowed: {' or '.join(dict.fromkeys(alts))}")
+            lines.append(f"{path}: invalid value (got {_show(v)}); allowed: "
+                         f"{' or '.join(dict.fromkeys(alts))}")
         else: lines.append(f"{path}: {what} (got {_show(v)})" + (f"; allowed: {allowed}" if allowed and allowed not in what else ''))
     return list(dict.fromkeys(lines))
 
@@ -1429,35 +1896,51 @@ _NO_TRAINING = "has no effect: trainer.type none trains nothing"
 
 COMPAT: dict[str, str] = {
     **{f'input_features.preprocessing.{k}': _TOKENIZER for k in
-       ('vocab_file', 'padding_symbol', 'unknown_symbol', 'most_common', 'ngram_size', 'cache_encoder_embeddings',
+       ('vocab_file', 'padding_symbol', 'unknown_symbol', 'most_common', 'ngram_size',
+        'cache_encoder_embeddings',
         'compute_idf')},
     **{f'output_features.loss.{k}': _LOSS for k in
-       ('class_weights', 'robust_lambda', 'confidence_penalty', 'class_similarities_temperature', 'unique')},
+       ('class_weights', 'robust_lambda', 'confidence_penalty', 'class_similarities_temperature',
+        'unique')},
     'output_features.decoder.match_strategy': "has no effect: every `match` rule is tried in order",
     **{f'{s}.*': f"is a Ludwig {w} key with no effect on an LLM" for s, w in (
-        ('input_features', 'feature'), ('output_features', 'feature'), ('input_features.encoder', 'encoder'),
+        ('input_features', 'feature'), ('output_features', 'feature'),
+        ('input_features.encoder', 'encoder'),
         ('output_features.decoder', 'decoder'), ('output_features.loss', 'loss'),
-        ('input_features.preprocessing', 'preprocessing'), ('output_features.preprocessing', 'preprocessing'))},
-    'input_features.preprocessing.tokenizer': "has no effect: an LLM always uses its base model's tokenizer",
-    'output_features.preprocessing.tokenizer': "has no effect: an LLM always uses its base model's tokenizer",
+        ('input_features.preprocessing', 'preprocessing'),
+        ('output_features.preprocessing', 'preprocessing'))},
+    'input_features.preprocessing.tokenizer': "has no effect: an LLM always uses its base model's "
+                                              "tokenizer",
+    'output_features.preprocessing.tokenizer': "has no effect: an LLM always uses its base model's "
+                                               "tokenizer",
     'output_features.loss.type': "has no effect: an LLM learns labels with the next-token loss",
     'ludwig_version': "is informational (written by Ludwig's render_config)",
-    'input_features.preprocessing.padding': "has no effect: llmnb pads prompts on the left, as generation needs",
+    'input_features.preprocessing.padding': "has no effect: llmnb pads prompts on the left, as "
+                                            "generation needs",
     'preprocessing.oversample_minority': "has no effect on LLM training data (no resampling)",
     'preprocessing.undersample_majority': "has no effect on LLM training data (no resampling)",
     **{f'trainer.{k}': _ECD for k in
-       ('base_learning_rate', 'enable_profiling', 'profiler', 'effective_batch_size', 'regularization_type',
-        'regularization_lambda', 'learning_rate_scaling', 'bucketing_field', 'increase_batch_size_on_plateau',
+       ('base_learning_rate', 'enable_profiling', 'profiler', 'effective_batch_size',
+        'regularization_type',
+        'regularization_lambda', 'learning_rate_scaling', 'bucketing_field',
+        'increase_batch_size_on_plateau',
         'increase_batch_size_on_plateau_patience', 'increase_batch_size_on_plateau_rate',
         'increase_batch_size_eval_metric', 'increase_batch_size_eval_split')},
-    **{f'trainer.{k}': "an option of Ludwig's multi-task / multimodal ECD trainer; an LLM has one output and one loss"
-       for k in ('loss_balancing', 'loss_balancing_alpha', 'loss_balancing_lr', 'loss_balancing_preference_vector',
-                 'loss_balancing_tchebycheff_weight', 'contrastive_pretrain_epochs', 'contrastive_pretrain_temperature',
-                 'contrastive_pretrain_projection_dim', 'contrastive_pretrain_learnable_temperature', 'modality_dropout')},
-    **{f'trainer.optimizer.{k}': "has no effect: bitsandbytes 0.50's optimizers dropped this setting"
+    **{f'trainer.{k}': "an option of Ludwig's multi-task / multimodal ECD trainer; an LLM has one "
+                       "output and one loss"
+       for k in ('loss_balancing', 'loss_balancing_alpha', 'loss_balancing_lr',
+                 'loss_balancing_preference_vector',
+                 'loss_balancing_tchebycheff_weight', 'contrastive_pretrain_epochs',
+                 'contrastive_pretrain_temperature',
+                 'contrastive_pretrain_projection_dim',
+                 'contrastive_pretrain_learnable_temperature', 'modality_dropout')},
+    **{f'trainer.optimizer.{k}': "has no effect: bitsandbytes 0.50's optimizers dropped this "
+                                 "setting"
        for k in ('percentile_clipping', 'block_wise')},
-    'trainer.model_soup': "is not implemented: llmnb keeps the best checkpoint by validation_metric",
-    'trainer.model_soup_top_k': "is not implemented: llmnb keeps the best checkpoint by validation_metric",
+    'trainer.model_soup': "is not implemented: llmnb keeps the best checkpoint by "
+                          "validation_metric",
+    'trainer.model_soup_top_k': "is not implemented: llmnb keeps the best checkpoint by "
+                                "validation_metric",
     **{f'trainer[none].{k}': _NO_TRAINING for k in
        ('learning_rate', 'epochs', 'train_steps', 'early_stop', 'packing', 'steps_per_checkpoint',
         'checkpoints_per_epoch', 'should_shuffle', 'eval_steps', 'packing_max_sequences_per_pack',
@@ -1465,7 +1948,8 @@ COMPAT: dict[str, str] = {
 
     'backend.cache_dir': "has no effect: llmnb caches in the Hugging Face cache",
     'backend.cache_credentials': "has no effect: llmnb caches in the Hugging Face cache",
-    'backend.processor': "Ray data-processing options have no effect: llmnb preprocesses in-process",
+    'backend.processor': "Ray data-processing options have no effect: llmnb preprocesses "
+                         "in-process",
     'backend.loader': "Ray data-loading options have no effect: llmnb loads data in-process",
     'hyperopt': "has no effect: llmnb does not run hyperparameter search",
 }
@@ -1477,11 +1961,13 @@ def _set_keys(obj, prefix=''):
         for x in obj: yield from _set_keys(x, prefix)
         return
     if not isinstance(obj, BaseModel): return
-    typed = f"{prefix}[{obj.type}]" if prefix and isinstance(getattr(obj, 'type', None), str) else prefix
+    typed = f"{prefix}[{obj.type}]" if prefix and isinstance(getattr(obj, 'type', None),
+        str) else prefix
     for name in obj.model_fields_set:
         v, f = getattr(obj, name), type(obj).model_fields.get(name)
         path, tpath = f"{prefix}.{name}".lstrip('.'), f"{typed}.{name}".lstrip('.')
-        if f is None:  # a Ludwig key kept in `model_extra`: its row is `prefix.*`; null/false/empty count as unset
+        # a Ludwig key kept in `model_extra`: its row is `prefix.*`; null/false/empty count as unset
+        if f is None:
             if v not in (None, False, '', [], {}): yield path, f"{prefix}.*".lstrip('.')
             continue
         if not f.is_required() and v == f.get_default(call_default_factory=True): continue
@@ -1492,7 +1978,8 @@ def _set_keys(obj, prefix=''):
 def compat_notes(cfg, # the config
                 ) -> list[str]:
     "One note per key in `COMPAT` that `cfg` sets to a non-default value."
-    hits = {p if p in COMPAT or t.endswith('*') else t: COMPAT.get(p) or COMPAT.get(t) for p, t in _set_keys(cfg)}
+    hits = {p if p in COMPAT or t.endswith('*') else t: COMPAT.get(p) or COMPAT.get(t) for p,
+            t in _set_keys(cfg)}
     return [f"{k}: accepted for compatibility but {why}" for k, why in sorted(hits.items()) if why]
 
 # %% ../nbs/00_config.ipynb #18aed731
@@ -1507,11 +1994,13 @@ def _unique_mapping(loader, node, deep=False):
         key = loader.construct_object(k, deep=True)
         line = k.start_mark.line + 1
         if isinstance(key, (str, int, float, bool)) and key in seen:
-            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r} (first at line {seen[key]}, "
-                                                    f"again at line {line}); give each key once", k.start_mark)
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r} (first at "
+                                                    f"line {seen[key]}, again at line {line}); "
+                                                    f"give each key once", k.start_mark)
         if isinstance(key, (str, int, float, bool)): seen[key] = line
     return loader.construct_mapping(node, deep=deep)
 
+# %% ../nbs/00_config.ipynb #0d78c1ea
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
 
 # %% ../nbs/00_config.ipynb #ba1f3a2b
@@ -1519,19 +2008,25 @@ def _read(config) -> dict:
     "The raw mapping behind `config`, or ConfigError."
     if isinstance(config, LLMConfig): return config.model_dump(exclude_unset=True, by_alias=False)
     if isinstance(config, dict): return config
-    if isinstance(config, str) and ('\n' in config or ': ' in config or config.strip().startswith('{') or config.strip().endswith(':')):
+    if isinstance(config,
+                  str) and ('\n' in config or ': ' in config or config.strip().startswith('{') or config.strip().endswith(':')):
         text, src = config, 'config'
     elif isinstance(config, (str, Path)):
         p = Path(config).expanduser()
-        if not p.is_file(): raise ConfigError([f"config: file not found (got {_show(str(config))}); allowed: a path to a YAML or JSON file, a YAML string, or a dict"])
+        if not p.is_file():
+            raise ConfigError([f"config: file not found (got {_show(str(config))}); allowed: a "
+                               f"path to a YAML or JSON file, a YAML string, or a dict"])
         text, src = p.read_text(), str(p)
-    else: raise ConfigError([f"config: must be an LLMConfig, a dict, a YAML string or a path (got {type(config).__name__})"])
+    else: raise ConfigError([f"config: must be an LLMConfig, a dict, a YAML string or a path (got "
+                             f"{type(config).__name__})"])
     try: raw = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as e:
         m = getattr(e, 'problem_mark', None)
         where = f" at line {m.line + 1}, column {m.column + 1}" if m else ''
-        raise ConfigError([f"config: invalid YAML in {src}{where}: {getattr(e, 'problem', None) or e}"]) from None
-    if not isinstance(raw, dict): raise ConfigError([f"config: must be a mapping of keys (got {_show(raw)}) in {src}"])
+        raise ConfigError([f"config: invalid YAML in {src}{where}: "
+                           f"{getattr(e, 'problem', None) or e}"]) from None
+    if not isinstance(raw, dict):
+        raise ConfigError([f"config: must be a mapping of keys (got {_show(raw)}) in {src}"])
     return raw
 
 # %% ../nbs/00_config.ipynb #bad03b5d
@@ -1547,19 +2042,23 @@ def _partial(raw: dict):
     "Validate each top-level section on its own, so cross-section rules can run beside schema errors."
     raw, ns = _normalise(raw), {}
     for name, f in LLMConfig.model_fields.items():
-        try: ns[name] = TypeAdapter(f.rebuild_annotation()).validate_python(raw[name]) if name in raw else f.get_default(call_default_factory=True)
+        try:
+            ns[name] = TypeAdapter(f.rebuild_annotation()).validate_python(raw[name]) if name in raw else f.get_default(call_default_factory=True)
         except (ValidationError, KeyError, TypeError): ns[name] = _FAILED
     return SimpleNamespace(**ns)
 
 # %% ../nbs/00_config.ipynb #58a99f88
 def _validate(raw: dict) -> LLMConfig:
-    feats = raw.get("input_features") if isinstance(raw, dict) else None   # any shape: the schema says what is wrong
+    # any shape: the schema says what is wrong
+    feats = raw.get("input_features") if isinstance(raw, dict) else None
     first = feats[0] if isinstance(feats, list) and feats and isinstance(feats[0], dict) else {}
     pre = first.get("preprocessing")
     chat = isinstance(pre, dict) and pre.get("format") == "chat"
     try: return LLMConfig.model_validate(raw, context=dict(chat=chat))
     except ValidationError as e: problems = _problems(e)
-    try: extra = [f"{k}: {m}" for k, m in _cross_problems(_partial(raw))] if isinstance(raw, dict) else []
+    try:
+        extra = [f"{k}: {m}" for k, m in _cross_problems(_partial(raw))] if isinstance(raw,
+            dict) else []
     except Exception: extra = []
     raise ConfigError(list(dict.fromkeys(problems + extra))) from None
 
@@ -1570,7 +2069,8 @@ def _notes(cfg: LLMConfig) -> list[str]:
     return n
 
 # %% ../nbs/00_config.ipynb #c57e83a2
-def load_config(config:Union[LLMConfig, dict, str, Path], # an LLMConfig, a dict, a YAML string, or a YAML/JSON file path
+def load_config(config:Union[LLMConfig, dict, str,
+                             Path], # an LLMConfig, a dict, a YAML string, or a YAML/JSON file path
                 ludwig_defaults:bool=False, # Ludwig 0.17's defaults where llmnb's differ (`DEFAULT_CHANGES`)
                 **overrides # top-level sections to deep-merge in; `a__b=v` sets key b of section a
                ) -> LLMConfig:
@@ -1588,49 +2088,68 @@ def _to_dict(self: LLMConfig) -> dict:
     "The config as plain JSON-able data, every default filled in."
     return self.model_dump(mode='json', by_alias=False)
 
+# %% ../nbs/00_config.ipynb #82d4d063
 LLMConfig.to_dict = _to_dict
 
 # %% ../nbs/00_config.ipynb #2f6f6e49
 class _Dumper(yaml.SafeDumper): pass
-_Dumper.add_representer(str, lambda d, s: d.represent_scalar('tag:yaml.org,2002:str', s, style='|' if '\n' in s else None))
+
+# %% ../nbs/00_config.ipynb #6c0e6fd5
+_Dumper.add_representer(str, lambda d, s: d.represent_scalar('tag:yaml.org,2002:str', s,
+    style='|' if '\n' in s else None))
 
 # %% ../nbs/00_config.ipynb #480a204f
 def render_config(config:Union[LLMConfig, dict, str, Path] # anything `load_config` accepts
                  ) -> str:
     "The full config as YAML, keys in schema order."
-    return yaml.dump(load_config(config).to_dict(), Dumper=_Dumper, sort_keys=False, allow_unicode=True)
+    return yaml.dump(load_config(config).to_dict(), Dumper=_Dumper, sort_keys=False,
+                     allow_unicode=True)
 
 # %% ../nbs/00_config.ipynb #6519aa90
 _FT = "trainer[finetune]"
 DEFAULT_CHANGES = {  # key: (Ludwig 0.17's default, llmnb's, why)
-    f"{_FT}.learning_rate": (0.001, 0.0002, "1e-3 is an ECD learning rate; LoRA fine-tunes of LLMs use 1e-4 to 3e-4"),
+    f"{_FT}.learning_rate": (0.001, 0.0002, "1e-3 is an ECD learning rate; LoRA fine-tunes of LLMs "
+                                            "use 1e-4 to 3e-4"),
     f"{_FT}.epochs": (100, 3, "100 epochs over-fits an LLM; instruction tuning runs 1-3"),
-    f"{_FT}.batch_size": (1, 8, "one row a step is slow and noisy; 8 with packing fills the GPU/CPU"),
+    f"{_FT}.batch_size": (1, 8, "one row a step is slow and noisy; 8 with packing fills the "
+                                "GPU/CPU"),
     f"{_FT}.eval_batch_size": (2, None, "null: the training batch size"),
-    f"{_FT}.gradient_accumulation_steps": ("auto", 1, "explicit: a step is one batch unless asked otherwise"),
+    f"{_FT}.gradient_accumulation_steps": ("auto", 1, "explicit: a step is one batch unless asked "
+                                                      "otherwise"),
     f"{_FT}.early_stop": (5, 3, "evaluations are per epoch: 3 is already most of a 3-epoch run"),
     f"{_FT}.optimizer.type": ("adam", "adamw", "decoupled weight decay is the LLM standard"),
-    f"{_FT}.learning_rate_scheduler.decay": (None, "cosine", "cosine decay after warmup is the LLM standard"),
-    f"{_FT}.learning_rate_scheduler.warmup_fraction": (0.0, 0.03, "a short warmup keeps the first steps of a LoRA stable"),
+    f"{_FT}.learning_rate_scheduler.decay": (None, "cosine", "cosine decay after warmup is the LLM "
+        "standard"),
+    f"{_FT}.learning_rate_scheduler.warmup_fraction": (0.0, 0.03, "a short warmup keeps the first "
+        "steps of a LoRA stable"),
     f"{_FT}.gradient_clipping.clipglobalnorm": (0.5, 1.0, "1.0 is the usual LLM clipping norm"),
-    f"{_FT}.packing": (False, True, "packing short rows into one sequence trains 1.5-3x more tokens per second"),
-    f"{_FT}.validation_metric": ("loss", "sequence_accuracy", "for a short answer token loss keeps an early checkpoint that answers worse (the classification guide); ties go to the lower loss"),
-    "generation.do_sample": (True, False, "greedy decoding makes predictions repeatable and evaluation honest"),
+    f"{_FT}.packing": (False, True, "packing short rows into one sequence trains 1.5-3x more "
+                                    "tokens per second"),
+    f"{_FT}.validation_metric": ("loss", "sequence_accuracy", "for a short answer token loss keeps "
+        "an early checkpoint that answers worse (the classification guide); ties go to the lower "
+        "loss"),
+    "generation.do_sample": (True, False, "greedy decoding makes predictions repeatable and "
+                                          "evaluation honest"),
     "input_features.preprocessing.padding": ("right", "left", "generation pads on the left"),
-    "output_features[category].preprocessing.missing_value_strategy": ("drop_row", "fill_with_const",
+    "output_features[category].preprocessing.missing_value_strategy": ("drop_row",
+        "fill_with_const",
         "a missing label becomes the fallback label instead of dropping the row"),
     "generation.max_new_tokens (unset)": ("context / 2", "longest target + 25%, else 32",
         "half an 8k context is 4,096 new tokens a row: minutes per row on a CPU"),
     "output_features[category].decoder.no_match": ("fallback_label", "best_label",
-        "a small model often answers in a form no rule matches; the fallback label then scores the majority class at best"),
+        "a small model often answers in a form no rule matches; the fallback label then scores the "
+        "majority class at best"),
     "output_features[category].decoder.label_calibration": ("none", "auto",
-        "in-context (trainer: none), raw label scores put the same label first on every row; calibrated ones discriminate (the classification guide)"),
+        "in-context (trainer: none), raw label scores put the same label first on every row; "
+        "calibrated ones discriminate (the classification guide)"),
 }
 
+# %% ../nbs/00_config.ipynb #08fd6252
 def default_changes_table() -> str:
     "Markdown table of every default that differs from Ludwig's, with the reason."
     rows = ["| key | Ludwig | llmnb | why |", "|---|---|---|---|"]
-    rows += [f"| `{k}` | `{json.dumps(l)}` | `{json.dumps(n)}` | {why} |" for k, (l, n, why) in DEFAULT_CHANGES.items()]
+    rows += [f"| `{k}` | `{json.dumps(l)}` | `{json.dumps(n)}` | {why} |" for k,
+             (l, n, why) in DEFAULT_CHANGES.items()]
     return "\n".join(rows)
 
 # %% ../nbs/00_config.ipynb #1b8261d7
@@ -1641,9 +2160,13 @@ def _ludwig_defaults(raw: dict) -> dict:
         if ' ' in key or '[category]' in key: continue
         path, feat = key.split('.'), None
         if path[0] == _FT:
-            if not (isinstance(raw.get('trainer'), dict) and raw['trainer'].get('type') in ('finetune', *PREFERENCE_TRAINERS)): continue
+            if not (isinstance(raw.get('trainer'),
+                               dict) and raw['trainer'].get('type') in ('finetune',
+                                   *PREFERENCE_TRAINERS)):
+                continue
             path[0] = 'trainer'
-        if path[0] == 'input_features': continue  # padding: llmnb always pads on the left for generation (COMPAT)
+        if path[0] == 'input_features':
+            continue  # padding: llmnb always pads on the left for generation (COMPAT)
         o = over
         for p in path[:-1]: o = o.setdefault(p, {})
         o[path[-1]] = ludwig
@@ -1652,10 +2175,13 @@ def _ludwig_defaults(raw: dict) -> dict:
 # %% ../nbs/00_config.ipynb #c87f810e
 def _ludwig_category_decoder(raw: dict) -> dict:
     "A category output's decoder keys of `DEFAULT_CHANGES` at Ludwig's behaviour, where the output does not set them."
-    dec = {k.split('.')[-1]: l for k, (l, _, _) in DEFAULT_CHANGES.items() if k.startswith('output_features[category].decoder.')}
+    dec = {k.split('.')[-1]: l for k,
+           (l, _,
+            _) in DEFAULT_CHANGES.items() if k.startswith('output_features[category].decoder.')}
     outs = raw.get('output_features')
     if not isinstance(outs, list): return raw
-    fix = lambda o: {**o, 'decoder': {**dec, **(o.get('decoder') or {})}} if isinstance(o, dict) and o.get('type') == 'category' else o
+    fix = lambda o: {**o, 'decoder': {**dec, **(o.get('decoder') or {})}} if isinstance(o,
+        dict) and o.get('type') == 'category' else o
     return {**raw, 'output_features': [fix(o) for o in outs]}
 
 # %% ../nbs/00_config.ipynb #84fae307
@@ -1666,16 +2192,20 @@ def resolve_max_new_tokens(cfg:LLMConfig, # a loaded config
     "New tokens to generate: the user's value, else the output's lengths, else the longest target + 25%, else 32."
     g, out = cfg.generation, cfg.output_feature
     if 'max_new_tokens' in g.model_fields_set or out.type != 'text': return g.max_new_tokens
-    if (n := out.preprocessing.max_sequence_length) is not None: return min(max(g.max_new_tokens, n), context_length)
-    if (n := cfg.preprocessing.global_max_sequence_length) is not None: return min(max(g.max_new_tokens, n), context_length)
-    if longest_target: return min(max(g.max_new_tokens, -(-longest_target * 5 // 4) + 1), context_length)
+    if (n := out.preprocessing.max_sequence_length) is not None:
+        return min(max(g.max_new_tokens, n), context_length)
+    if (n := cfg.preprocessing.global_max_sequence_length) is not None:
+        return min(max(g.max_new_tokens, n), context_length)
+    if longest_target:
+        return min(max(g.max_new_tokens, -(-longest_target * 5 // 4) + 1), context_length)
     return g.max_new_tokens
 
 # %% ../nbs/00_config.ipynb #ef180639
 def _objects(node, defs, tag=None):
     "The object schemas behind `node` (through $ref, unions and list items); with `tag`, only those of that `type`."
     if '$ref' in node: node = defs[node['$ref'].split('/')[-1]]
-    for sub in node.get('anyOf', []) + node.get('oneOf', []) + ([node['items']] if 'items' in node else []):
+    for sub in node.get('anyOf', []) + node.get('oneOf',
+                                                []) + ([node['items']] if 'items' in node else []):
         yield from _objects(sub, defs, tag)
     t = node.get('properties', {}).get('type', {})
     if 'properties' in node and (tag is None or t.get('const', t.get('default')) == tag): yield node
@@ -1691,7 +2221,9 @@ def _mark_compat(schema: dict) -> dict:
             name, _, tag = part.rstrip(']').partition('[')
             nodes = [o for n in nodes if name in n['properties'] for o in _objects(n['properties'][name], defs, tag or None)]
         if last == '*':  # a section's Ludwig-only keys
-            for n in nodes: n['additionalProperties'] = {'deprecated': True, 'description': f"Accepted for compatibility but {why}."}
+            for n in nodes:
+                n['additionalProperties'] = {'deprecated': True, 'description': f"Accepted for "
+                    f"compatibility but {why}."}
             continue
         for p in (n['properties'][last] for n in nodes if last in n['properties']):
             p['deprecated'] = True
@@ -1727,6 +2259,8 @@ def config_fields_table(section_model:type[BaseModel] # a section of the schema,
     for name, f in section_model.model_fields.items():
         if f.exclude: continue
         d = 'required' if f.is_required() else f.get_default(call_default_factory=True)
-        d = d if isinstance(d, str) else json.dumps(d.model_dump(mode='json') if isinstance(d, BaseModel) else d)
-        rows.append(f"| `{name}` | {_type_name(f.annotation)} | `{d}` | {(f.description or '').replace('|', chr(92) + '|')} |")
+        d = d if isinstance(d, str) else json.dumps(d.model_dump(mode='json') if isinstance(d,
+            BaseModel) else d)
+        rows.append(f"| `{name}` | {_type_name(f.annotation)} | `{d}` | "
+                    f"{(f.description or '').replace('|', chr(92) + '|')} |")
     return '\n'.join(rows)

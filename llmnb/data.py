@@ -27,6 +27,7 @@ PROMPT = "__prompt__"  # column holding the rendered prompt of each row
 CONTEXT = "__context__"  # column retrieval fills with the few-shot context text
 SPLIT_NAMES = ("train", "validation", "test")
 
+# %% ../nbs/01_data.ipynb #1cef63a7
 class DataError(LlmnbError):
     "A dataset or column problem: the message names the file or column, what was wrong, and what is allowed."
 
@@ -46,43 +47,54 @@ def missing_column_error(what:str, # what reads the column, e.g. "Output feature
                          columns, # the columns that exist
                         )->DataError:
     "The `DataError` for a column not in the dataset: what reads it, the columns that exist, and a hint."
-    return DataError(f"{what} reads column {col!r}, which is not in the dataset. "
-                     f"Columns that exist: {', '.join(map(repr, columns)) or '(none)'}.{did_you_mean(col, columns)}")
+    return DataError(f"{what} reads column {col!r}, which is not in the dataset. Columns that "
+                     f"exist: {', '.join(map(repr, columns)) or '(none)'}.{did_you_mean(col, columns)}")
 
 # %% ../nbs/01_data.ipynb #a53c8fbf
 def is_missing(v, # a cell value
               )->bool:
     "Whether `v` is missing: null, NaN, `pd.NA` or a blank string."
-    return v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)) or (isinstance(v, str) and not v.strip())
+    return v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)) or (isinstance(v,
+        str) and not v.strip())
 
 # %% ../nbs/01_data.ipynb #351266df
-_FORMATS = {"csv": "csv", "tsv": "tsv", "json": "json", "jsonl": "json", "ndjson": "json", "parquet": "parquet", "pq": "parquet"}
+_FORMATS = {"csv": "csv", "tsv": "tsv", "json": "json", "jsonl": "json", "ndjson": "json",
+            "parquet": "parquet", "pq": "parquet"}
 _COMPRESSIONS = {".gz", ".bz2", ".xz", ".zst", ".zip"}
 
+# %% ../nbs/01_data.ipynb #31c031db
 def _format_of(path, data_format):
     if data_format is not None:
         fmt = str(data_format).lower().lstrip(".")
-        if fmt not in _FORMATS: raise DataError(f"data_format {data_format!r} is not supported for {str(path)!r}; allowed: {', '.join(_FORMATS)}.")
+        if fmt not in _FORMATS:
+            raise DataError(f"data_format {data_format!r} is not supported for {str(path)!r}; "
+                            f"allowed: {', '.join(_FORMATS)}.")
         return fmt
     sfx = [s.lower() for s in path.suffixes]
     if sfx and sfx[-1] in _COMPRESSIONS: sfx = sfx[:-1]
     ext = sfx[-1].lstrip(".") if sfx else ""
     if ext not in _FORMATS:
-        raise DataError(f"Cannot tell the format of {str(path)!r} from its extension {ext!r}; allowed extensions: "
-                        f"{', '.join('.' + e for e in _FORMATS)}, or pass data_format=.")
+        raise DataError(f"Cannot tell the format of {str(path)!r} from its extension {ext!r}; "
+                        f"allowed extensions: {', '.join('.' + e for e in _FORMATS)}, or pass "
+                        f"data_format=.")
     return ext
 
 # %% ../nbs/01_data.ipynb #f775935c
 def _csv_header(path, sep):
-    with fsspec.open(str(path), mode="rt", compression="infer", encoding="utf-8-sig", newline="") as f:
+    with fsspec.open(str(path), mode="rt", compression="infer", encoding="utf-8-sig",
+                     newline="") as f:
         rows = csv.reader(f, delimiter=sep)
         header, first = next(rows, None), next(rows, None)
-    if header and first and len(first) > len(header):   # pandas would silently take the extra fields as an index
-        raise DataError(f"{str(path)!r}: row 1 has {len(first)} fields but the header names {len(header)} columns; "
+    # pandas would silently take the extra fields as an index
+    if header and first and len(first) > len(header):
+        raise DataError(f"{str(path)!r}: row 1 has {len(first)} fields but the header names "
+                        f"{len(header)} columns; "
                         "every row needs one field per column.")
     if not header: raise DataError(f"{str(path)!r} is empty: it has no header row.")
     dups = sorted({c for c in header if header.count(c) > 1})
-    if dups: raise DataError(f"{str(path)!r} has repeated column names in its header: {', '.join(map(repr, dups))}; column names must be unique.")
+    if dups:
+        raise DataError(f"{str(path)!r} has repeated column names in its header: "
+                        f"{', '.join(map(repr, dups))}; column names must be unique.")
     return header
 
 # %% ../nbs/01_data.ipynb #5cca3265
@@ -104,7 +116,8 @@ def _read_error(path, fmt, e) -> DataError:
     "One sentence for a file the reader could not read: not UTF-8, not gzip, no rows, or the reader's own words."
     cause = _root_cause(e)
     if isinstance(e, UnicodeDecodeError) or "codec can't decode" in cause:
-        return DataError(f"{str(path)!r} is not UTF-8 text ({cause}); save it as UTF-8 and try again.")
+        return DataError(f"{str(path)!r} is not UTF-8 text ({cause}); save it as UTF-8 and try "
+                         f"again.")
     if "corresponds to no data" in cause: return DataError(f"{str(path)!r} has no rows.")
     return DataError(f"Could not read {str(path)!r} as {fmt}: {cause}")
 
@@ -118,7 +131,8 @@ def _read_file(path, fmt):
             kw = dict(sep=sep, keep_default_na=False, na_values=[""],
                       features=Features({c: Value("string") for c in _csv_header(path, sep)}))
         with _datasets_quiet():
-            ds = load_dataset("csv" if fmt == "tsv" else _FORMATS[fmt], data_files=str(path), split="train", **kw)
+            ds = load_dataset("csv" if fmt == "tsv" else _FORMATS[fmt], data_files=str(path),
+                              split="train", **kw)
     except DataError: raise
     except Exception as e: raise _read_error(path, fmt, e) from None
     if len(ds) == 0: raise DataError(f"{str(path)!r} has no rows.")
@@ -127,7 +141,8 @@ def _read_file(path, fmt):
 # %% ../nbs/01_data.ipynb #a4bece8d
 def _from_memory(source):
     try:
-        if isinstance(source, pd.DataFrame): return Dataset.from_pandas(source, preserve_index=False)
+        if isinstance(source, pd.DataFrame):
+            return Dataset.from_pandas(source, preserve_index=False)
         if isinstance(source, dict): return Dataset.from_dict(source)
         if isinstance(source, list):
             if not source: raise DataError("The list of rows is empty.")
@@ -135,9 +150,13 @@ def _from_memory(source):
             if bad: raise DataError(f"A list dataset must hold one dict per row; found a {bad}.")
             return Dataset.from_list(source)
     except DataError: raise
-    except Exception as e: raise DataError(f"Could not build a dataset from the {type(source).__name__}: {_root_cause(e)}") from e
-    raise DataError(f"Cannot read a dataset from a {type(source).__name__}; allowed: a path (CSV, TSV, JSON, JSONL, Parquet, "
-                    "or a folder saved with save_to_disk), a pandas DataFrame, a datasets Dataset or DatasetDict, "
+    except Exception as e:
+        raise DataError(f"Could not build a dataset from the {type(source).__name__}: "
+                        f"{_root_cause(e)}") from e
+    raise DataError(f"Cannot read a dataset from a {type(source).__name__}; allowed: a path (CSV, "
+                    f"TSV, JSON, JSONL, Parquet, "
+                    "or a folder saved with save_to_disk), a pandas DataFrame, a datasets Dataset "
+                    "or DatasetDict, "
                     "a list of dicts, or a dict of lists.")
 
 # %% ../nbs/01_data.ipynb #ae44c15b
@@ -150,9 +169,12 @@ def read_dataset(source, # a path, DataFrame, Dataset, DatasetDict, list of row 
     path = Path(source).expanduser()
     if not path.exists(): raise DataError(f"No file or folder at {str(source)!r}.")
     if path.is_dir():
-        if (path/"dataset_dict.json").exists() or (path/"state.json").exists(): return load_from_disk(str(path))
-        raise DataError(f"The folder {str(source)!r} is not a dataset saved with `save_to_disk` (it has no state.json "
-                        "or dataset_dict.json); pass one CSV, TSV, JSON, JSONL or Parquet file instead.")
+        if (path/"dataset_dict.json").exists() or (path/"state.json").exists():
+            return load_from_disk(str(path))
+        raise DataError(f"The folder {str(source)!r} is not a dataset saved with `save_to_disk` "
+                        f"(it has no state.json "
+                        "or dataset_dict.json); pass one CSV, TSV, JSON, JSONL or Parquet file "
+                        "instead.")
     return _read_file(path, _format_of(path, data_format))
 
 # %% ../nbs/01_data.ipynb #601cedd6
@@ -170,7 +192,8 @@ def _column(ds, col):
 def _hash_split(ds, col, probs):
     "Split by a stable hash of each row's `col` value: the same value always goes to the same split."
     vals = pc.cast(_column(ds, col), pa.string()).fill_null("").to_pylist()
-    u = np.array([int.from_bytes(hashlib.md5(v.encode()).digest()[:8], "big") / 2**64 for v in vals])
+    u = np.array([int.from_bytes(hashlib.md5(v.encode()).digest()[:8],
+                                 "big") / 2**64 for v in vals])
     ids = np.searchsorted(np.cumsum(probs)[:-1], u, side="right")
     return [np.flatnonzero(ids == i) for i in range(3)]
 
@@ -178,24 +201,28 @@ def _hash_split(ds, col, probs):
 def _datetime_split(ds, col, probs):
     "Split in time order of `col`: the oldest rows train, the newest test."
     t = pd.to_datetime(pd.Series(_column(ds, col).to_pylist()), errors="coerce")
-    if t.isna().any(): raise DataError(f"preprocessing.split.column {col!r} (datetime split) has {int(t.isna().sum())} "
-                                       f"value(s) that are not dates, e.g. row {int(np.flatnonzero(t.isna())[0])}.")
+    if t.isna().any(): raise DataError(f"preprocessing.split.column {col!r} (datetime split) has "
+                                       f"{int(t.isna().sum())} value(s) that are not dates, e.g. "
+                                       f"row {int(np.flatnonzero(t.isna())[0])}.")
     order = np.argsort(t.to_numpy(), kind="stable")
     bounds = np.rint(np.cumsum(probs) * len(order)).astype(int)
     return [np.sort(p) for p in np.split(order, np.minimum(bounds[:-1], len(order)))]
 
 # %% ../nbs/01_data.ipynb #7e8297d1
-_SPLIT_VALUES = {"0": 0, "1": 1, "2": 2, "train": 0, "training": 0, "validation": 1, "valid": 1, "val": 1,
+_SPLIT_VALUES = {"0": 0, "1": 1, "2": 2, "train": 0, "training": 0, "validation": 1, "valid": 1,
+                 "val": 1,
                  "eval": 1, "dev": 1, "test": 2, "testing": 2}
 
+# %% ../nbs/01_data.ipynb #0afa22a4
 def _fixed_ids(ds, col):
     s = pc.utf8_lower(pc.utf8_trim_whitespace(pc.cast(_column(ds, col), pa.string())))
     codes = pc.index_in(s, value_set=pa.array(list(_SPLIT_VALUES)))
     bad = pc.is_null(codes).to_numpy(zero_copy_only=False)
     if bad.any():
         vals = pa.array(s.filter(pc.is_null(codes)).to_pylist()).unique().to_pylist()[:5]
-        raise DataError(f"Split column {col!r} (preprocessing.split.column) has {int(bad.sum())} row(s) with a value that is "
-                        f"not a split: {', '.join(map(repr, vals))}; allowed: 0/1/2 or train/validation/test.")
+        raise DataError(f"Split column {col!r} (preprocessing.split.column) has {int(bad.sum())} "
+                        f"row(s) with a value that is not a split: {', '.join(map(repr, vals))}; "
+                        f"allowed: 0/1/2 or train/validation/test.")
     return np.array(list(_SPLIT_VALUES.values()))[codes.to_numpy(zero_copy_only=False)]
 
 # %% ../nbs/01_data.ipynb #c786deac
@@ -203,12 +230,16 @@ def _split_indices(ds, split, seed):
     kind = getattr(split, "type", None) or "random"
     probs = list(getattr(split, "probabilities", None) or (0.7, 0.1, 0.2))
     if len(probs) != 3 or min(probs) < 0 or not math.isclose(sum(probs), 1.0, abs_tol=1e-6):
-        raise DataError(f"preprocessing.split.probabilities must be 3 non-negative numbers summing to 1; got {probs}.")
+        raise DataError(f"preprocessing.split.probabilities must be 3 non-negative numbers summing "
+                        f"to 1; got {probs}.")
     col = getattr(split, "column", None)
     if kind in ("fixed", "stratify", "hash", "datetime"):
         col = col or ("split" if kind == "fixed" else None)
-        if col is None: raise DataError(f"preprocessing.split.column is required for a {kind} split; name the column to split by.")
-        if col not in ds.column_names: raise missing_column_error(f"preprocessing.split ({kind})", col, ds.column_names)
+        if col is None:
+            raise DataError(f"preprocessing.split.column is required for a {kind} split; name the "
+                            f"column to split by.")
+        if col not in ds.column_names:
+            raise missing_column_error(f"preprocessing.split ({kind})", col, ds.column_names)
     rng = np.random.default_rng(seed)
     if kind == "random": return _cut(np.arange(len(ds)), probs, rng)
     if kind == "fixed":
@@ -217,28 +248,37 @@ def _split_indices(ds, split, seed):
     if kind == "hash": return _hash_split(ds, col, probs)
     if kind == "datetime": return _datetime_split(ds, col, probs)
     if kind == "stratify":
-        labels = pc.cast(_column(ds, col), pa.string()).fill_null("\x00None").to_numpy(zero_copy_only=False)
+        labels = pc.cast(_column(ds, col),
+                         pa.string()).fill_null("\x00None").to_numpy(zero_copy_only=False)
         parts = [_cut(np.flatnonzero(labels == c), probs, rng) for c in np.unique(labels)]
         return [np.sort(np.concatenate([p[i] for p in parts])) for i in range(3)]
-    raise DataError(f"preprocessing.split.type {kind!r} is not supported; allowed: random, fixed, stratify, hash, datetime.")
+    raise DataError(f"preprocessing.split.type {kind!r} is not supported; allowed: random, fixed, "
+                    f"stratify, hash, datetime.")
 
 # %% ../nbs/01_data.ipynb #0ecbcce4
 def _sample(ds, pre, seed):
-    n, size, ratio = len(ds), getattr(pre, "sample_size", None), getattr(pre, "sample_ratio", None) or 1.0
+    n, size, ratio = len(ds), getattr(pre, "sample_size", None), getattr(pre, "sample_ratio",
+        None) or 1.0
     k = min(int(size), n) if size is not None else int(round(n * ratio))
     if k >= n: return ds
     return ds.select(np.sort(np.random.default_rng(seed).permutation(n)[:k]))
 
 # %% ../nbs/01_data.ipynb #f3ddcfc3
-_SPLIT_ALIASES = {"train": "train", "training": "train", "validation": "validation", "valid": "validation",
-                  "val": "validation", "eval": "validation", "dev": "validation", "test": "test", "testing": "test"}
+_SPLIT_ALIASES = {"train": "train", "training": "train", "validation": "validation",
+                  "valid": "validation",
+                  "val": "validation", "eval": "validation", "dev": "validation", "test": "test",
+                  "testing": "test"}
 
+# %% ../nbs/01_data.ipynb #2bac05a2
 def _rename_splits(dd):
     out = {}
     for k, v in dd.items():
         name = _SPLIT_ALIASES.get(k.lower())
-        if name is None: raise DataError(f"Dataset split {k!r} is not a known split name; allowed: {', '.join(_SPLIT_ALIASES)}.")
-        if name in out: raise DataError(f"Dataset splits {k!r} and another both mean {name!r}; keep one.")
+        if name is None:
+            raise DataError(f"Dataset split {k!r} is not a known split name; allowed: "
+                            f"{', '.join(_SPLIT_ALIASES)}.")
+        if name in out:
+            raise DataError(f"Dataset splits {k!r} and another both mean {name!r}; keep one.")
         out[name] = v
     return out
 
@@ -262,7 +302,9 @@ def _present(batch, col): return [not is_missing(v) for v in batch[col]]
 # %% ../nbs/01_data.ipynb #c1813852
 _STRATEGIES = ("fill_with_const", "fill_with_mode", "bfill", "ffill", "drop_row")
 
-def _count_present(ds, col): return sum(sum(_present(b, col)) for b in ds.select_columns([col]).iter(batch_size=10_000))
+# %% ../nbs/01_data.ipynb #80d13b3c
+def _count_present(ds, col): return sum(sum(_present(b,
+                                                     col)) for b in ds.select_columns([col]).iter(batch_size=10_000))
 
 # %% ../nbs/01_data.ipynb #9d0eb287
 def _mode(dd, col):
@@ -276,19 +318,23 @@ def _mode(dd, col):
 # %% ../nbs/01_data.ipynb #c58643b5
 def _handle_missing(dd, col, strategy, fill, what, report):
     if strategy not in _STRATEGIES:
-        raise DataError(f"{what}: missing_value_strategy {strategy!r} is not supported; allowed: {', '.join(_STRATEGIES)}.")
+        raise DataError(f"{what}: missing_value_strategy {strategy!r} is not supported; allowed: "
+                        f"{', '.join(_STRATEGIES)}.")
     if strategy == "fill_with_mode": fill = _mode(dd, col) or fill
     for name, ds in dd.items():
         if col not in ds.column_names or len(ds) == 0: continue
         n_missing = len(ds) - _count_present(ds, col)
         if strategy == "drop_row":
             if n_missing: dd[name] = ds.filter(_present, batched=True, fn_kwargs=dict(col=col))
-            report._add("dropped", f"missing value in {what} column {col!r} (drop_row)", name, n_missing)
+            report._add("dropped", f"missing value in {what} column {col!r} "
+                                   f"(drop_row)", name, n_missing)
         elif n_missing or ds.features[col] != Value("string"):
             bs = None if strategy in ("ffill", "bfill") else 1000
-            dd[name] = ds.map(_fill, batched=True, batch_size=bs, fn_kwargs=dict(col=col, fill=fill, how=strategy))
+            dd[name] = ds.map(_fill, batched=True, batch_size=bs,
+                              fn_kwargs=dict(col=col, fill=fill, how=strategy))
             how = f"{strategy}, else {fill!r}" if strategy in ("ffill", "bfill") else repr(fill)
-            report._add("filled", f"missing value in {what} column {col!r} -> {how}", name, n_missing)
+            report._add("filled", f"missing value in {what} column {col!r} -> "
+                                  f"{how}", name, n_missing)
 
 # %% ../nbs/01_data.ipynb #71b1e44e
 @dataclass
@@ -313,30 +359,40 @@ class LoadReport:
 
 # %% ../nbs/01_data.ipynb #51ba1a48
 def _gather(dataset, sets, pre, seed):
-    if dataset is not None and sets: raise DataError("Pass either dataset= or training_set=/validation_set=/test_set=, not both.")
-    if dataset is None and not sets: raise DataError("No data: pass dataset= or training_set= (and optionally validation_set=, test_set=).")
+    if dataset is not None and sets:
+        raise DataError("Pass either dataset= or training_set=/validation_set=/test_set=, not "
+                        "both.")
+    if dataset is None and not sets:
+        raise DataError("No data: pass dataset= or training_set= (and optionally validation_set=, "
+                        "test_set=).")
     if sets:
         dd = {}
         for name, src in sets.items():
             ds = read_dataset(src)
             if isinstance(ds, DatasetDict):
-                raise DataError(f"{'training' if name == 'train' else name}_set is a DatasetDict; pass a single split, or pass it as dataset=.")
+                raise DataError(f"{'training' if name == 'train' else name}_set is a DatasetDict; "
+                                f"pass a single split, or pass it as dataset=.")
             dd[name] = ds
         return {k: _sample(v, pre, seed) for k, v in dd.items()}
     ds = read_dataset(dataset)
-    if isinstance(ds, DatasetDict): return {k: _sample(v, pre, seed) for k, v in _rename_splits(ds).items()}
+    if isinstance(ds, DatasetDict):
+        return {k: _sample(v, pre, seed) for k, v in _rename_splits(ds).items()}
     if len(ds) == 0: raise DataError("The dataset has no rows.")
     ds = _sample(ds, pre, seed)
-    if len(ds) == 0: raise DataError(f"Sampling (preprocessing.sample_ratio={pre.sample_ratio}) left no rows.")
+    if len(ds) == 0:
+        raise DataError(f"Sampling (preprocessing.sample_ratio={pre.sample_ratio}) left no rows.")
     return {k: ds.select(ix) for k, ix in zip(SPLIT_NAMES, _split_indices(ds, pre.split, seed))}
 
 # %% ../nbs/01_data.ipynb #3deff6ca
 def _check_output(dd, out):
     col = getattr(out, "column", None) or out.name
     for name, ds in dd.items():
-        if col not in ds.column_names: raise missing_column_error(f"Output feature {out.name!r} ({name} split)", col, ds.column_names)
+        if col not in ds.column_names:
+            raise missing_column_error(f"Output feature {out.name!r} ({name} split)", col,
+                                       ds.column_names)
     if not any(_count_present(ds, col) for ds in dd.values()):
-        raise DataError(f"Output column {col!r} has no values: all {sum(map(len, dd.values()))} rows are empty or missing.")
+        raise DataError(f"Output column {col!r} has no values: all {sum(map(len, dd.values()))} "
+                        f"rows are empty or missing.")
     return col
 
 # %% ../nbs/01_data.ipynb #8f67b041
@@ -346,32 +402,40 @@ def refuse_list_column(ds, # a split
     "A column of lists (an OpenAI `messages` or ShareGPT `conversations` column) is an error, never stringified into one prompt."
     f = ds.features.get(col) if col in ds.column_names else None
     if isinstance(f, (list, List, LargeList)):
-        raise DataError(f"Column {col!r} holds lists (a conversation?), which would be turned into one string of text; "
-                        "allowed: text, or for conversations (OpenAI messages, ShareGPT conversations) set "
+        raise DataError(f"Column {col!r} holds lists (a conversation?), which would be turned into "
+                        f"one string of text; "
+                        "allowed: text, or for conversations (OpenAI messages, ShareGPT "
+                        "conversations) set "
                         "input_features[0].preprocessing.format: chat.")
 
 # %% ../nbs/01_data.ipynb #f59b83b0
 def load_splits(cfg, # the loaded config
                 dataset=None, # one dataset to split per `preprocessing.split`, or a DatasetDict of splits
-                training_set=None, validation_set=None, test_set=None, # or the splits given separately
+                training_set=None, validation_set=None,
+                test_set=None, # or the splits given separately
                 seed:int=42, # seed for sampling and random/stratified splits
                )->tuple[DatasetDict, LoadReport]:
     "Read, sample and split the data, then handle missing values of the input and output features."
-    sets = {k: v for k, v in zip(SPLIT_NAMES, (training_set, validation_set, test_set)) if v is not None}
+    sets = {k: v for k, v in zip(SPLIT_NAMES, (training_set, validation_set,
+                                               test_set)) if v is not None}
     dd = _gather(dataset, sets, cfg.preprocessing, seed)
     if not sum(map(len, dd.values())): raise DataError("The dataset has no rows.")
     ref = next(ds for ds in dd.values() if len(ds)) 
     dd = {k: dd.get(k, ref.select([])) for k in SPLIT_NAMES}
     inp = cfg.input_feature
-    if getattr(inp.preprocessing, "format", "text") == "chat":   # conversations: llmnb.chat checks and reads them
+    # conversations: llmnb.chat checks and reads them
+    if getattr(inp.preprocessing, "format", "text") == "chat":
         from llmnb.chat import conversation_splits
         return conversation_splits(dd, cfg)
     for ds in dd.values(): refuse_list_column(ds, getattr(inp, "column", None) or inp.name)
     out_col = _check_output(dd, cfg.output_feature)
     report = LoadReport()
     ip, op = inp.preprocessing, cfg.output_feature.preprocessing
-    _handle_missing(dd, getattr(inp, "column", None) or inp.name, ip.missing_value_strategy, ip.fill_value, "input", report)
-    out_fill = (getattr(op, "fallback_label", None) if cfg.output_feature.type == "category" else None) or getattr(op, "fill_value", None)
+    _handle_missing(dd, getattr(inp, "column", None) or inp.name, ip.missing_value_strategy,
+                    ip.fill_value, "input", report)
+    out_fill = (getattr(op, "fallback_label",
+                        None) if cfg.output_feature.type == "category" else None) or getattr(op,
+                            "fill_value", None)
     _handle_missing(dd, out_col, op.missing_value_strategy, out_fill, "output", report)
     report.rows = {k: len(v) for k, v in dd.items()}
     if report.n_dropped:

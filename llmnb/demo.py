@@ -13,13 +13,19 @@ import pandas as pd
 __all__ = ['DEMO_CONFIG', 'dates_dataset', 'run_demo']
 
 # %% ../nbs/13_demo.ipynb #1a8d9e96
-_MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"]
+_MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September",
+           "October", "November", "December"]
 
+# %% ../nbs/13_demo.ipynb #b3719957
 def _ordinal(n): return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
 
-_FORMATS = [lambda d: f"{_MONTHS[d.month-1]} {d.day}, {d.year}", lambda d: f"{d.day} {_MONTHS[d.month-1]} {d.year}",
-            lambda d: f"{_MONTHS[d.month-1][:3]} {d.day} {d.year}", lambda d: f"the {_ordinal(d.day)} of {_MONTHS[d.month-1]}, {d.year}",
-            lambda d: f"{d.year}, {_MONTHS[d.month-1]} {_ordinal(d.day)}", lambda d: f"{_MONTHS[d.month-1]} the {_ordinal(d.day)} {d.year}"]
+# %% ../nbs/13_demo.ipynb #32e23208
+_FORMATS = [lambda d: f"{_MONTHS[d.month-1]} {d.day}, {d.year}",
+            lambda d: f"{d.day} {_MONTHS[d.month-1]} {d.year}",
+            lambda d: f"{_MONTHS[d.month-1][:3]} {d.day} {d.year}",
+            lambda d: f"the {_ordinal(d.day)} of {_MONTHS[d.month-1]}, {d.year}",
+            lambda d: f"{d.year}, {_MONTHS[d.month-1]} {_ordinal(d.day)}",
+            lambda d: f"{_MONTHS[d.month-1]} the {_ordinal(d.day)} {d.year}"]
 
 # %% ../nbs/13_demo.ipynb #3057b71e
 def dates_dataset(n: int = 600, # rows to make
@@ -83,8 +89,10 @@ def run_demo(output_directory: str = "runs/demo", # where the run is saved
     llm.train(train, output_directory=output_directory, progress=progress)
     after, pred1 = llm.evaluate(test, progress=progress)
     print(f"fine-tuned, exact match on {len(test)} held-out rows: {after['exact_match']:.1%}")
-    table = pd.DataFrame(dict(input=test.date, expected=test.iso, base=pred0.iso_predictions, fine_tuned=pred1.iso_predictions)).head(show)
+    table = pd.DataFrame(dict(input=test.date, expected=test.iso, base=pred0.iso_predictions,
+                              fine_tuned=pred1.iso_predictions)).head(show)
     print(table.to_string(index=False))
-    res = dict(before=before["exact_match"], after=after["exact_match"], seconds=time.time() - t0, run=str(output_directory))
+    res = dict(before=before["exact_match"], after=after["exact_match"], seconds=time.time() - t0,
+               run=str(output_directory))
     print(f"done in {res['seconds']:.0f}s; run saved to {output_directory}")
     return res

@@ -22,6 +22,7 @@ class LlmnbWarning(UserWarning):
 # %% ../nbs/00a_errors.ipynb #8ec3b110
 _warned: set[str] = set()
 
+# %% ../nbs/00a_errors.ipynb #147fa567
 def warn_once(key:str, # what the warning is about (a config key path, a flag): one warning per key per process
               message:str # the whole sentence to show
              ) -> bool:

@@ -25,7 +25,8 @@ def category_vocab(output_feature, # the category output section (`cfg.output_fe
                   ) -> list[str]:
     "The class labels of a category output: the config's `vocab`, else the distinct `labels` seen; plus the fallback label."
     p = output_feature.preprocessing
-    vocab = list(p.vocab) if getattr(p, "vocab", None) else list(dict.fromkeys(str(l) for l in (labels or []) if l is not None and str(l) != ""))
+    vocab = list(p.vocab) if getattr(p, "vocab",
+                                     None) else list(dict.fromkeys(str(l) for l in (labels or []) if l is not None and str(l) != ""))
     fb = getattr(p, "fallback_label", None)
     if fb is not None and fb not in vocab: vocab.append(fb)
     return vocab
@@ -36,7 +37,8 @@ def match_rules(output_feature, # the category output section (`cfg.output_featu
                ) -> dict:
     "label → rule dict (`type`, `value`): the config's `decoder.match`, else a `contains` rule per label."
     m = getattr(output_feature.decoder, "match", None)
-    if m: return {k: (v.model_dump() if hasattr(v, "model_dump") else dict(v)) for k, v in m.items()}
+    if m:
+        return {k: (v.model_dump() if hasattr(v, "model_dump") else dict(v)) for k, v in m.items()}
     return {l: dict(type="contains", value=l) for l in vocab}
 
 # %% ../nbs/11_evaluate.ipynb #97a3cde6
@@ -44,7 +46,9 @@ def _json_label(text):
     s = re.sub(r"^```\w*|```$", "", text.strip()).strip()
     try: o = json.loads(s)
     except Exception: return None
-    if isinstance(o, dict): o = next((o[k] for k in ("label", "value", "category") if k in o), next(iter(o.values()), None))
+    if isinstance(o, dict):
+        o = next((o[k] for k in ("label", "value", "category") if k in o),
+                 next(iter(o.values()), None))
     return None if o is None else str(o)
 
 # %% ../nbs/11_evaluate.ipynb #632043fa
@@ -60,7 +64,8 @@ def _find(rule, text):
     if t == "json_schema":
         got = _json_label(text)
         return (0, len(v)) if got is not None and got.strip().lower() == v.strip().lower() else None
-    raise LlmnbError(f"decoder.match: unknown rule type {t!r}; allowed: contains, regex, json_schema")
+    raise LlmnbError(f"decoder.match: unknown rule type {t!r}; allowed: contains, regex, "
+                     f"json_schema")
 
 # %% ../nbs/11_evaluate.ipynb #5b4fc7a5
 def extract_category(text: str, # the generated answer
@@ -68,7 +73,8 @@ def extract_category(text: str, # the generated answer
                      fallback: str, # returned when no rule matches (may be None)
                     ) -> str:
     "The label whose rule matches `text` earliest (longest match on ties), else `fallback`."
-    hits = [(pos[0], -pos[1], k) for k, r in enumerate(rules.values()) if (pos := _find(r, text)) is not None]
+    hits = [(pos[0], -pos[1], k) for k, r in enumerate(rules.values()) if (pos := _find(r,
+        text)) is not None]
     if not hits: return fallback
     return list(rules)[min(hits)[2]]
 
@@ -116,14 +122,17 @@ def _label_groups(paths, budget: int = 256):
 # %% ../nbs/11_evaluate.ipynb #117911b3
 def _label_mask(seg, attn: str, dtype):
     "Attention mask for rows laid out as [padding, prompt, label 1, label 2 ...] (`seg`: -2, -1, 0, 1 ...)."
-    if int(seg.max()) <= 0: return (seg != -2).long()                      # one label: an ordinary 2D padding mask
+    if int(seg.max()) <= 0:
+        return (seg != -2).long()                      # one label: an ordinary 2D padding mask
     L = seg.shape[1]
     q, k = seg[:, :, None], seg[:, None, :]
     causal = torch.ones(L, L, dtype=torch.bool, device=seg.device).tril()
     itself = torch.eye(L, dtype=torch.bool, device=seg.device)
-    ok = causal & (((k == -1) & (q != -2)) | ((k == q) & ((k != -2) | itself)))   # the prompt, or its own label; padding sees itself
+    # the prompt, or its own label; padding sees itself
+    ok = causal & (((k == -1) & (q != -2)) | ((k == q) & ((k != -2) | itself)))
     if attn == "sdpa": return ok[:, None]
-    return torch.zeros(ok.shape, dtype=dtype, device=seg.device).masked_fill(~ok, torch.finfo(dtype).min)[:, None]
+    return torch.zeros(ok.shape, dtype=dtype, device=seg.device).masked_fill(~ok,
+        torch.finfo(dtype).min)[:, None]
 
 # %% ../nbs/11_evaluate.ipynb #ade9bb20
 @torch.no_grad()
@@ -147,10 +156,12 @@ def label_probabilities(model, # the model
     logp = np.zeros((len(prompt_ids), len(paths)))
     was = model.training; model.eval()
     for g in groups:
-        feed = [t for j in g for t in paths[j][:-1]]                          # each label but its last token, one after another
+        # each label but its last token, one after another
+        feed = [t for j in g for t in paths[j][:-1]]
         lab = torch.tensor([k for k, j in enumerate(g) for _ in paths[j][:-1]], dtype=torch.long)
         start = np.cumsum([0] + [len(paths[j]) - 1 for j in g])
-        off = torch.arange(len(feed)) - torch.tensor(start[lab.numpy()] if len(feed) else [], dtype=torch.long)
+        off = torch.arange(len(feed)) - torch.tensor(start[lab.numpy()] if len(feed) else [],
+                                                     dtype=torch.long)
         F = len(feed)
         for b in length_batches([len(p) for p in prompt_ids], batch_size):
             n = max(len(prompt_ids[i]) for i in b)
@@ -162,8 +173,10 @@ def label_probabilities(model, # the model
                 seg[r, n - m:n], seg[r, n:] = -1, lab
                 pos[r, n - m:n], pos[r, n:] = torch.arange(m), m + off
             mask = _label_mask(seg.to(dev), attn, model.dtype)
-            out = model(input_ids=ids.to(dev), attention_mask=mask, position_ids=pos.to(dev), **(dict(logits_to_keep=F + 1) if keep else {}))
-            lp = torch.log_softmax(out.logits[:, -(F + 1):].float(), -1).cpu()  # row 0: after the prompt; 1 + k: after feed[k]
+            out = model(input_ids=ids.to(dev), attention_mask=mask, position_ids=pos.to(dev),
+                        **(dict(logits_to_keep=F + 1) if keep else {}))
+            # row 0: after the prompt; 1 + k: after feed[k]
+            lp = torch.log_softmax(out.logits[:, -(F + 1):].float(), -1).cpu()
             for r, i in enumerate(b):
                 for k, j in enumerate(g):
                     for m, t in enumerate(paths[j]):
@@ -196,11 +209,13 @@ def best_labels(P:np.ndarray, # (rows × labels) probabilities
                 vocab:list[str], # the label of each column of `P`
                )->list[str]:
     "Each row's highest-probability label; an empty label (`fallback_label: ''`) is never chosen while another exists."
-    ok = np.array([v != "" for v in vocab]) if any(v != "" for v in vocab) else np.ones(len(vocab), bool)
+    ok = np.array([v != "" for v in vocab]) if any(v != "" for v in vocab) else np.ones(len(vocab),
+        bool)
     return [vocab[j] for j in np.where(ok[None], P, -np.inf).argmax(1)]
 
 # %% ../nbs/11_evaluate.ipynb #0d8700f9
-def predict_categories(model, tok, results:list[dict], # dicts with `prompt_ids`, `text` (unless constrained), maybe `neighbours`
+def predict_categories(model, tok,
+                       results:list[dict], # dicts with `prompt_ids`, `text` (unless constrained), maybe `neighbours`
                        output_feature, vocab:list[str], batch_size:int=16,
                        free_ids:list[int]|None=None, # the content-free prompt's ids: calibrate the label scores against it
                       )->dict:
@@ -209,17 +224,23 @@ def predict_categories(model, tok, results:list[dict], # dicts with `prompt_ids`
     prompts = [r["prompt_ids"] for r in results]
     lids = label_token_ids(tok, vocab, prompts[0] if prompts else None)
     con = bool(d.constrain_to_vocabulary)
-    P = label_probabilities(model, tok, prompts, lids, tok.eos_token_id, constrained=con, batch_size=batch_size)
+    P = label_probabilities(model, tok, prompts, lids, tok.eos_token_id, constrained=con,
+                            batch_size=batch_size)
     if free_ids is not None and prompts:
-        P = calibrate(P, label_probabilities(model, tok, [free_ids], lids, tok.eos_token_id, constrained=con)[0])
+        P = calibrate(P, label_probabilities(model, tok, [free_ids], lids, tok.eos_token_id,
+                                             constrained=con)[0])
     votes = [neighbour_vote(r.get("neighbours")) for r in results]
     best = best_labels(P, vocab)
-    if con: return dict(labels=best, answers=best, probabilities=P, fell_back=[False] * len(best), votes=votes)
+    if con:
+        return dict(labels=best, answers=best, probabilities=P, fell_back=[False] * len(best),
+                    votes=votes)
     rules = match_rules(output_feature, vocab)
     found = [extract_category(r["text"], rules, None) for r in results]
     other = dict(fallback_label=[fb] * len(found), best_label=best,
-                 neighbour_vote=[v if v is not None else b for v, b in zip(votes, best)])[d.no_match]
-    return dict(labels=[f if f is not None else o for f, o in zip(found, other)], answers=[r["text"] for r in results],
+                 neighbour_vote=[v if v is not None else b for v,
+                                 b in zip(votes, best)])[d.no_match]
+    return dict(labels=[f if f is not None else o for f, o in zip(found, other)],
+                answers=[r["text"] for r in results],
                 probabilities=P, fell_back=[f is None for f in found], votes=votes)
 
 # %% ../nbs/11_evaluate.ipynb #761e91ae
@@ -247,8 +268,10 @@ def text_metrics(predictions, # the generated texts
     p, t = [str(x) for x in predictions], [str(x) for x in targets]
     sc = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=False)
     r = [sc.score(b, a) for a, b in zip(p, t)]
-    out = dict(exact_match=float(np.mean([_norm(a) == _norm(b) for a, b in zip(p, t)])) if t else 0.0)
-    for k in ("rouge1", "rouge2", "rougeL"): out[k] = float(np.mean([x[k].fmeasure for x in r])) if r else 0.0
+    out = dict(exact_match=float(np.mean([_norm(a) == _norm(b) for a,
+                                          b in zip(p, t)])) if t else 0.0)
+    for k in ("rouge1", "rouge2", "rougeL"):
+        out[k] = float(np.mean([x[k].fmeasure for x in r])) if r else 0.0
     out["bleu"] = float(sacrebleu.corpus_bleu(p, [t]).score) if t else 0.0
     return out
 
@@ -262,10 +285,13 @@ def category_metrics(predictions, # the predicted labels
     from sklearn.metrics import accuracy_score, f1_score, confusion_matrix
     t, p = [str(x) for x in targets], [str(x) for x in predictions]
     labels = list(vocab) + sorted(set(t) - set(vocab))
-    seen = [l for l in labels if l in set(t) | set(p)]   # an unused fallback label is not a class the model failed on
-    out = dict(accuracy=float(accuracy_score(t, p)), macro_f1=float(f1_score(t, p, labels=seen, average="macro", zero_division=0)),
+    # an unused fallback label is not a class the model failed on
+    seen = [l for l in labels if l in set(t) | set(p)]
+    out = dict(accuracy=float(accuracy_score(t, p)),
+               macro_f1=float(f1_score(t, p, labels=seen, average="macro", zero_division=0)),
                labels=labels, confusion_matrix=confusion_matrix(t, p, labels=labels).tolist())
-    if fell_back is not None: out["fallback_rate"] = float(np.mean(fell_back)) if len(fell_back) else 0.0
+    if fell_back is not None:
+        out["fallback_rate"] = float(np.mean(fell_back)) if len(fell_back) else 0.0
     return out
 
 # %% ../nbs/11_evaluate.ipynb #05c2a77e
@@ -277,6 +303,7 @@ def plot_confusion_matrix(metrics: dict, # `category_metrics(...)` (or anything 
     from sklearn.metrics import ConfusionMatrixDisplay
     cm, labels = np.asarray(metrics["confusion_matrix"]), list(metrics["labels"])
     if ax is None: _, ax = plt.subplots(figsize=(1.2 + 0.7 * len(labels), 1 + 0.6 * len(labels)))
-    ConfusionMatrixDisplay(cm, display_labels=labels).plot(ax=ax, cmap="Blues", colorbar=False, xticks_rotation=45)
+    ConfusionMatrixDisplay(cm, display_labels=labels).plot(ax=ax, cmap="Blues", colorbar=False,
+                                                           xticks_rotation=45)
     ax.set_xlabel("predicted"); ax.set_ylabel("true"); ax.set_title(title)
     return ax

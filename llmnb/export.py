@@ -19,12 +19,16 @@ __all__ = ['CONVERTER_TYPES', 'QUANTIZER_TYPES', 'ENGINES', 'FORMATS', 'llama_cp
 # %% ../nbs/18_export.ipynb #66231b74
 _CONVERTER_PARTS = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/")
 
+# %% ../nbs/18_export.ipynb #76e6c9f1
 def _missing_converter() -> LlmnbError:
     d = cache_dir()/"sdist"
     return LlmnbError(
-        "export --format gguf needs llama.cpp's converter (convert_hf_to_gguf.py), which ships in the llama-cpp-python "
-        f"source package. Fetch it once: `pip download --no-binary :all: --no-deps llama-cpp-python -d {d}` "
-        "(or set LLMNB_LLAMA_CPP to a llama.cpp checkout); its Python needs `pip install sentencepiece`.")
+        "export --format gguf needs llama.cpp's converter (convert_hf_to_gguf.py), which ships in "
+        "the llama-cpp-python "
+        f"source package. Fetch it once: `pip download --no-binary :all: --no-deps "
+        f"llama-cpp-python -d {d}` "
+        "(or set LLMNB_LLAMA_CPP to a llama.cpp checkout); its Python needs `pip install "
+        "sentencepiece`.")
 
 # %% ../nbs/18_export.ipynb #c2375610
 def _extract_converter(sdist: Path) -> Path:
@@ -34,11 +38,13 @@ def _extract_converter(sdist: Path) -> Path:
     def write(tmp):
         with tarfile.open(sdist) as tf:
             for m in tf.getmembers():
-                rel = m.name.split("/vendor/llama.cpp/", 1)[-1] if "/vendor/llama.cpp/" in m.name else None
+                rel = m.name.split("/vendor/llama.cpp/",
+                                   1)[-1] if "/vendor/llama.cpp/" in m.name else None
                 if rel and rel.startswith(_CONVERTER_PARTS) and (m.isfile() or m.isdir()):
                     m.name = rel; tf.extract(m, tmp, filter="data")
     write_dir_atomically(dest, write)
-    if not (dest/"convert_hf_to_gguf.py").exists(): raise LlmnbError(f"{sdist}: no vendor/llama.cpp/convert_hf_to_gguf.py in it.")
+    if not (dest/"convert_hf_to_gguf.py").exists():
+        raise LlmnbError(f"{sdist}: no vendor/llama.cpp/convert_hf_to_gguf.py in it.")
     return dest
 
 # %% ../nbs/18_export.ipynb #40414a4e
@@ -47,7 +53,8 @@ def llama_cpp_converter() -> Path:
     env = os.environ.get("LLMNB_LLAMA_CPP")
     cands = [Path(env).expanduser()] if env else sorted((cache_dir()/"sdist").glob("llama_cpp_python-*.tar.gz"))[-1:]
     for c in cands:
-        if c.is_file() and c.name.endswith(".tar.gz"): return _extract_converter(c)/"convert_hf_to_gguf.py"
+        if c.is_file() and c.name.endswith(".tar.gz"):
+            return _extract_converter(c)/"convert_hf_to_gguf.py"
         for d in (c, c/"vendor"/"llama.cpp"):
             if (d/"convert_hf_to_gguf.py").exists(): return d/"convert_hf_to_gguf.py"
     raise _missing_converter()
@@ -58,7 +65,8 @@ def _run_info(path) -> tuple[Path, dict]:
     p = Path(path).expanduser()
     for d in (p/"merged", p/"model", p):
         if (d/"llmnb.json").exists(): return d, json.loads((d/"llmnb.json").read_text())
-    raise LlmnbError(f"model_path: '{path}' is not an llmnb run: no llmnb.json in it, in model/ or in merged/.")
+    raise LlmnbError(f"model_path: '{path}' is not an llmnb run: no llmnb.json in it, in model/ or "
+                     f"in merged/.")
 
 # %% ../nbs/18_export.ipynb #c27999af
 def export_merged(model_path, # a run directory written by `train` (or its model/ folder)
@@ -71,7 +79,8 @@ def export_merged(model_path, # a run directory written by `train` (or its model
     model = llm.model
     if info["kind"] == "adapter":
         if not hasattr(model, "merge_and_unload"):
-            raise LlmnbError(f"export: the adapter of '{model_path}' ({llm.config.adapter.type}) cannot be merged into the base weights.")
+            raise LlmnbError(f"export: the adapter of '{model_path}' ({llm.config.adapter.type}) "
+                             f"cannot be merged into the base weights.")
         model = model.merge_and_unload()
     def write(tmp):
         model.save_pretrained(tmp, safe_serialization=True)
@@ -90,29 +99,35 @@ def _tiny_run(path, rows: int = 16) -> Path:
     from llmnb.testing import tiny_llama_dir
     path = Path(path)
     tok = AutoTokenizer.from_pretrained(resolve_base_model("smollm2-135m-instruct"))
-    base = tiny_llama_dir(path/"base", tok, initializer_range=0.5)  # peaked logits: greedy answers are not near-ties
+    # peaked logits: greedy answers are not near-ties
+    base = tiny_llama_dir(path/"base", tok, initializer_range=0.5)
     cfg = dict(base_model=str(base), input_features=[dict(name="q", type="text")],
                output_features=[dict(name="a", type="text")], adapter=dict(type="lora", r=4),
                prompt=dict(template="Q: {q}\nA:"), generation=dict(max_new_tokens=8),
                trainer=dict(type="finetune", epochs=1, batch_size=4, learning_rate=1e-3))
-    df = pd.DataFrame(dict(q=[f"what is {i} plus {i}?" for i in range(rows)], a=[str(2 * i) for i in range(rows)]))
+    df = pd.DataFrame(dict(q=[f"what is {i} plus {i}?" for i in range(rows)],
+                           a=[str(2 * i) for i in range(rows)]))
     LLM(cfg).train(df, output_directory=path/"run", progress=False)
     return path/"run"
 
 # %% ../nbs/18_export.ipynb #9df92ff4
 CONVERTER_TYPES = ("f32", "f16", "bf16", "q8_0")  # what convert_hf_to_gguf.py writes itself
-QUANTIZER_TYPES = ("q4_0", "q4_1", "q5_0", "q5_1", "q2_k", "q3_k_m", "q4_k_s", "q4_k_m", "q5_k_s", "q5_k_m", "q6_k")
+QUANTIZER_TYPES = ("q4_0", "q4_1", "q5_0", "q5_1", "q2_k", "q3_k_m", "q4_k_s", "q4_k_m", "q5_k_s",
+                   "q5_k_m", "q6_k")
 
+# %% ../nbs/18_export.ipynb #71bae5d7
 def _check_quantization(q: str) -> str:
     q = str(q).lower()
     if q not in CONVERTER_TYPES + QUANTIZER_TYPES:
-        raise LlmnbError(f"--quantization: {q!r} is not a GGUF type llmnb writes; allowed: {', '.join(CONVERTER_TYPES + QUANTIZER_TYPES)}.")
+        raise LlmnbError(f"--quantization: {q!r} is not a GGUF type llmnb writes; allowed: "
+                         f"{', '.join(CONVERTER_TYPES + QUANTIZER_TYPES)}.")
     return q
 
 # %% ../nbs/18_export.ipynb #3cdcc149
 def _convert(model_dir: Path, out: Path, outtype: str):
     "Run llama.cpp's converter on a transformers folder (a subprocess: it is a script, not a library)."
-    cmd = [sys.executable, str(llama_cpp_converter()), str(model_dir), "--outfile", str(out), "--outtype", outtype]
+    cmd = [sys.executable, str(llama_cpp_converter()), str(model_dir), "--outfile", str(out),
+           "--outtype", outtype]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode:
         tail = "\n".join(r.stderr.strip().splitlines()[-6:])
@@ -123,7 +138,8 @@ def _convert(model_dir: Path, out: Path, outtype: str):
 def _quantize(src: Path, out: Path, q: str):
     "llama.cpp's quantizer (`llama_model_quantize`, from llama-cpp-python) from an f16 GGUF to type `q`."
     try: import llama_cpp
-    except ImportError: raise LlmnbError(f"--quantization {q} needs llama.cpp's quantizer: pip install llama-cpp-python "
+    except ImportError: raise LlmnbError(f"--quantization {q} needs llama.cpp's quantizer: pip "
+                                         f"install llama-cpp-python "
                                          "(see the README for the build flags on CPUs without AMX).") from None
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{q.upper()}")
@@ -140,7 +156,8 @@ def to_gguf(model_dir, # a transformers model folder (a merged export, or any sa
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".gguf") as t:
         f16 = Path(t)/"model-f16.gguf"
-        _convert(Path(model_dir), f16 if q in QUANTIZER_TYPES else Path(t)/"out.gguf", "f16" if q in QUANTIZER_TYPES else q)
+        _convert(Path(model_dir), f16 if q in QUANTIZER_TYPES else Path(t)/"out.gguf",
+                 "f16" if q in QUANTIZER_TYPES else q)
         if q in QUANTIZER_TYPES: _quantize(f16, Path(t)/"out.gguf", q)
         os.replace(Path(t)/"out.gguf", out)
     return out
@@ -150,13 +167,16 @@ def _llama_cpp():
     "llama-cpp-python, imported with passive OpenMP waiting unless the user chose otherwise."
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try: import llama_cpp
-    except ImportError: raise LlmnbError("the llama_cpp engine needs llama-cpp-python: pip install 'llmnb[gguf]'") from None
+    except ImportError:
+        raise LlmnbError("the llama_cpp engine needs llama-cpp-python: pip install "
+                         "'llmnb[gguf]'") from None
     global _QUIET
     if _QUIET is None:   # llama.cpp logs every load to stderr; the callback must outlive the call
         _QUIET = llama_cpp.llama_log_callback(lambda level, text, data: None)
         llama_cpp.llama_log_set(_QUIET, ctypes.c_void_p(0))
     return llama_cpp
 
+# %% ../nbs/18_export.ipynb #93bc001a
 _QUIET = None
 
 # %% ../nbs/18_export.ipynb #fb4c8adb
@@ -165,7 +185,8 @@ def _llama_context(L, gguf, slots: int, per_seq: int, threads: int, n_batch: int
     model = L.llama_model_load_from_file(str(gguf).encode(), L.llama_model_default_params())
     if not model: raise LlmnbError(f"llama.cpp could not load {gguf}")
     cp = L.llama_context_default_params()
-    cp.n_ctx, cp.n_batch, cp.n_ubatch, cp.n_seq_max = slots * per_seq, n_batch, min(512, n_batch), slots
+    cp.n_ctx, cp.n_batch, cp.n_ubatch, cp.n_seq_max = slots * per_seq, n_batch, min(512,
+        n_batch), slots
     cp.n_threads = cp.n_threads_batch = threads
     cp.kv_unified = False   # each sequence attends over its own cells only
     return model, L.llama_init_from_model(model, cp), L.llama_batch_init(n_batch, 0, 1)
@@ -201,33 +222,41 @@ def llama_cpp_generate(gguf, # a GGUF file
     L = _llama_cpp()
     eos = set(eos if isinstance(eos, (list, tuple, set)) else [eos])
     slots = max(1, min(slots, len(prompts)))
-    if any(len(p) > n_batch for p in prompts): raise LlmnbError(f"llama_cpp_generate: a prompt is longer than n_batch={n_batch} tokens.")
-    model, ctx, batch = _llama_context(L, gguf, slots, max(map(len, prompts), default=1) + max_new + 1, threads or os.cpu_count(), n_batch)
+    if any(len(p) > n_batch for p in prompts):
+        raise LlmnbError(f"llama_cpp_generate: a prompt is longer than n_batch={n_batch} tokens.")
+    model, ctx, batch = _llama_context(L, gguf, slots,
+                                       max(map(len, prompts), default=1) + max_new + 1,
+                                       threads or os.cpu_count(), n_batch)
     mem, nv = L.llama_get_memory(ctx), L.llama_vocab_n_tokens(L.llama_model_get_vocab(model))
     todo, outs, slot = list(range(len(prompts)))[::-1], [[] for _ in prompts], [None] * slots
     try:
         while todo or any(s is not None for s in slot):
             rows = _fill(batch, slot, todo, prompts, n_batch)
-            if (rc := L.llama_decode(ctx, batch)) != 0: raise LlmnbError(f"llama.cpp: llama_decode failed ({rc}).")
+            if (rc := L.llama_decode(ctx, batch)) != 0:
+                raise LlmnbError(f"llama.cpp: llama_decode failed ({rc}).")
             for s, i in rows:
                 t = int(np.ctypeslib.as_array(L.llama_get_logits_ith(ctx, i), shape=(nv,)).argmax())
                 r = slot[s][0]; outs[r].append(t); slot[s][2] = t
-                if t in eos or len(outs[r]) >= max_new: L.llama_memory_seq_rm(mem, s, -1, -1); slot[s] = None
+                if t in eos or len(outs[r]) >= max_new:
+                    L.llama_memory_seq_rm(mem, s, -1, -1); slot[s] = None
     finally: L.llama_batch_free(batch); L.llama_free(ctx); L.llama_model_free(model)
     return outs
 
 # %% ../nbs/18_export.ipynb #37638ea7
 ENGINES = ("transformers", "llama_cpp")
 
+# %% ../nbs/18_export.ipynb #c401a4c6
 def _gguf_of(llm) -> Path:
     "An f32 GGUF of `llm`'s model (adapter merged), written once per loaded model into a temporary folder."
     if getattr(llm, "_gguf", None) and Path(llm._gguf).exists(): return Path(llm._gguf)
     import copy
     model = copy.deepcopy(llm.model)
     if hasattr(model, "merge_and_unload"): model = model.merge_and_unload()
-    llm._gguf_dir = tempfile.TemporaryDirectory(prefix="llmnb-gguf-")   # removed with the LLM object
+    # removed with the LLM object
+    llm._gguf_dir = tempfile.TemporaryDirectory(prefix="llmnb-gguf-")
     d = Path(llm._gguf_dir.name)
-    model.save_pretrained(d/"merged", safe_serialization=True); llm.tokenizer.save_pretrained(d/"merged")
+    model.save_pretrained(d/"merged",
+                          safe_serialization=True); llm.tokenizer.save_pretrained(d/"merged")
     llm._gguf = to_gguf(d/"merged", d/"model-f32.gguf", "f32")
     shutil.rmtree(d/"merged")
     return llm._gguf
@@ -240,23 +269,29 @@ def llama_cpp_results(llm, # a loaded `llmnb.api.LLM`
     "`generate_batch`'s result dicts, decoded by llama.cpp (greedy only)."
     from llmnb.generate import plain_greedy, generation_eos_ids
     if not plain_greedy(gc):
-        raise LlmnbError("engine llama_cpp: only greedy decoding (do_sample: false, num_beams: 1, no penalties) runs on "
-                         "llama.cpp; use engine transformers for these generation settings.")
+        raise LlmnbError("engine llama_cpp: only greedy decoding (do_sample: false, num_beams: 1, "
+                         "no penalties) runs on llama.cpp; use engine transformers for these "
+                         "generation settings.")
     t0 = time.time()
-    outs = llama_cpp_generate(_gguf_of(llm), prompt_ids, gc.max_new_tokens, generation_eos_ids(gc), slots=32)
+    outs = llama_cpp_generate(_gguf_of(llm), prompt_ids, gc.max_new_tokens, generation_eos_ids(gc),
+                              slots=32)
     dt = (time.time() - t0) / max(len(prompt_ids), 1)
-    return [dict(text=llm.tokenizer.decode(o, skip_special_tokens=True).strip(), ids=o, prompt_ids=list(p), seconds=dt)
+    return [dict(text=llm.tokenizer.decode(o, skip_special_tokens=True).strip(), ids=o,
+                 prompt_ids=list(p), seconds=dt)
             for o, p in zip(outs, prompt_ids)]
 
 # %% ../nbs/18_export.ipynb #f13fd4b4
 _CHATML = ('{{- if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}'
            '<|im_start|>user\n{{ .Prompt }}<|im_end|>\n<|im_start|>assistant\n')
-_OLLAMA_PARAMS = dict(top_k="top_k", top_p="top_p", repetition_penalty="repeat_penalty", max_new_tokens="num_predict")
+_OLLAMA_PARAMS = dict(top_k="top_k", top_p="top_p", repetition_penalty="repeat_penalty",
+                      max_new_tokens="num_predict")
 
+# %% ../nbs/18_export.ipynb #0c5c8d46
 def _ollama_parameters(gen: dict, stops: list[str]) -> list[str]:
     "`PARAMETER` lines for the config's generation settings (`temperature 0` when decoding is greedy)."
     lines = [f"PARAMETER temperature {gen.get('temperature', 1.0) if gen.get('do_sample') else 0}"]
-    lines += [f"PARAMETER {o} {gen[k]}" for k, o in _OLLAMA_PARAMS.items() if gen.get(k) is not None]
+    lines += [f"PARAMETER {o} {gen[k]}" for k,
+              o in _OLLAMA_PARAMS.items() if gen.get(k) is not None]
     return lines + [f'PARAMETER stop "{s}"' for s in stops]
 
 # %% ../nbs/18_export.ipynb #998638f5
@@ -270,32 +305,38 @@ def modelfile(model_dir, # the merged folder (its tokenizer and llmnb.json)
     _, info = _run_info(model_dir)
     cfg, tok = load_config(info["config"]), load_tokenizer(model_dir)
     chat = use_chat_template(cfg, tok)
-    lines = [f"# Ollama Modelfile written by llmnb: `ollama create NAME -f Modelfile`", f"FROM ./{gguf_name}",
+    lines = [f"# Ollama Modelfile written by llmnb: `ollama create NAME -f Modelfile`",
+             f"FROM ./{gguf_name}",
              f"# the run's prompt template (fill it in for each question): {cfg.prompt.template!r}"]
     if not chat: lines.append('TEMPLATE """{{ .Prompt }}"""')
     elif "<|im_start|>" in (tok.chat_template or ""): lines.append(f'TEMPLATE """{_CHATML}"""')
     else: lines.append("# TEMPLATE: the chat template stored in the GGUF (tokenizer.chat_template)")
     if getattr(cfg.prompt, "system", None): lines.append(f'SYSTEM """{cfg.prompt.system}"""')
     stops = [t for t in ("<|im_end|>",) if chat and t in tok.get_vocab()] + ([tok.eos_token] if tok.eos_token else [])
-    return "\n".join(lines + _ollama_parameters(cfg.generation.hf_kwargs(), list(dict.fromkeys(stops)))) + "\n"
+    return "\n".join(lines + _ollama_parameters(cfg.generation.hf_kwargs(),
+                                                list(dict.fromkeys(stops)))) + "\n"
 
 # %% ../nbs/18_export.ipynb #d72bf695
 FORMATS = ("merged", "gguf", "ollama")
 
+# %% ../nbs/18_export.ipynb #2f1bd5a9
 def export_model(model_path, # a run directory written by `train` (or its model/ folder)
                  output_path, # the folder to write: the merged model, or the GGUF (+ Modelfile)
                  format: str = "gguf", # merged | gguf | ollama
                  quantization: str = "f16", # GGUF type (gguf and ollama): f32, f16, bf16, q8_0, q4_k_m, ...
                 ) -> Path:
     "Export a run: `merged` (a transformers folder), `gguf` (OUT/model-TYPE.gguf) or `ollama` (GGUF + Modelfile)."
-    if format not in FORMATS: raise LlmnbError(f"--format: {format!r} is not one of {', '.join(FORMATS)}.")
+    if format not in FORMATS:
+        raise LlmnbError(f"--format: {format!r} is not one of {', '.join(FORMATS)}.")
     out = Path(output_path).expanduser()
     if format == "merged": return export_merged(model_path, out)
     q = _check_quantization(quantization)
     _run_info(model_path)
-    with tempfile.TemporaryDirectory(prefix=".merged", dir=out.parent if out.parent.exists() else None) as t:
+    with tempfile.TemporaryDirectory(prefix=".merged",
+                                     dir=out.parent if out.parent.exists() else None) as t:
         merged = export_merged(model_path, Path(t)/"merged")
         gguf = to_gguf(merged, out/f"model-{q}.gguf", q)
         if format == "ollama":
-            tmp = out/"Modelfile.tmp"; tmp.write_text(modelfile(merged, gguf.name)); os.replace(tmp, out/"Modelfile")
+            tmp = out/"Modelfile.tmp"; tmp.write_text(modelfile(merged, gguf.name)); os.replace(tmp,
+                out/"Modelfile")
     return out

@@ -29,7 +29,9 @@ def merged_generation(cfg, # the config
     except Exception as e:
         from llmnb.config import load_config
         try: load_config({**cfg.to_dict(), "generation": data})
-        except ConfigError as ce: raise ConfigError([p.replace("generation.", "generation_config.", 1) for p in ce.problems]) from None
+        except ConfigError as ce:
+            raise ConfigError([p.replace("generation.", "generation_config.",
+                                         1) for p in ce.problems]) from None
         raise
 
 # %% ../nbs/05_generate.ipynb #87fb2bb1
@@ -104,7 +106,8 @@ def decoding_strategy(gc, # a `transformers.GenerationConfig`
     "The decoding strategy a `transformers.GenerationConfig` selects: one of the six in the table above."
     beams, sample = gc.num_beams or 1, bool(gc.do_sample)
     if (gc.num_beam_groups or 1) > 1: return "diverse beam search"
-    if beams == 1 and not sample and (gc.penalty_alpha or 0) > 0 and (gc.top_k or 0) > 1: return "contrastive search"
+    if beams == 1 and not sample and (gc.penalty_alpha or 0) > 0 and (gc.top_k or 0) > 1:
+        return "contrastive search"
     if beams == 1: return "multinomial sampling" if sample else "greedy"
     return "beam-search multinomial sampling" if sample else "beam search"
 
@@ -127,7 +130,8 @@ def _positions(mask):
 def _forward(model, ids, mask, cache, hidden=False, **kw):
     "One cached forward step over `ids` (the new tokens); the mask covers the whole sequence so far."
     pos = _positions(mask)[:, -ids.shape[1]:]
-    return model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **cache_kwargs(model, cache),
+    return model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
+                 **cache_kwargs(model, cache),
                  output_hidden_states=hidden, return_dict=True, **kw)
 
 # %% ../nbs/05_generate.ipynb #3da5d1a9
@@ -139,7 +143,8 @@ def generation_eos_ids(gc, # a `GenerationConfig`
 
 # %% ../nbs/05_generate.ipynb #7d42d391
 @torch.no_grad()
-def _contrastive_search(model, input_ids, logits_processor, stopping_criteria, generation_config, synced_gpus=False, streamer=None, **model_kwargs):
+def _contrastive_search(model, input_ids, logits_processor, stopping_criteria, generation_config,
+                        synced_gpus=False, streamer=None, **model_kwargs):
     "Contrastive search as a `custom_generate` function."
     from transformers import DynamicCache
     from transformers.generation.utils import GenerateDecoderOnlyOutput
@@ -149,7 +154,8 @@ def _contrastive_search(model, input_ids, logits_processor, stopping_criteria, g
     mask = torch.ones_like(input_ids) if mask is None else mask
     cache = DynamicCache(config=model.config)
     out = _forward(model, input_ids, mask, cache, hidden=True)
-    ctx, logits = out.hidden_states[-1], out.logits[:, -1].float()          # context hidden states (B, t, H)
+    # context hidden states (B, t, H)
+    ctx, logits = out.hidden_states[-1], out.logits[:, -1].float()
     keep = gc.return_dict_in_generate and gc.output_scores
     scores, live = (), torch.ones(B, dtype=torch.long, device=dev)
     pad = gc.pad_token_id if gc.pad_token_id is not None else 0
@@ -163,7 +169,8 @@ def _contrastive_search(model, input_ids, logits_processor, stopping_criteria, g
         h = o.hidden_states[-1][:, -1]                                       # (B*k, H)
         c = torch.nn.functional.normalize(ctx.float(), dim=-1).repeat_interleave(k, 0)
         sim = torch.einsum("bth,bh->bt", c, torch.nn.functional.normalize(h.float(), dim=-1))
-        sim = sim.masked_fill(mask.repeat_interleave(k, 0) == 0, -1.0)     # padding is never "similar"
+        # padding is never "similar"
+        sim = sim.masked_fill(mask.repeat_interleave(k, 0) == 0, -1.0)
         best = ((1 - alpha) * top_p.reshape(-1) - alpha * sim.max(-1).values).view(B, k).argmax(-1)
         sel = torch.arange(B, device=dev) * k + best
         cache.batch_select_indices(sel)
@@ -180,7 +187,8 @@ class _Hyps:
     "The best `n` finished hypotheses of one beam group."
     def __init__(self, n): self.n, self.items = n, []
     def add(self, score, ids, hist):
-        self.items.append((score, ids, hist)); self.items.sort(key=lambda x: -x[0]); del self.items[self.n:]
+        self.items.append((score, ids,
+                           hist)); self.items.sort(key=lambda x: -x[0]); del self.items[self.n:]
     def done(self, best_running, t, gc, max_new):
         if len(self.items) < self.n: return False
         if gc.early_stopping is True: return True
@@ -198,14 +206,17 @@ def _group_step(s, beam_scores, rows0, n, eos, t, gc, hyps, input_ids, hist):
         beam, token = divmod(ix, V)
         row = rows0 + beam
         if token in eos:
-            if rank < n: hyps.add(v / (t ** gc.length_penalty), input_ids[row].tolist() + [token], hist[row].tolist() + [row])
+            if rank < n:
+                hyps.add(v / (t ** gc.length_penalty), input_ids[row].tolist() + [token],
+                         hist[row].tolist() + [row])
             continue
         src.append(row); tok.append(token); sc.append(v)
         if len(src) == n: break
     return src, tok, sc
 
 # %% ../nbs/05_generate.ipynb #872d8bbc
-def _group_candidates(proc, beam_scores, B, N, G, n, pad, eos, t, gc, hyps, done, input_ids, hist, max_new):
+def _group_candidates(proc, beam_scores, B, N, G, n, pad, eos, t, gc, hyps, done, input_ids, hist,
+                      max_new):
     "Each group's next beams, in order, the earlier groups' tokens penalising the later ones: (source rows, tokens, scores)."
     BN, V, dev = B * N, proc.shape[-1], proc.device
     src = torch.arange(BN, device=dev).view(B, N).clone()
@@ -214,11 +225,13 @@ def _group_candidates(proc, beam_scores, B, N, G, n, pad, eos, t, gc, hyps, done
     for g in range(G):
         s = proc.view(B, N, V)[:, g * n:(g + 1) * n].clone()
         if g and gc.diversity_penalty:
-            used = torch.zeros(B, V, device=dev).scatter_add_(1, tok[:, :g * n], torch.ones(B, g * n, device=dev))
+            used = torch.zeros(B, V, device=dev).scatter_add_(1, tok[:, :g * n],
+                torch.ones(B, g * n, device=dev))
             s -= gc.diversity_penalty * used[:, None]
         for b in range(B):
             if done[b][g]: continue
-            r, k, v = _group_step(s[b], beam_scores[b, g * n:(g + 1) * n], b * N + g * n, n, eos, t, gc, hyps[b][g], input_ids, hist)
+            r, k, v = _group_step(s[b], beam_scores[b, g * n:(g + 1) * n], b * N + g * n, n, eos, t,
+                                  gc, hyps[b][g], input_ids, hist)
             src[b, g * n:g * n + len(r)] = torch.tensor(r, device=dev)
             tok[b, g * n:g * n + len(k)] = torch.tensor(k, device=dev)
             nsc[b, g * n:g * n + len(v)] = torch.tensor(v, device=dev)
@@ -236,22 +249,29 @@ def _group_output(gc, hyps, done, beam_scores, input_ids, hist, B, N, G, n, L0, 
             if done[b][g]: continue
             for j in range(n):
                 row = b * N + g * n + j
-                hyps[b][g].add(beam_scores[b, g * n + j].item() / (t ** gc.length_penalty), input_ids[row].tolist(), hist[row].tolist())
+                hyps[b][g].add(beam_scores[b, g * n + j].item() / (t ** gc.length_penalty),
+                               input_ids[row].tolist(), hist[row].tolist())
     R = gc.num_return_sequences or 1
-    best = [sorted((h for grp in hyps[b] for h in grp.items), key=lambda x: -x[0])[:R] for b in range(B)]
+    best = [sorted((h for grp in hyps[b] for h in grp.items),
+                   key=lambda x: -x[0])[:R] for b in range(B)]
     flat_best = [h for bb in best for h in bb]
     width = max(len(h[1]) for h in flat_best)
     seqs = torch.full((len(flat_best), width), pad, dtype=torch.long, device=dev)
     bidx = torch.full((len(flat_best), width - L0), -1, dtype=torch.long, device=dev)
     for i, (_, ids, hi) in enumerate(flat_best):
-        seqs[i, :len(ids)] = torch.tensor(ids, device=dev); bidx[i, :len(hi)] = torch.tensor(hi, device=dev)
+        seqs[i, :len(ids)] = torch.tensor(ids, device=dev); bidx[i, :len(hi)] = torch.tensor(hi,
+            device=dev)
     if not gc.return_dict_in_generate: return seqs
-    return GenerateBeamDecoderOnlyOutput(sequences=seqs, sequences_scores=torch.tensor([h[0] for h in flat_best], device=dev),
-                                         scores=tuple(steps) if steps is not None else None, beam_indices=bidx)
+    return GenerateBeamDecoderOnlyOutput(sequences=seqs,
+                                         sequences_scores=torch.tensor([h[0] for h in flat_best],
+                                             device=dev),
+                                         scores=tuple(steps) if steps is not None else None,
+                                         beam_indices=bidx)
 
 # %% ../nbs/05_generate.ipynb #308145de
 @torch.no_grad()
-def _group_beam_search(model, input_ids, logits_processor, stopping_criteria, generation_config, synced_gpus=False, streamer=None, **model_kwargs):
+def _group_beam_search(model, input_ids, logits_processor, stopping_criteria, generation_config,
+                       synced_gpus=False, streamer=None, **model_kwargs):
     "Diverse (group) beam search as a `custom_generate` function."
     from transformers import DynamicCache
     gc = generation_config
@@ -262,7 +282,8 @@ def _group_beam_search(model, input_ids, logits_processor, stopping_criteria, ge
     mask = model_kwargs.get("attention_mask")
     mask = torch.ones_like(input_ids) if mask is None else mask
     cache = DynamicCache(config=model.config)
-    beam_scores = torch.full((B, N), -1e9, device=dev); beam_scores[:, ::n] = 0     # one live beam per group at first
+    # one live beam per group at first
+    beam_scores = torch.full((B, N), -1e9, device=dev); beam_scores[:, ::n] = 0
     hyps = [[_Hyps(n) for _ in range(G)] for _ in range(B)]
     done = [[False] * G for _ in range(B)]
     hist = torch.zeros(BN, 0, dtype=torch.long, device=dev)
@@ -272,7 +293,8 @@ def _group_beam_search(model, input_ids, logits_processor, stopping_criteria, ge
         proc = logits_processor(input_ids, torch.log_softmax(out.logits[:, -1].float(), -1))
         if steps is not None: steps.append(proc)
         t = input_ids.shape[1] - L0 + 1
-        src, tok, nsc = _group_candidates(proc, beam_scores, B, N, G, n, pad, eos, t, gc, hyps, done, input_ids, hist, max_new)
+        src, tok, nsc = _group_candidates(proc, beam_scores, B, N, G, n, pad, eos, t, gc, hyps,
+                                          done, input_ids, hist, max_new)
         flat = src.view(-1)
         input_ids = torch.cat([input_ids[flat], tok.view(-1, 1)], 1)
         hist = torch.cat([hist[flat], flat[:, None]], 1)
@@ -283,8 +305,10 @@ def _group_beam_search(model, input_ids, logits_processor, stopping_criteria, ge
     return _group_output(gc, hyps, done, beam_scores, input_ids, hist, B, N, G, n, L0, pad, steps)
 
 # %% ../nbs/05_generate.ipynb #b0e9cbd4
-_OWN_DECODERS = {"contrastive search": _contrastive_search, "diverse beam search": _group_beam_search}
+_OWN_DECODERS = {"contrastive search": _contrastive_search,
+                 "diverse beam search": _group_beam_search}
 
+# %% ../nbs/05_generate.ipynb #105fe4b7
 def _custom_generate(gc):
     "Our decoding function for the strategies transformers 5 no longer ships, else None (transformers' own)."
     return _OWN_DECODERS.get(decoding_strategy(gc))
@@ -293,12 +317,17 @@ def _custom_generate(gc):
 # What the fast greedy loop honours. Sampling- and beam-only settings change nothing under greedy decoding
 # (transformers ignores them there too). Any other setting at a value that acts (a repetition penalty,
 # banned words, guidance_scale, a minimum length, ...) sends the batch to `generate`.
-_GREEDY_HONOURS = {"max_new_tokens", "max_length", "eos_token_id", "pad_token_id", "bos_token_id", "do_sample",
-                   "num_beams", "num_return_sequences", "use_cache", "return_dict_in_generate", "output_scores",
-                   "output_logits", "transformers_version", "temperature", "top_k", "top_p", "min_p", "typical_p",
+_GREEDY_HONOURS = {"max_new_tokens", "max_length", "eos_token_id", "pad_token_id", "bos_token_id",
+                   "do_sample",
+                   "num_beams", "num_return_sequences", "use_cache", "return_dict_in_generate",
+                   "output_scores",
+                   "output_logits", "transformers_version", "temperature", "top_k", "top_p",
+                   "min_p", "typical_p",
                    "epsilon_cutoff", "eta_cutoff", "length_penalty", "early_stopping"}
-_INERT = {"repetition_penalty": 1.0, "encoder_repetition_penalty": 1.0, "guidance_scale": 1.0, "num_beam_groups": 1}
+_INERT = {"repetition_penalty": 1.0, "encoder_repetition_penalty": 1.0, "guidance_scale": 1.0,
+          "num_beam_groups": 1}
 
+# %% ../nbs/05_generate.ipynb #7393a1ad
 def _acts(key, value) -> bool:
     "True when `key: value` changes greedy decoding (None, False, 0 and empty values do not; nor a neutral penalty)."
     return value != _INERT[key] if key in _INERT else value not in (None, False, 0, [], {})
@@ -311,11 +340,13 @@ def plain_greedy(gc, # the resolved `GenerationConfig`
     from transformers.generation.configuration_utils import GenerationMode
     return (not logits_processor and gc.get_generation_mode() == GenerationMode.GREEDY_SEARCH
             and (gc.num_return_sequences or 1) == 1 and gc.max_new_tokens is not None
-            and not any(_acts(k, v) for k, v in gc.to_diff_dict().items() if k not in _GREEDY_HONOURS))
+            and not any(_acts(k, v) for k,
+                        v in gc.to_diff_dict().items() if k not in _GREEDY_HONOURS))
 
 # %% ../nbs/05_generate.ipynb #9c6ba2db
 @torch.no_grad()
-def _greedy_until_eos(model, ids, mask, gc, scores: bool = False) -> tuple[list[list[int]], list[list[float]] | None]:
+def _greedy_until_eos(model, ids, mask, gc, scores: bool = False) -> tuple[list[list[int]],
+    list[list[float]] | None]:
     "Greedy ids (and token probabilities) of each row of a left-padded batch; a row leaves the batch after its EOS."
     from transformers import DynamicCache
     eos = torch.tensor(generation_eos_ids(gc), dtype=torch.long, device=ids.device)
@@ -364,7 +395,8 @@ def generate_batch(model, # the model
     R = gen_config.num_return_sequences or 1
     gc = copy.deepcopy(gen_config)  # the caller's config is left as it was
     gc.return_dict_in_generate, gc.output_scores = True, scores
-    plain = plain_greedy(gen_config, logits_processor) and not is_prompt_learning(model)   # prompt tuning: PEFT's generate adds its tokens
+    # prompt tuning: PEFT's generate adds its tokens
+    plain = plain_greedy(gen_config, logits_processor) and not is_prompt_learning(model)
     for b in tqdm(batches, disable=not progress, desc="generating"):
         ids, mask = _left_pad([prompt_ids[i] for i in b], pad, device)
         for p in lp:
@@ -372,15 +404,21 @@ def generate_batch(model, # the model
         t0 = time.time()
         if plain: gens, probs = _greedy_until_eos(model, ids, mask, gen_config, scores)
         else:
-            out = model.generate(input_ids=ids, attention_mask=mask, generation_config=gc, logits_processor=lp, custom_generate=_custom_generate(gc))
+            out = model.generate(input_ids=ids, attention_mask=mask, generation_config=gc,
+                                 logits_processor=lp, custom_generate=_custom_generate(gc))
             seqs = out.sequences[:, ids.shape[1]:]
-            gens = [_until_eos(seqs[j * R].tolist(), gen_config.eos_token_id, pad) for j in range(len(b))]
+            gens = [_until_eos(seqs[j * R].tolist(), gen_config.eos_token_id,
+                               pad) for j in range(len(b))]
             tp = _token_probs(model, out, gen_config) if scores else None
-            probs = [[float(x) for x in tp[j * R][:len(g)]] for j, g in enumerate(gens)] if scores else None
+            probs = [[float(x) for x in tp[j * R][:len(g)]] for j,
+                     g in enumerate(gens)] if scores else None
         dt = (time.time() - t0) / len(b)
         for j, i in enumerate(b):
-            r = dict(text=tok.decode(gens[j], skip_special_tokens=True).strip(), ids=gens[j], prompt_ids=list(prompt_ids[i]), seconds=dt)
-            if probs is not None: r.update(probabilities=probs[j], probability=float(np.exp(np.sum(np.log(np.maximum(probs[j], 1e-12))))))
+            r = dict(text=tok.decode(gens[j], skip_special_tokens=True).strip(), ids=gens[j],
+                     prompt_ids=list(prompt_ids[i]), seconds=dt)
+            if probs is not None:
+                r.update(probabilities=probs[j],
+                         probability=float(np.exp(np.sum(np.log(np.maximum(probs[j], 1e-12))))))
             results[i] = r
     model.train(was)
     return results
@@ -396,7 +434,8 @@ def _until_eos(gen, eos, pad):
 # %% ../nbs/05_generate.ipynb #22ec71d9
 def _token_probs(model, out, gc):
     bi = getattr(out, "beam_indices", None) if (gc.num_beams or 1) > 1 else None
-    ts = model.compute_transition_scores(out.sequences, out.scores, beam_indices=bi, normalize_logits=bi is None)
+    ts = model.compute_transition_scores(out.sequences, out.scores, beam_indices=bi,
+                                         normalize_logits=bi is None)
     return ts.exp().float().cpu().numpy()
 
 # %% ../nbs/05_generate.ipynb #11ad7596
@@ -406,5 +445,6 @@ STRATEGIES = {
     "beam search": dict(do_sample=False, num_beams=4),
     "contrastive search": dict(do_sample=False, penalty_alpha=0.6, top_k=4),
     "beam-search multinomial sampling": dict(do_sample=True, num_beams=4, temperature=0.8),
-    "diverse beam search": dict(do_sample=False, num_beams=4, num_beam_groups=2, diversity_penalty=1.0),
+    "diverse beam search": dict(do_sample=False, num_beams=4, num_beam_groups=2,
+                                diversity_penalty=1.0),
 }

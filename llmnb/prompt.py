@@ -23,6 +23,7 @@ __all__ = ['SPECIAL_FIELDS', 'DEFAULT_ZERO_SHOT_TEMPLATE', 'DEFAULT_FEW_SHOT_TEM
 class TemplateError(LlmnbError):
     "A problem with `prompt.template` or `prompt.task`: names the field, what is wrong, and what is allowed."
 
+# %% ../nbs/02_prompt.ipynb #7139d868
 SPECIAL_FIELDS = ("__sample__", "__task__", "__context__")
 
 # %% ../nbs/02_prompt.ipynb #4be83567
@@ -36,14 +37,16 @@ def parse_template(template:str, # a prompt template in Python format-string syn
                   )->list[tuple]:
     "The template as (literal, field, spec, conversion) parts, after `template_fields` checked it; field is None for trailing text."
     _fields(template)
-    return [(lit, name, spec or "", conv) for lit, name, spec, conv in string.Formatter().parse(template)]
+    return [(lit, name, spec or "", conv) for lit, name, spec,
+            conv in string.Formatter().parse(template)]
 
 # %% ../nbs/02_prompt.ipynb #879270e8
 DEFAULT_ZERO_SHOT_TEMPLATE = "SAMPLE INPUT: {__sample__}\n\nUSER: Complete the following task: {__task__}\n\nASSISTANT:\n"
 
-DEFAULT_FEW_SHOT_TEMPLATE = ("Below is relevant context:\n\nCONTEXT: {__context__}\n\n"
-    "The context consists of labelled samples that are similar to the sample input; their labels may help with your "
-    "prediction. Use this context, and no other prior knowledge, to follow the instructions below.\n\n"
+DEFAULT_FEW_SHOT_TEMPLATE = ("Below is relevant context:\n\nCONTEXT: {__context__}\n\nThe context "
+    "consists of labelled samples that are similar to the sample input; their labels may help with "
+    "your prediction. Use this context, and no other prior knowledge, to follow the instructions "
+    "below.\n\n"
     + DEFAULT_ZERO_SHOT_TEMPLATE)
 
 # %% ../nbs/02_prompt.ipynb #e2f9215d
@@ -56,7 +59,8 @@ def prompt_template(cfg, # the loaded config
                    )->str|None:
     "The template prompts are rendered with: the user's, a default one when only `task` is set, else None."
     if cfg.prompt.template: return cfg.prompt.template
-    if cfg.prompt.task: return DEFAULT_FEW_SHOT_TEMPLATE if _retrieval_on(cfg) else DEFAULT_ZERO_SHOT_TEMPLATE
+    if cfg.prompt.task:
+        return DEFAULT_FEW_SHOT_TEMPLATE if _retrieval_on(cfg) else DEFAULT_ZERO_SHOT_TEMPLATE
     return None
 
 # %% ../nbs/02_prompt.ipynb #aa8ced33
@@ -72,20 +76,26 @@ def check_prompt_columns(cfg, # the loaded config
     cols, inp = list(column_names), _input_column(cfg)
     template = prompt_template(cfg)
     if template is None:
-        if inp not in cols: raise DataError(f"There is no prompt template, so the input feature's column {inp!r} is the prompt, but it is not "
-                                            f"in the dataset. Columns that exist: {', '.join(map(repr, cols))}.{did_you_mean(inp, cols)}")
+        if inp not in cols: raise DataError(f"There is no prompt template, so the input feature's "
+                                            f"column {inp!r} is the prompt, but it is not in the "
+                                            f"dataset. Columns that exist: "
+                                            f"{', '.join(map(repr, cols))}.{did_you_mean(inp, cols)}")
         return
     fields = _fields(template)
     if not [f for f in fields if f not in ("__task__", "__context__")]:
-        raise TemplateError(f"prompt.template {template!r} uses no column and no {{__sample__}}: every row would get the same prompt.")
+        raise TemplateError(f"prompt.template {template!r} uses no column and no {{__sample__}}: "
+                            f"every row would get the same prompt.")
     if "__sample__" in fields and inp not in cols:
-        raise DataError(f"prompt.template uses {{__sample__}}, the text of input feature {cfg.input_feature.name!r} (column {inp!r}), "
-                        f"but the dataset has no column {inp!r}. Columns that exist: {', '.join(map(repr, cols))}.{did_you_mean(inp, cols)}")
+        raise DataError(f"prompt.template uses {{__sample__}}, the text of input feature "
+                        f"{cfg.input_feature.name!r} (column {inp!r}), but the dataset has no "
+                        f"column {inp!r}. Columns that exist: "
+                        f"{', '.join(map(repr, cols))}.{did_you_mean(inp, cols)}")
     missing = [f for f in fields if f not in SPECIAL_FIELDS and f not in cols]
     if missing:
         hints = "".join(did_you_mean(m, cols, say_which=len(missing) > 1) for m in missing)
-        raise DataError(f"prompt.template uses column(s) {', '.join(map(repr, missing))} that the dataset does not have. "
-                        f"Columns that exist: {', '.join(map(repr, cols))}.{hints}")
+        raise DataError(f"prompt.template uses column(s) {', '.join(map(repr, missing))} that the "
+                        f"dataset does not have. Columns that exist: "
+                        f"{', '.join(map(repr, cols))}.{hints}")
 
 # %% ../nbs/02_prompt.ipynb #52c99c78
 def value_text(v, # a cell value
@@ -108,7 +118,8 @@ def cell_text(v, # a cell value
     if spec:
         try: v = float(v)
         except (TypeError, ValueError):
-            raise DataError(f"Column {name!r} has the value {v!r}, which the template's {{{name}:{spec}}} needs as a number.") from None
+            raise DataError(f"Column {name!r} has the value {v!r}, which the template's "
+                            f"{{{name}:{spec}}} needs as a number.") from None
         return format(v, spec)
     return value_text(v, fill)
 
@@ -120,12 +131,15 @@ def _render_batch(batch, parts, sample_col, task, fill, lower):
         key = (name, spec, conv)
         if name is None or key in cols: continue
         if name == "__task__": cols[key] = [task] * n
-        elif name == "__sample__": cols[key] = [value_text(v, fill, lower) for v in batch[sample_col]]
+        elif name == "__sample__":
+            cols[key] = [value_text(v, fill, lower) for v in batch[sample_col]]
         elif name == "__context__": cols[key] = [value_text(v, "") for v in batch[CONTEXT]]
         else: cols[key] = [cell_text(v, name, spec, conv, fill) for v in batch[name]]
-        if lower and name == sample_col: cols[key] = [c.lower() for c in cols[key]]   # the input, named by its column
+        if lower and name == sample_col:
+            cols[key] = [c.lower() for c in cols[key]]   # the input, named by its column
     pieces = [(lit, cols.get((name, spec, conv))) for lit, name, spec, conv in parts]
-    return {PROMPT: ["".join(lit + (c[i] if c is not None else "") for lit, c in pieces) for i in range(n)]}
+    return {PROMPT: ["".join(lit + (c[i] if c is not None else "") for lit,
+                             c in pieces) for i in range(n)]}
 
 # %% ../nbs/02_prompt.ipynb #e3412b23
 def _plan(cfg, column_names):
@@ -133,10 +147,12 @@ def _plan(cfg, column_names):
     check_prompt_columns(cfg, column_names)
     parts = parse_template(prompt_template(cfg) or "{__sample__}")
     if any(name == "__context__" for _, name, _, _ in parts) and CONTEXT not in column_names:
-        raise DataError(f"The prompt template uses {{__context__}}, but the data has no {CONTEXT!r} column; run retrieval first to fill it.")
+        raise DataError(f"The prompt template uses {{__context__}}, but the data has no "
+                        f"{CONTEXT!r} column; run retrieval first to fill it.")
     p = cfg.input_feature.preprocessing
     return dict(parts=parts, sample_col=_input_column(cfg), task=cfg.prompt.task or "",
-                fill=p.fill_value if p.fill_value is not None else "", lower=bool(getattr(p, "lowercase", False)))
+                fill=p.fill_value if p.fill_value is not None else "",
+                lower=bool(getattr(p, "lowercase", False)))
 
 # %% ../nbs/02_prompt.ipynb #9f92c45d
 def render_prompts(ds:Dataset|DatasetDict, # the data, after `load_splits` (and retrieval, for few-shot)
@@ -144,9 +160,11 @@ def render_prompts(ds:Dataset|DatasetDict, # the data, after `load_splits` (and 
                    num_proc:int|None=None, # processes for `datasets.map`
                   )->Dataset|DatasetDict:
     "Add the `PROMPT` column: each row's prompt, rendered in batches."
-    if isinstance(ds, DatasetDict): return DatasetDict({k: render_prompts(v, cfg, num_proc) for k, v in ds.items()})
+    if isinstance(ds, DatasetDict):
+        return DatasetDict({k: render_prompts(v, cfg, num_proc) for k, v in ds.items()})
     for c in [_input_column(cfg), *_fields(prompt_template(cfg) or "")]: refuse_list_column(ds, c)
-    return ds.map(_render_batch, batched=True, num_proc=num_proc, fn_kwargs=_plan(cfg, ds.column_names))
+    return ds.map(_render_batch, batched=True, num_proc=num_proc,
+                  fn_kwargs=_plan(cfg, ds.column_names))
 
 # %% ../nbs/02_prompt.ipynb #700a476c
 def render_prompt(cfg, # the loaded config
@@ -172,9 +190,11 @@ def query_example_template(template:str|None, # the prompt template
     if at is None: return None
     tail = [(lit, n, s, c) for lit, n, s, c in parts[at + 1:]]
     if not any(n not in (None, "__task__") for _, n, _, _ in tail): return None
-    text = "".join(_braces(lit) + ("" if n in (None, "__task__") else _field_text(n, s, c)) for lit, n, s, c in tail).lstrip()
+    text = "".join(_braces(lit) + ("" if n in (None, "__task__") else _field_text(n, s, c)) for lit,
+                   n, s, c in tail).lstrip()
     return text + ("" if not text or text[-1].isspace() else " ") + "{" + label_field + "}"
 
+# %% ../nbs/02_prompt.ipynb #0e3127b9
 CONTENT_FREE = "N/A"
 
 # %% ../nbs/02_prompt.ipynb #c996042b
@@ -184,7 +204,8 @@ def content_free_prompt(cfg, # the loaded config
     "The prompt of a row without content, rendered by the same code as `render_prompt`, for label calibration."
     parts = parse_template(prompt_template(cfg) or "{__sample__}")
     if how == "pmi":
-        cue = parts[-1][0].strip().split("\n")[-1].strip() if parts[-1][1] is None else ""   # the last line of text
+        # the last line of text
+        cue = parts[-1][0].strip().split("\n")[-1].strip() if parts[-1][1] is None else ""
         return cue or CONTENT_FREE
     row = {n: [None] for _, n, _, _ in parts if n and n not in SPECIAL_FIELDS}
     row |= {_input_column(cfg): [None], CONTEXT: [""]}

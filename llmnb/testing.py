@@ -20,7 +20,8 @@ def tiny_llama(vocab_size:int=256, # rows of the embedding: the tokenizer's leng
                **overrides # any other `LlamaConfig` field (e.g. `pad_token_id`, `tie_word_embeddings`)
               ) -> LlamaForCausalLM:
     "A 2-layer Llama with hidden size 32: random weights, real architecture, milliseconds a step on a CPU."
-    kw = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+    kw = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+              num_key_value_heads=2,
               vocab_size=vocab_size, max_position_embeddings=512, tie_word_embeddings=True)
     torch.manual_seed(seed)
     return LlamaForCausalLM(LlamaConfig(**{**kw, **overrides}))
@@ -33,7 +34,8 @@ def tiny_llama_dir(path, # the folder to write (created)
     "Save a `tiny_llama` (and `tokenizer`) as a local model folder that `from_pretrained` and configs' `base_model` load."
     path = Path(path); path.mkdir(parents=True, exist_ok=True)
     if tokenizer is not None:
-        ids = dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+        ids = dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                   pad_token_id=tokenizer.pad_token_id)
         overrides = {'vocab_size': len(tokenizer), **ids, **overrides}
     tiny_llama(**overrides).save_pretrained(path, safe_serialization=True)
     if tokenizer is not None: tokenizer.save_pretrained(path)

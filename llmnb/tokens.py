@@ -26,7 +26,8 @@ def use_chat_template(cfg, # the config (reads `prompt.chat_template`: true, fal
     want = getattr(cfg.prompt, "chat_template", False)
     if want == "auto": return bool(getattr(tok, "chat_template", None))
     if want and not getattr(tok, "chat_template", None):
-        raise LlmnbError("prompt.chat_template: true, but this tokenizer has no chat template; set it to false or 'auto'.")
+        raise LlmnbError("prompt.chat_template: true, but this tokenizer has no chat template; set "
+                         "it to false or 'auto'.")
     return bool(want)
 
 # %% ../nbs/04_train.ipynb #e9613ef5
@@ -38,7 +39,8 @@ def format_prompts(prompts: list[str], # the rendered prompt texts
     if not use_chat_template(cfg, tok): return list(prompts)
     system = getattr(cfg.prompt, "system", None)
     head = [{"role": "system", "content": system}] if system else []
-    return [tok.apply_chat_template(head + [{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True) for p in prompts]
+    return [tok.apply_chat_template(head + [{"role": "user", "content": p}], tokenize=False,
+                                    add_generation_prompt=True) for p in prompts]
 
 # %% ../nbs/04_train.ipynb #3361606b
 @dataclass
@@ -58,12 +60,13 @@ def sequence_limits(cfg, # the config (`preprocessing` and the features' `max_se
     g = cfg.preprocessing.global_max_sequence_length
     total = min(g or context_length, context_length) - reserve
     if total < 1: raise LlmnbError(
-        f"generation.max_new_tokens: {reserve} leaves no room for the prompt in the model's context of "
-        f"{min(g or context_length, context_length)} tokens; allowed: fewer than that.")
+        f"generation.max_new_tokens: {reserve} leaves no room for the prompt in the model's "
+        f"context of {min(g or context_length, context_length)} tokens; allowed: fewer than that.")
     trunc = getattr(cfg.preprocessing, "truncation", None)
     return Limits(target=getattr(cfg.output_feature.preprocessing, "max_sequence_length", None),
                   prompt=cfg.input_feature.preprocessing.max_sequence_length, total=total,
-                  prompt_side=getattr(trunc, "prompt_side", "left") if trunc is not None else "left")
+                  prompt_side=getattr(trunc, "prompt_side",
+                                      "left") if trunc is not None else "left")
 
 # %% ../nbs/04_train.ipynb #7c5671a2
 def cut_prompt(ids:list, # the prompt's token ids
@@ -88,15 +91,18 @@ class TruncationReport:
     prompt_tokens: int = 0
     total_rows: int = 0
     total_tokens: int = 0
-    dropped_rows: int = 0   # rows whose answer does not fit beside an honest part of the prompt: left out, never cut
+    # rows whose answer does not fit beside an honest part of the prompt: left out, never cut
+    dropped_rows: int = 0
     def add(self, other):
         for k in asdict(self): setattr(self, k, getattr(self, k) + getattr(other, k))
         return self
     def __str__(self):
         drop = f"; {self.dropped_rows} dropped: answer longer than the budget allows" if self.dropped_rows else ""
-        if not (self.target_rows or self.prompt_rows or self.total_rows): return f"{self.rows} rows, none truncated{drop}"
-        return (f"{self.rows} rows: answer limit cut {self.target_rows} ({self.target_tokens} tokens), prompt limit cut "
-                f"{self.prompt_rows} ({self.prompt_tokens} tokens), total limit cut {self.total_rows} ({self.total_tokens} tokens)"
+        if not (self.target_rows or self.prompt_rows or self.total_rows):
+            return f"{self.rows} rows, none truncated{drop}"
+        return (f"{self.rows} rows: answer limit cut {self.target_rows} ({self.target_tokens} "
+                f"tokens), prompt limit cut {self.prompt_rows} ({self.prompt_tokens} tokens), "
+                f"total limit cut {self.total_rows} ({self.total_tokens} tokens)"
                 + drop)
 
 # %% ../nbs/04_train.ipynb #215f2ca3
@@ -118,7 +124,8 @@ def truncate_row(p: list, # the prompt's token ids
         rep.prompt_rows += 1; rep.prompt_tokens += n0 - len(p)
     nt = len(t) if t is not None else 0
     if lim.total is not None and len(p) + nt > lim.total:
-        if lim.total - nt < max(min(len(p), lim.total // 2), 1):   # the prompt would be cut to a stub
+        # the prompt would be cut to a stub
+        if lim.total - nt < max(min(len(p), lim.total // 2), 1):
             rep.dropped_rows += 1
             return None, None
         n0 = len(p) + nt
@@ -139,7 +146,8 @@ def answer_ids(tok, # the tokenizer
               ) -> list[list[int]]:
     "Token ids of each `separator + answer`, without the lone `▁` a SentencePiece tokenizer writes for the separator."
     out = []
-    for ids, sep in zip(tok([s + str(a) for s, a in zip(separators, answers)], add_special_tokens=False)["input_ids"], separators):
+    for ids, sep in zip(tok([s + str(a) for s, a in zip(separators, answers)],
+                            add_special_tokens=False)["input_ids"], separators):
         if sep and len(ids) > 1 and not tok.decode(ids[:1]).strip(): ids = ids[1:]
         out.append(ids)
     return out
@@ -157,7 +165,8 @@ def tokenize_rows(prompts: list[str], # the rendered prompt texts
     chat = use_chat_template(cfg, tok)
     texts = format_prompts(prompts, tok, cfg)
     P = tok(texts, add_special_tokens=not chat)["input_ids"]
-    T = answer_ids(tok, targets, [answer_separator(x) for x in texts]) if targets is not None else [None] * len(P)
+    T = answer_ids(tok, targets,
+                   [answer_separator(x) for x in texts]) if targets is not None else [None] * len(P)
     keep_bos = tok.bos_token_id is not None and bool(P) and bool(P[0]) and P[0][0] == tok.bos_token_id
     out = dict(input_ids=[], n_prompt=[])
     for p, t in zip(P, T):
@@ -176,19 +185,23 @@ def tokenize_dataset(ds, # a `datasets.Dataset` with the rendered prompt column
                      target_col: str | None = None # the column of answers; None: prompts only
                     ):
     "Tokenise a `datasets.Dataset` with batched map; returns (tokenised dataset with `input_ids`/`n_prompt`, `TruncationReport`)."
-    if getattr(cfg.input_feature.preprocessing, "format", "text") == "chat":   # conversations: llmnb.chat
+    # conversations: llmnb.chat
+    if getattr(cfg.input_feature.preprocessing, "format", "text") == "chat":
         from llmnb.chat import tokenize_conversations
         return tokenize_conversations(ds, tok, cfg, limits)
     rep = TruncationReport()
-    def fn(b): return tokenize_rows(b[prompt_col], b[target_col] if target_col else None, tok, cfg, limits, rep)
-    out = ds.map(fn, batched=True, batch_size=1000, remove_columns=ds.column_names, desc="tokenising", load_from_cache_file=False)
+    def fn(b): return tokenize_rows(b[prompt_col], b[target_col] if target_col else None, tok, cfg,
+                                    limits, rep)
+    out = ds.map(fn, batched=True, batch_size=1000, remove_columns=ds.column_names,
+                 desc="tokenising", load_from_cache_file=False)
     return out, rep
 
 # %% ../nbs/04_train.ipynb #f868c718
 def special_token_strings(tok # the tokenizer
                          ) -> list[str]:
     "The strings that `tok` encodes to control tokens (`<|im_end|>`, `</s>`, ...), longest first."
-    added = [t.content for t in getattr(tok, "added_tokens_decoder", {}).values() if getattr(t, "special", False)]
+    added = [t.content for t in getattr(tok, "added_tokens_decoder", {}).values() if getattr(t,
+        "special", False)]
     return sorted({s for s in list(tok.all_special_tokens) + added if s}, key=len, reverse=True)
 
 # %% ../nbs/04_train.ipynb #39d45e18
@@ -205,16 +218,18 @@ def check_special_tokens(ds, # a `datasets.Dataset` of raw rows
         for s in specials:
             hit = pc.fill_null(pc.match_substring(arr, s), False).to_numpy(zero_copy_only=False)
             if hit.any(): raise LlmnbError(
-                f"Column {col!r}, row {int(hit.argmax())}{f' of the {where}' if where else ''}: the text holds {s!r}, "
-                f"a special token of this tokenizer, so a "
-                f"data row could forge a chat turn or end the sequence; data is text and control tokens come only from "
-                f"templates: remove it from the data ({int(hit.sum())} row(s) of {col!r} hold it).")
+                f"Column {col!r}, row {int(hit.argmax())}{f' of the {where}' if where else ''}: "
+                f"the text holds {s!r}, a special token of this tokenizer, so a data row could "
+                f"forge a chat turn or end the sequence; data is text and control tokens come only "
+                f"from templates: remove it from the data ({int(hit.sum())} row(s) of {col!r} hold "
+                f"it).")
 
 # %% ../nbs/14_lengths.ipynb #b10922eb
 def _fixed_text(cfg) -> str | None:
     t = prompt_template(cfg)
     if t is None: return None
-    return "".join(lit + (cfg.prompt.task or "" if name == "__task__" else "") for lit, name, _, _ in string.Formatter().parse(t))
+    return "".join(lit + (cfg.prompt.task or "" if name == "__task__" else "") for lit, name, _,
+                   _ in string.Formatter().parse(t))
 
 # %% ../nbs/14_lengths.ipynb #612a4672
 def template_tokens(cfg, # the loaded config
@@ -222,7 +237,8 @@ def template_tokens(cfg, # the loaded config
                    ) -> int:
     "Tokens every prompt spends on the template's fixed text (chat template and special tokens included); 0 without a template."
     text = _fixed_text(cfg)
-    return 0 if text is None else len(tokenize_rows([text], None, tok, cfg, Limits())["input_ids"][0])
+    return 0 if text is None else len(tokenize_rows([text], None, tok, cfg,
+                                                    Limits())["input_ids"][0])
 
 # %% ../nbs/14_lengths.ipynb #8b8b0f54
 def check_template_length(cfg, # the loaded config
@@ -232,12 +248,15 @@ def check_template_length(cfg, # the loaded config
     "Raise `ConfigError` if the template's fixed text alone exceeds the prompt limit, or leaves no room for an answer in the total limit."
     n, problems = template_tokens(cfg, tok), []
     if limits.prompt is not None and n > limits.prompt:
-        problems.append(f"input_features[0].preprocessing.max_sequence_length: the prompt template alone is {n} tokens, over this limit "
-                        f"(got {limits.prompt}): every prompt would be cut inside the template; allowed: a limit of at least {n} "
-                        f"plus room for the inserted text, or a shorter prompt.template")
+        problems.append(f"input_features[0].preprocessing.max_sequence_length: the prompt template "
+                        f"alone is {n} tokens, over this limit (got {limits.prompt}): every prompt "
+                        f"would be cut inside the template; allowed: a limit of at least {n} plus "
+                        f"room for the inserted text, or a shorter prompt.template")
     if limits.total is not None and n + 1 >= limits.total:
-        problems.append(f"preprocessing.global_max_sequence_length: the prompt template alone is {n} tokens, which leaves no room for "
-                        f"an answer within the total limit of {limits.total} tokens; allowed: a limit well above {n + 1}, or a shorter prompt.template")
+        problems.append(f"preprocessing.global_max_sequence_length: the prompt template alone is "
+                        f"{n} tokens, which leaves no room for an answer within the total limit of "
+                        f"{limits.total} tokens; allowed: a limit well above {n + 1}, or a shorter "
+                        f"prompt.template")
     if problems: raise ConfigError(problems)
 
 # %% ../nbs/14_lengths.ipynb #27a32b9f
@@ -292,7 +311,8 @@ class LengthStats:
         lim, rep = limits or self.limits, TruncationReport()
         has_t = self.lengths.target.notna().all()
         for p, t in zip(self.lengths.prompt, self.lengths.target):
-            truncate_row(list(range(int(p))), list(range(int(t))) if has_t else None, lim, 0 if has_t else None, False, rep)
+            truncate_row(list(range(int(p))), list(range(int(t))) if has_t else None, lim,
+                         0 if has_t else None, False, rep)
         return rep
 
     def cut(self, limits: Limits | None = None) -> dict:
@@ -305,25 +325,30 @@ class LengthStats:
         q = lambda c: int(math.ceil(self.lengths[c].astype(float).quantile(percentile / 100)))
         has_t = self.lengths.target.notna().all()
         return Limits(target=q("target") if has_t else None, prompt=q("prompt"),
-                      total=min(q("total") if has_t else q("prompt"), self.context_length), prompt_side=self.limits.prompt_side)
+                      total=min(q("total") if has_t else q("prompt"), self.context_length),
+                      prompt_side=self.limits.prompt_side)
 
     def _repr_html_(self):
-        return (f"<p><b>{len(self.lengths)} rows</b>, context {self.context_length}, template {self.template_tokens} tokens; limits: "
-                f"target={self.limits.target}, prompt={self.limits.prompt}, total={self.limits.total}</p>" + self.summary().to_html())
+        return (f"<p><b>{len(self.lengths)} rows</b>, context {self.context_length}, template "
+                f"{self.template_tokens} tokens; limits: target={self.limits.target}, "
+                f"prompt={self.limits.prompt}, total={self.limits.total}</p>" + self.summary().to_html())
 
 # %% ../nbs/14_lengths.ipynb #857e9eef
 def _source(cfg, tok, context_length):
     "(config, tokenizer, context length) from a config; the tokenizer and context read from its base model where not given."
     from llmnb.model import resolve_base_model, load_tokenizer, context_length as ctx_of, apply_rope_scaling
     if hasattr(cfg, "load_base"): raise LlmnbError(
-        "length_stats takes a config (dict, YAML, path or LLMConfig), not an LLM; for an LLM call llm.length_stats(dataset)")
+        "length_stats takes a config (dict, YAML, path or LLMConfig), not an LLM; for an LLM call "
+        "llm.length_stats(dataset)")
     cfg = load_config(cfg)
     if tok is None or context_length is None:
         from transformers import AutoConfig
         path = resolve_base_model(cfg.base_model)
         tok = tok or load_tokenizer(path, cfg.trust_remote_code)
         if context_length is None:
-            mc = apply_rope_scaling(AutoConfig.from_pretrained(path, trust_remote_code=cfg.trust_remote_code), getattr(cfg.model_parameters, "rope_scaling", None))
+            mc = apply_rope_scaling(AutoConfig.from_pretrained(path,
+                trust_remote_code=cfg.trust_remote_code),
+                getattr(cfg.model_parameters, "rope_scaling", None))
             context_length = ctx_of(mc)
     return cfg, tok, context_length
 
@@ -338,5 +363,7 @@ def length_stats(source, # a config (dict, YAML, path or `LLMConfig`); for an `L
     cfg, tok, ctx = _source(source, tok, context_length)
     render = render or (lambda ds: render_prompts(ds, cfg))
     ds = _rows(dataset)
-    if PROMPT not in ds.column_names and cfg.input_feature.preprocessing.format != "chat": ds = render(ds)
-    return LengthStats(token_lengths(cfg, tok, ds), sequence_limits(cfg, ctx), ctx, template_tokens(cfg, tok))
+    if PROMPT not in ds.column_names and cfg.input_feature.preprocessing.format != "chat":
+        ds = render(ds)
+    return LengthStats(token_lengths(cfg, tok, ds), sequence_limits(cfg, ctx), ctx,
+                       template_tokens(cfg, tok))

@@ -85,7 +85,10 @@ def pad_batch(rows: list[dict], # tokenised rows (dicts with `input_ids`, `n_pro
     mask = torch.zeros((len(rows), n), dtype=torch.long)
     for i, r in enumerate(rows):
         k = len(r["input_ids"])
-        ids[i, :k] = torch.tensor(r["input_ids"]); lab[i, :k] = torch.tensor(_labels(r["input_ids"], r["n_prompt"], r.get("label_mask"))); mask[i, :k] = 1
+        ids[i, :k] = torch.tensor(r["input_ids"]); lab[i,
+                                                       :k] = torch.tensor(_labels(r["input_ids"],
+                                                           r["n_prompt"],
+                                                           r.get("label_mask"))); mask[i, :k] = 1
     return dict(input_ids=ids, attention_mask=mask, labels=lab)
 
 # %% ../nbs/04_train.ipynb #c252f667
@@ -119,7 +122,8 @@ def loss_sum(model, # the model (or its PEFT wrapper)
     if is_prompt_learning(model):  # virtual tokens come first: drop their logits
         logits = model(**inputs).logits[:, -labels.shape[1]:][:, :-1][sel]
     else: logits = model(**inputs, use_cache=False, logits_to_keep=F.pad(sel, (0, 1))).logits
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y[sel], reduction="sum"), int(sel.sum())
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y[sel],
+                           reduction="sum"), int(sel.sum())
 
 # %% ../nbs/04_train.ipynb #81661444
 def plain_loss_sum(model, # the model
@@ -128,7 +132,8 @@ def plain_loss_sum(model, # the model
     "The textbook computation, for checking: full logits, shifted, cross-entropy summed over labels != -100."
     out = model(**{k: v for k, v in batch.items() if k != "labels"})
     logits, y = out.logits[:, :-1], batch["labels"][:, 1:]
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1), ignore_index=-100, reduction="sum"), int((y != -100).sum())
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1),
+                           ignore_index=-100, reduction="sum"), int((y != -100).sum())
 
 # %% ../nbs/04_train.ipynb #8d8ef775
 def _row_lengths(batch: dict) -> torch.Tensor:
@@ -149,7 +154,8 @@ def add_neftune(model, # the model whose input embeddings get the noise
     def hook(module, args, out):
         if not module.training or not alpha: return out
         L = handle.lengths
-        L = L.to(out.device)[..., None].float() if L is not None and tuple(L.shape) == tuple(out.shape[:2]) else float(out.shape[-2])
+        L = L.to(out.device)[...,
+                             None].float() if L is not None and tuple(L.shape) == tuple(out.shape[:2]) else float(out.shape[-2])
         mag = alpha / (L * out.shape[-1]) ** 0.5
         return out + torch.zeros_like(out).uniform_(-1, 1) * mag
     handle = emb.register_forward_hook(hook)
@@ -203,17 +209,24 @@ def plan_steps(t, # the trainer section of the config (`cfg.trainer`)
     per_epoch = max(math.ceil(math.ceil(len(rows) / bs) / (gas * world)), 1)
     total = t.train_steps or per_epoch * t.epochs
     every = t.steps_per_checkpoint or (per_epoch // t.checkpoints_per_epoch if t.checkpoints_per_epoch else per_epoch)
-    return TrainPlan(bs, gas, world, per_epoch, total, math.ceil(total / per_epoch), max(every, 1), t.seed)
+    return TrainPlan(bs, gas, world, per_epoch, total, math.ceil(total / per_epoch), max(every, 1),
+                     t.seed)
 
 # %% ../nbs/04_train.ipynb #df7854cb
-_TORCH_OPTIMIZERS = dict(adamw="AdamW", adam="Adam", sgd="SGD", adagrad="Adagrad", adadelta="Adadelta",
+_TORCH_OPTIMIZERS = dict(adamw="AdamW", adam="Adam", sgd="SGD", adagrad="Adagrad",
+                         adadelta="Adadelta",
                          adamax="Adamax", rmsprop="RMSprop", nadam="NAdam", radam="RAdam")
-_BNB_OPTIMIZERS = dict(adamw_8bit="AdamW8bit", paged_adamw="PagedAdamW", paged_adamw_8bit="PagedAdamW8bit",
-                       adam_8bit="Adam8bit", paged_adam="PagedAdam", paged_adam_8bit="PagedAdam8bit", lion="Lion",
-                       lion_8bit="Lion8bit", paged_lion="PagedLion", paged_lion_8bit="PagedLion8bit", sgd_8bit="SGD8bit",
-                       adagrad_8bit="Adagrad8bit", rmsprop_8bit="RMSprop8bit", lamb="LAMB", lamb_8bit="LAMB8bit",
+_BNB_OPTIMIZERS = dict(adamw_8bit="AdamW8bit", paged_adamw="PagedAdamW",
+                       paged_adamw_8bit="PagedAdamW8bit",
+                       adam_8bit="Adam8bit", paged_adam="PagedAdam",
+                       paged_adam_8bit="PagedAdam8bit", lion="Lion",
+                       lion_8bit="Lion8bit", paged_lion="PagedLion",
+                       paged_lion_8bit="PagedLion8bit", sgd_8bit="SGD8bit",
+                       adagrad_8bit="Adagrad8bit", rmsprop_8bit="RMSprop8bit", lamb="LAMB",
+                       lamb_8bit="LAMB8bit",
                        lars="LARS", lars_8bit="LARS8bit")
 
+# %% ../nbs/04_train.ipynb #b9a917ec
 def optimizer_class(name: str, # `trainer.optimizer.type`, e.g. adamw, paged_adamw_8bit, adafactor
                    ):
     "The optimizer class for `trainer.optimizer.type`: from `torch.optim`, or from `bitsandbytes.optim`."
@@ -236,7 +249,8 @@ def _optimizer_kwargs(cls, o, lr) -> dict:
         v = getattr(o, k)
         if k in params and v is not None: out[k] = tuple(v) if k == "betas" else v
         elif k != "type" and k in o.model_fields_set and v != type(o).model_fields[k].default and f"trainer.optimizer.{k}" not in COMPAT:
-            warn_once(f"trainer.optimizer.{k}", f"trainer.optimizer.{k}: {o.type} has no such setting; ignored")
+            warn_once(f"trainer.optimizer.{k}", f"trainer.optimizer.{k}: {o.type} has no such "
+                                                f"setting; ignored")
     if out.get("nesterov") and not out.get("momentum"): out["nesterov"] = False
     return out
 
@@ -251,10 +265,12 @@ def make_optimizer(model, # the model; only its trainable weights are optimised
     if loraplus_lr_ratio:
         from peft.optimizers import create_loraplus_optimizer
         wd = kw.pop("weight_decay", 0.0)
-        return create_loraplus_optimizer(model, cls, loraplus_lr_ratio=loraplus_lr_ratio, loraplus_weight_decay=wd, **kw)
+        return create_loraplus_optimizer(model, cls, loraplus_lr_ratio=loraplus_lr_ratio,
+                                         loraplus_weight_decay=wd, **kw)
     try: return cls([p for p in model.parameters() if p.requires_grad], **kw)
     except (NotImplementedError, ValueError) as e:
-        raise LlmnbError(f"trainer.optimizer: {t.optimizer.type} cannot run with these settings ({e})") from None
+        raise LlmnbError(f"trainer.optimizer: {t.optimizer.type} cannot run with these settings "
+                         f"({e})") from None
 
 # %% ../nbs/04_train.ipynb #b1a0c010
 def _warmup_steps(s, plan) -> int:
@@ -268,7 +284,8 @@ def _lr_factor(s, warm: int, floor: float = 0.0):
     "Multiplier of the peak rate at step k for Ludwig's schedules transformers lacks (`floor`: eta_min / peak)."
     def exponential(k):
         e = k / s.decay_steps
-        return min(1.0, (k + 1) / max(warm, 1)) * s.decay_rate ** (math.floor(e) if s.staircase else e)
+        return min(1.0,
+                   (k + 1) / max(warm, 1)) * s.decay_rate ** (math.floor(e) if s.staircase else e)
     def restarts(k):
         if k < warm: return (k + 1) / max(warm, 1)
         k, T = k - warm, s.t_0
@@ -277,9 +294,12 @@ def _lr_factor(s, warm: int, floor: float = 0.0):
     return exponential if s.decay == "exponential" else restarts
 
 # %% ../nbs/04_train.ipynb #b1a0c011
-_HF_SCHEDULES = {None: "constant_with_warmup", "constant": "constant_with_warmup", "cosine": "cosine_with_min_lr",
-                 "wsd": "warmup_stable_decay", "linear": "linear", "polynomial": "polynomial", "inverse_sqrt": "inverse_sqrt"}
+_HF_SCHEDULES = {None: "constant_with_warmup", "constant": "constant_with_warmup",
+                 "cosine": "cosine_with_min_lr",
+                 "wsd": "warmup_stable_decay", "linear": "linear", "polynomial": "polynomial",
+                 "inverse_sqrt": "inverse_sqrt"}
 
+# %% ../nbs/04_train.ipynb #0ff1a655
 def _hf_schedule_kwargs(s, total: int) -> dict:
     if s.decay == "cosine": return dict(min_lr=s.eta_min)
     if s.decay == "wsd": return dict(num_decay_steps=int(round(s.wsd_decay_fraction * total)))
@@ -296,11 +316,15 @@ def make_scheduler(opt, # the optimizer
     s, total = t.learning_rate_scheduler, plan.total_steps
     warm = _warmup_steps(s, plan)
     if s.decay == "exponential" or (s.decay == "cosine" and s.t_0):
-        return torch.optim.lr_scheduler.LambdaLR(opt, _lr_factor(s, warm, s.eta_min / t.learning_rate))
+        return torch.optim.lr_scheduler.LambdaLR(opt,
+                                                 _lr_factor(s, warm, s.eta_min / t.learning_rate))
     if s.decay == "one_cycle":
-        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=s.max_lr or t.learning_rate, total_steps=max(total, 2),
-                   pct_start=s.pct_start, div_factor=s.div_factor, final_div_factor=s.final_div_factor)
-    return get_scheduler(_HF_SCHEDULES[s.decay], opt, num_warmup_steps=warm, num_training_steps=total,
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=s.max_lr or t.learning_rate,
+                                                   total_steps=max(total, 2),
+                   pct_start=s.pct_start, div_factor=s.div_factor,
+                   final_div_factor=s.final_div_factor)
+    return get_scheduler(_HF_SCHEDULES[s.decay], opt, num_warmup_steps=warm,
+                         num_training_steps=total,
                          scheduler_specific_kwargs=_hf_schedule_kwargs(s, total))
 
 # %% ../nbs/04_train.ipynb #b1a0c015
@@ -314,7 +338,9 @@ def reduce_lr_on_plateau(sched, # the learning-rate scheduler (its `base_lrs` ar
     if state.get("plateau_best") is None or value < state["plateau_best"]:
         state.update(plateau_best=value, plateau_bad=0); return False
     state["plateau_bad"] = state.get("plateau_bad", 0) + 1
-    if state["plateau_bad"] <= s.reduce_on_plateau_patience or state.get("reductions", 0) >= s.reduce_on_plateau: return False
+    if state["plateau_bad"] <= s.reduce_on_plateau_patience or state.get("reductions",
+        0) >= s.reduce_on_plateau:
+        return False
     sched.base_lrs = [lr * s.reduce_on_plateau_rate for lr in sched.base_lrs]
     state.update(plateau_bad=0, reductions=state.get("reductions", 0) + 1)
     return True
@@ -323,7 +349,8 @@ def reduce_lr_on_plateau(sched, # the learning-rate scheduler (its `base_lrs` ar
 def trainable_state(model, # the model (or its distributed wrapper)
                    ) -> dict:
     "The trainable tensors of `model` (the adapter, or every weight in a full fine-tune), on the CPU."
-    return {k: _full(v).detach().to("cpu", copy=True) for k, v in getattr(model, "module", model).named_parameters() if v.requires_grad}
+    return {k: _full(v).detach().to("cpu", copy=True) for k,
+            v in getattr(model, "module", model).named_parameters() if v.requires_grad}
 
 # %% ../nbs/04_train.ipynb #af2c6fc9
 def _full(v):
@@ -351,8 +378,10 @@ def answer_hits(model, # the model (or its PEFT wrapper)
     if is_prompt_learning(model): logits = model(**inputs).logits[:, -labels.shape[1]:][:, :-1][sel]
     else: logits = model(**inputs, use_cache=False, logits_to_keep=F.pad(sel, (0, 1))).logits
     logits = logits.reshape(-1, logits.shape[-1]).float()
-    packed = "position_ids" in batch and labels.shape[0] == 1   # `pack_batch`: a row starts where its positions restart
-    row = ((batch["position_ids"] == 0).cumsum(-1) - 1)[:, 1:][sel] if packed else sel.nonzero()[:, 0]
+    # `pack_batch`: a row starts where its positions restart
+    packed = "position_ids" in batch and labels.shape[0] == 1
+    row = ((batch["position_ids"] == 0).cumsum(-1) - 1)[:, 1:][sel] if packed else sel.nonzero()[:,
+        0]
     return F.cross_entropy(logits, y[sel], reduction="none"), logits.argmax(-1) == y[sel], row
 
 # %% ../nbs/04_train.ipynb #10f46a27
@@ -370,14 +399,17 @@ def evaluate_loss(model, # the model
     total, n, hits, exact, answered = 0.0, 0, 0, 0, 0
     for b in plan_batches([len(r["input_ids"]) for r in rows], batch_size, shuffle=False):
         rb = [rows[i] for i in b]
-        batch = {k: v.to(device) for k, v in (pack_batch(rb) if packing else pad_batch(rb, pad_id)).items()}
+        batch = {k: v.to(device) for k, v in (pack_batch(rb) if packing else pad_batch(rb,
+            pad_id)).items()}
         ce, hit, row = answer_hits(model, batch)
         total += float(ce.sum()); n += len(ce); hits += int(hit.sum())
-        per_row, missed = torch.bincount(row, minlength=len(rb)), torch.bincount(row[~hit], minlength=len(rb))
+        per_row, missed = torch.bincount(row, minlength=len(rb)), torch.bincount(row[~hit],
+            minlength=len(rb))
         exact += int(((missed == 0) & (per_row > 0)).sum()); answered += int((per_row > 0).sum())
     model.train(was)
     loss = total / max(n, 1)
-    return dict(loss=loss, perplexity=math.exp(min(loss, 50)), tokens=n, token_accuracy=hits / max(n, 1),
+    return dict(loss=loss, perplexity=math.exp(min(loss, 50)), tokens=n,
+                token_accuracy=hits / max(n, 1),
                 sequence_accuracy=exact / max(answered, 1))
 
 # %% ../nbs/04_train.ipynb #e5201f46
@@ -425,8 +457,9 @@ def freeze_layers(model, # the model
     "Freeze the parameters of `model` whose names match `regex` (`trainer.layers_to_freeze_regex`); their names."
     if not regex: return []
     hit = [n for n, p in model.named_parameters() if re.search(regex, n)]
-    if not hit: raise LlmnbError(f"trainer.layers_to_freeze_regex: {regex!r} matches no parameter of the model; "
-                                 f"parameter names look like {next(n for n, _ in model.named_parameters())!r}")
+    if not hit: raise LlmnbError(f"trainer.layers_to_freeze_regex: {regex!r} matches no parameter "
+                                 f"of the model; parameter names look like "
+                                 f"{next(n for n, _ in model.named_parameters())!r}")
     params = dict(model.named_parameters())
     for n in hit: params[n].requires_grad_(False)
     return hit
@@ -454,11 +487,14 @@ class _Run:
     acc: object; model: object; opt: object; sched: object; plan: TrainPlan; cfg: object
     rows: list; val: list; pad: int; run_dir: Path; packing: bool; fingerprint: str
     state: dict = field(default_factory=dict); best: dict | None = None; neftune: object = None; live: object = None
-    objective: object = None   # a preference objective (`llmnb.align.Objective`); None: fine-tuning's loss
+    # a preference objective (`llmnb.align.Objective`); None: fine-tuning's loss
+    objective: object = None
     @property
     def t(self): return self.cfg.trainer
 
-_TRACKER_PACKAGES = dict(comet_ml="comet_ml", clearml="clearml", dvclive="dvclive", swanlab="swanlab")
+# %% ../nbs/04_train.ipynb #a32d4ac3
+_TRACKER_PACKAGES = dict(comet_ml="comet_ml", clearml="clearml", dvclive="dvclive",
+                         swanlab="swanlab")
 
 # %% ../nbs/04_train.ipynb #801db0fe
 def _trackers(t) -> list[str] | None:
@@ -468,7 +504,8 @@ def _trackers(t) -> list[str] | None:
     for name in t.trackers:
         if importlib.util.find_spec(_TRACKER_PACKAGES.get(name, name)): out.append(name)
         elif "trackers" in t.model_fields_set: raise LlmnbError(
-            f"trainer.trackers: {name} is not installed; pip install {name}, or remove it from trainer.trackers")
+            f"trainer.trackers: {name} is not installed; pip install {name}, or remove it from "
+            f"trainer.trackers")
     return out or None
 
 # %% ../nbs/04_train.ipynb #2b6f4142
@@ -479,8 +516,11 @@ def _accelerator(cfg, run_dir):
     import importlib.util
     if int(os.environ.get("WORLD_SIZE", "1")) == 1: AcceleratorState._reset_state()
     t = cfg.trainer
-    return _fsdp_on_cpu(Accelerator(cpu=_multi_cpu(), mixed_precision=mixed_precision(t.use_mixed_precision), log_with=_trackers(t),
-                        project_dir=str(run_dir), dynamo_backend="inductor" if t.compile else "no", **_strategy_plugins(cfg)), cfg)
+    return _fsdp_on_cpu(Accelerator(cpu=_multi_cpu(),
+                                    mixed_precision=mixed_precision(t.use_mixed_precision),
+                                    log_with=_trackers(t),
+                        project_dir=str(run_dir), dynamo_backend="inductor" if t.compile else "no",
+                        **_strategy_plugins(cfg)), cfg)
 
 # %% ../nbs/04_train.ipynb #b1a0c021
 def _setup(model, tok, rows, val, cfg, plan, run_dir) -> _Run:
@@ -489,13 +529,15 @@ def _setup(model, tok, rows, val, cfg, plan, run_dir) -> _Run:
     freeze_layers(model, t.layers_to_freeze_regex)
     if t.enable_gradient_checkpointing:
         base_model_of(model).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        if hasattr(base_model_of(model), "enable_input_require_grads"): base_model_of(model).enable_input_require_grads()
+        if hasattr(base_model_of(model), "enable_input_require_grads"):
+            base_model_of(model).enable_input_require_grads()
     model.train()
     opt = make_optimizer(model, t, getattr(cfg.adapter, "loraplus_lr_ratio", None))
     sched = make_scheduler(opt, t, plan)
     model, opt = acc.prepare(model, opt)
     acc.register_for_checkpointing(sched)
-    acc.register_save_state_pre_hook(lambda models, weights, d: weights.clear())  # weights: save_pretrained
+    # weights: save_pretrained
+    acc.register_save_state_pre_hook(lambda models, weights, d: weights.clear())
     acc.register_load_state_pre_hook(lambda models, d: models.clear())
     if acc.is_main_process and acc.log_with: acc.init_trackers("logs")
     alpha = getattr(cfg.model_parameters, "neftune_noise_alpha", 0)
@@ -507,8 +549,10 @@ def _setup(model, tok, rows, val, cfg, plan, run_dir) -> _Run:
 
 # %% ../nbs/04_train.ipynb #b1a0c022
 def _new_stats(r) -> dict:
-    return dict(train=dict(loss=[]), validation=dict(loss=[], perplexity=[]), training_set=dict(loss=[], perplexity=[]),
-                steps=[], epochs=[], batch_size=r.plan.batch_size, gradient_accumulation_steps=r.plan.accumulation,
+    return dict(train=dict(loss=[]), validation=dict(loss=[], perplexity=[]),
+                training_set=dict(loss=[], perplexity=[]),
+                steps=[], epochs=[], batch_size=r.plan.batch_size,
+                gradient_accumulation_steps=r.plan.accumulation,
                 processes=r.plan.processes, train_rows=len(r.rows), validation_rows=len(r.val),
                 supervised_tokens=0, total_tokens=0, learning_rate=[])
 
@@ -518,9 +562,11 @@ def run_fingerprint(cfg, # the config
                    ) -> str:
     "A hash of the config (minus generation) and the tokenised training rows: what a resumed run must match."
     import hashlib
-    c = cfg.model_dump(mode="json", exclude={"generation"}) if hasattr(cfg, "model_dump") else repr(cfg)
+    c = cfg.model_dump(mode="json", exclude={"generation"}) if hasattr(cfg,
+        "model_dump") else repr(cfg)
     h = hashlib.sha256(json.dumps(c, sort_keys=True, default=str).encode())
-    for row in rows: h.update(np.asarray(row["input_ids"] + [-1, row["n_prompt"], -1], dtype=np.int64).tobytes())
+    for row in rows:
+        h.update(np.asarray(row["input_ids"] + [-1, row["n_prompt"], -1], dtype=np.int64).tobytes())
     return h.hexdigest()[:16]
 
 # %% ../nbs/04_train.ipynb #b1a0c024
@@ -550,12 +596,15 @@ def train_step(r, # the training run's state (`fit`'s `_Run`)
     "One optimizer step over `group` (row indices per batch); the mean loss per answer token, over all processes."
     mine, weight = _my_share(r, _packs(r, group))
     n_step = sum(len(r.rows[i]["input_ids"]) - r.rows[i]["n_prompt"] for b in group for i in b)
-    n_units = n_step if r.objective is None else r.objective.units(r.rows, [i for b in group for i in b])
+    n_units = n_step if r.objective is None else r.objective.units(r.rows,
+        [i for b in group for i in b])
     scale, lsum = weight * r.plan.processes / max(n_units, 1), 0.0
     for j, b in enumerate(mine):
         last = j == len(mine) - 1
         with (nullcontext() if last else r.acc.no_sync(r.model)), r.acc.autocast():
-            s = loss_sum(r.model, _batch(r, b))[0] if r.objective is None else r.objective.loss(r.model, [r.rows[i] for i in b])
+            s = loss_sum(r.model,
+                         _batch(r, b))[0] if r.objective is None else r.objective.loss(r.model,
+                             [r.rows[i] for i in b])
             r.acc.backward(s * scale + (_adapter_penalty(r.model) if last else 0))
         lsum += float(s.detach()) * weight
         r.state["stats"]["total_tokens"] += int(weight * sum(len(r.rows[i]["input_ids"]) for i in b))
@@ -582,8 +631,10 @@ def _evaluate_rows(r, rows) -> dict:
     if r.t.eval_steps: rows = rows[:r.t.eval_steps * bs]
     ev = (evaluate_loss(r.model, rows[k::w], bs, r.pad, r.acc.device, r.packing) if rows[k::w]
           else dict(loss=0, tokens=0, token_accuracy=0, sequence_accuracy=0))
-    s = r.acc.reduce(torch.tensor([ev["loss"] * ev["tokens"], ev["tokens"], ev["token_accuracy"] * ev["tokens"],
-                                   ev["sequence_accuracy"] * len(rows[k::w]), len(rows[k::w])], dtype=torch.float64, device=r.acc.device), "sum")
+    s = r.acc.reduce(torch.tensor([ev["loss"] * ev["tokens"], ev["tokens"],
+                                   ev["token_accuracy"] * ev["tokens"],
+                                   ev["sequence_accuracy"] * len(rows[k::w]), len(rows[k::w])],
+                                   dtype=torch.float64, device=r.acc.device), "sum")
     loss, n = float(s[0] / max(float(s[1]), 1)), max(float(s[1]), 1)
     return dict(loss=loss, perplexity=math.exp(min(loss, 50)), token_accuracy=float(s[2]) / n,
                 sequence_accuracy=float(s[3]) / max(float(s[4]), 1))
@@ -595,8 +646,10 @@ def evaluate(r, # the training run's state (`fit`'s `_Run`)
     if r.t.skip_all_evaluation: return {}
     if r.objective is not None:   # preference metrics (llmnb.align), the same on every process
         bs = r.t.eval_batch_size if isinstance(r.t.eval_batch_size, int) else r.plan.batch_size
-        ev = lambda rows: r.objective.evaluate(r.model, rows[:r.t.eval_steps * bs] if r.t.eval_steps else rows, bs)
-        return {**(dict(validation=ev(r.val)) if r.val else {}), **(dict(training_set=ev(r.rows)) if r.t.evaluate_training_set else {})}
+        ev = lambda rows: r.objective.evaluate(r.model,
+                                               rows[:r.t.eval_steps * bs] if r.t.eval_steps else rows, bs)
+        return {**(dict(validation=ev(r.val)) if r.val else {}),
+                **(dict(training_set=ev(r.rows)) if r.t.evaluate_training_set else {})}
     out = dict(validation=_evaluate_rows(r, r.val)) if r.val else {}
     if r.t.evaluate_training_set: out["training_set"] = _evaluate_rows(r, r.rows)
     return out
@@ -609,6 +662,7 @@ def _watched(r, ev: dict) -> float | None:
     m = "perplexity" if r.t.validation_metric == "next_token_perplexity" else r.t.validation_metric
     return -split[m] if m in HIGHER_IS_BETTER else split[m]   # negated: lower is better below
 
+# %% ../nbs/04_train.ipynb #54197978
 HIGHER_IS_BETTER = ("token_accuracy", "sequence_accuracy")
 
 # %% ../nbs/04_train.ipynb #a6240a2d
@@ -626,11 +680,13 @@ def _after_evaluation(r, ev: dict, train_loss: float):
     value = _watched(r, ev)
     loss = (ev.get("validation") or ev.get("training_set") or {}).get("loss")
     if value is not None and _improved(st, value, loss):
-        st.update(best=value, best_loss=loss, best_step=st["step"], bad_evals=0); r.best = trainable_state(r.model)
+        st.update(best=value, best_loss=loss, best_step=st["step"],
+                  bad_evals=0); r.best = trainable_state(r.model)
         if r.acc.is_main_process: _save_best(r.run_dir, r.best)
     elif value is not None: st["bad_evals"] += 1
     s = r.t.learning_rate_scheduler
-    plateau = ev.get(s.reduce_eval_split, {}).get(s.reduce_eval_metric) if s.reduce_eval_split != "training" else train_loss
+    plateau = ev.get(s.reduce_eval_split,
+                     {}).get(s.reduce_eval_metric) if s.reduce_eval_split != "training" else train_loss
     if plateau is not None: reduce_lr_on_plateau(r.sched, s, st, plateau)
 
 # %% ../nbs/04_train.ipynb #b1a0c031
@@ -642,13 +698,16 @@ def save_checkpoint(r, # the training run's state (`fit`'s `_Run`)
     if r.acc.is_main_process: shutil.rmtree(tmp, ignore_errors=True)
     r.acc.wait_for_everyone()
     r.acc.save_state(str(tmp/"accelerate"))
-    whole = r.acc.get_state_dict(r.model) if r.acc.is_fsdp2 else None   # FSDP2: every process sends its shards
+    # FSDP2: every process sends its shards
+    whole = r.acc.get_state_dict(r.model) if r.acc.is_fsdp2 else None
     if r.acc.is_main_process:
         m = r.acc.unwrap_model(r.model)
         m.save_pretrained(str(tmp), state_dict=whole, safe_serialization=True)
-        make_card_portable(tmp, r.cfg.base_model, getattr(_peft_config(m), "base_model_name_or_path", None))
+        make_card_portable(tmp, r.cfg.base_model, getattr(_peft_config(m),
+                                                          "base_model_name_or_path", None))
         state = {k: v for k, v in r.state.items() if k != "window"}
-        (tmp/"trainer_state.json").write_text(json.dumps(dict(fingerprint=r.fingerprint, state=state)))
+        (tmp/"trainer_state.json").write_text(json.dumps(dict(fingerprint=r.fingerprint,
+            state=state)))
         if d.exists(): shutil.rmtree(d)
         tmp.rename(d)
         for old in checkpoints(r.run_dir)[:-2]: shutil.rmtree(old, ignore_errors=True)
@@ -686,7 +745,8 @@ def _load_weights(model, d: Path):
         from peft import set_peft_model_state_dict
         set_peft_model_state_dict(m, load_file(str(d/"adapter_model.safetensors")))
     else:
-        for f in sorted(d.glob("model*.safetensors")): m.load_state_dict(load_file(str(f)), strict=False)
+        for f in sorted(d.glob("model*.safetensors")):
+            m.load_state_dict(load_file(str(f)), strict=False)
 
 # %% ../nbs/04_train.ipynb #ac5e9c4a
 def resume_from_checkpoint(r, # the training run's state (`fit`'s `_Run`)
@@ -694,14 +754,17 @@ def resume_from_checkpoint(r, # the training run's state (`fit`'s `_Run`)
     "Continue from the newest checkpoint of the run: weights, optimizer, scheduler, RNG and counters; False if none."
     found = checkpoints(r.run_dir)
     if not found:
-        warnings.warn(f"--resume: no checkpoint in {r.run_dir/'checkpoints'}; starting from scratch"); return False
+        warnings.warn(f"--resume: no checkpoint in {r.run_dir/'checkpoints'}; starting from "
+                      f"scratch"); return False
     d = found[-1]
     saved = json.loads((d/"trainer_state.json").read_text())
     if saved["fingerprint"] != r.fingerprint: raise LlmnbError(
-        f"--resume: {d} was written for a different config or training data (fingerprint {saved['fingerprint']}, "
-        f"this run {r.fingerprint}); resume with the same config and dataset, or train into a new output directory")
+        f"--resume: {d} was written for a different config or training data (fingerprint "
+        f"{saved['fingerprint']}, this run {r.fingerprint}); resume with the same config and "
+        f"dataset, or train into a new output directory")
     if saved.get("finished") or not (d/"accelerate").is_dir(): raise LlmnbError(
-        f"--resume: the run in {r.run_dir} finished (at step {saved['state']['step']}); nothing to resume. Train into a "
+        f"--resume: the run in {r.run_dir} finished (at step {saved['state']['step']}); nothing to "
+        f"resume. Train into a "
         "new output directory, or leave out --resume")
     _load_weights(r.model, d)
     r.acc.load_state(str(d/"accelerate"))
@@ -718,21 +781,25 @@ def log_values(r, # the training run's state (`fit`'s `_Run`)
     step = r.state["step"]
     if r.acc.is_main_process and r.acc.log_with: r.acc.log(values, step=step)
     if bar is not None and "train/loss" in values:
-        bar.update(1); bar.set_postfix(loss=f"{values['train/loss']:.4f}", lr=f"{values['train/learning_rate']:.2e}")
+        bar.update(1); bar.set_postfix(loss=f"{values['train/loss']:.4f}",
+                                       lr=f"{values['train/learning_rate']:.2e}")
     if r.live is not None:
-        r.live.update(step, train=values.get("train/loss"), val=values.get("validation/loss"), force="validation/loss" in values)
+        r.live.update(step, train=values.get("train/loss"), val=values.get("validation/loss"),
+                      force="validation/loss" in values)
 
 # %% ../nbs/04_train.ipynb #b1a0c036
 def _steps(r):
     "(epoch, group of batches) for every optimizer step of the plan not yet done."
     p = r.plan
     for epoch in range(p.epochs):
-        plan = plan_batches([len(x["input_ids"]) for x in r.rows], p.batch_size, seed=p.seed + epoch, shuffle=r.t.should_shuffle)
+        plan = plan_batches([len(x["input_ids"]) for x in r.rows], p.batch_size,
+                            seed=p.seed + epoch, shuffle=r.t.should_shuffle)
         per_step = p.accumulation * p.processes
         for k in range(p.steps_per_epoch):
             step = epoch * p.steps_per_epoch + k
             if step >= p.total_steps: return
-            if step >= r.state["step"]: yield epoch, plan[k * per_step:(k + 1) * per_step] or plan[-per_step:]
+            if step >= r.state["step"]:
+                yield epoch, plan[k * per_step:(k + 1) * per_step] or plan[-per_step:]
 
 # %% ../nbs/04_train.ipynb #851e58d0
 def _due(r) -> tuple[bool, bool]:
@@ -778,14 +845,16 @@ def fit(model, # the model to train (with its adapter, if any)
     "Train `model` on tokenised `train_rows` per `cfg.trainer` (and `plan`); evaluate on `val_rows`; the statistics."
     from tqdm.auto import tqdm
     from transformers import set_seed
-    if cfg.backend.type == "ray": return fit_on_ray(model, tok, train_rows, val_rows, cfg, run_dir, resume)
+    if cfg.backend.type == "ray":
+        return fit_on_ray(model, tok, train_rows, val_rows, cfg, run_dir, resume)
     plan = plan or plan_steps(cfg.trainer, train_rows)
     set_seed(plan.seed)
     r = _setup(model, tok, train_rows, val_rows, cfg, plan, run_dir)
     r.objective = objective   # preference tuning (llmnb.align): its loss and metrics, this engine
     if resume: resume_from_checkpoint(r)
     r.live = _LivePlot(plot and r.acc.is_main_process)
-    bar = tqdm(total=plan.total_steps, initial=r.state["step"], disable=not (progress and r.acc.is_main_process), desc="fine-tuning")
+    bar = tqdm(total=plan.total_steps, initial=r.state["step"],
+               disable=not (progress and r.acc.is_main_process), desc="fine-tuning")
     t0 = time.time()
     with training_layout(r.model): stopped = _train_steps(r, bar)
     bar.close()
@@ -799,12 +868,15 @@ def _finish(r, stopped: bool, seconds: float) -> dict:
     if r.best is not None: load_trainable_state(r.model, r.best)
     st, stats = r.state, r.state["stats"]
     value = None if st["best"] is None else -st["best"] if r.t.validation_metric in HIGHER_IS_BETTER else st["best"]
-    stats.update(best=dict(validation_loss=st.get("best_loss", st["best"]), step=st["best_step"], metric=r.t.validation_metric, value=value),
-                 time_s=seconds, steps_done=st["step"], early_stopped=stopped, learning_rate_reductions=st.get("reductions", 0))
+    stats.update(best=dict(validation_loss=st.get("best_loss", st["best"]), step=st["best_step"],
+                           metric=r.t.validation_metric, value=value),
+                 time_s=seconds, steps_done=st["step"], early_stopped=stopped,
+                 learning_rate_reductions=st.get("reductions", 0))
     stats["supervised_tokens_per_s"] = stats["supervised_tokens"] / max(seconds, 1e-9)
     r.acc.wait_for_everyone()
     if r.acc.is_main_process: prune_checkpoints(r.run_dir)
-    for tracker in r.acc.trackers: tracker.finish()   # not end_training: it ends the process group the caller may use
+    for tracker in r.acc.trackers:
+        tracker.finish()   # not end_training: it ends the process group the caller may use
     r.acc.unwrap_model(r.model, keep_fp32_wrapper=False)
     return stats
 
@@ -813,13 +885,18 @@ def _strategy_plugins(cfg) -> dict:
     "Accelerator arguments for `backend.trainer.strategy`; a clear error where the machine cannot run it."
     b = cfg.backend
     for k in ("use_gpu", "num_workers", "resources_per_worker"):
-        if k in b.trainer.model_fields_set: warn_once(f"backend.trainer.{k}", f"backend.trainer.{k} is a Ray Train "
-            "option, used only with backend.type: ray; with backend: local the processes come from accelerate launch or torchrun")
+        if k in b.trainer.model_fields_set: warn_once(f"backend.trainer.{k}",
+                                                      f"backend.trainer.{k} is a Ray Train "
+            "option, used only with backend.type: ray; with backend: local the processes come from "
+            "accelerate launch or torchrun")
     s = b.trainer.strategy
-    if s == "horovod": raise LlmnbError("backend.trainer.strategy: horovod is not supported; allowed: ddp, fsdp, deepspeed")
+    if s == "horovod":
+        raise LlmnbError("backend.trainer.strategy: horovod is not supported; allowed: ddp, fsdp, "
+                         "deepspeed")
     if s == "deepspeed":
         if not torch.cuda.is_available(): raise LlmnbError(
-            "backend.trainer.strategy: deepspeed needs CUDA GPUs and this machine has none; use ddp (the default) or fsdp")
+            "backend.trainer.strategy: deepspeed needs CUDA GPUs and this machine has none; use "
+            "ddp (the default) or fsdp")
         from accelerate.utils import DeepSpeedPlugin
         ds = b.trainer.strategy_config
         return dict(deepspeed_plugin=DeepSpeedPlugin(hf_ds_config=ds) if ds else DeepSpeedPlugin(zero_stage=2))
@@ -834,15 +911,19 @@ def _fsdp_on_cpu(acc, cfg):
     # accelerate turns FSDP on only for accelerator devices (`AcceleratorState.__init__`: MULTI_GPU, MULTI_NPU, ...), so
     # on a CPU the run would silently be DDP; torch's FSDP2 `fully_shard` runs on CPU with gloo: set what accelerate reads.
     from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
-    env = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and cfg.backend.trainer.strategy != "fsdp"
-    if not (_multi_cpu() and (env or cfg.backend.trainer.strategy == "fsdp")) or acc.is_fsdp2: return acc
+    env = os.environ.get("ACCELERATE_USE_FSDP",
+                         "false").lower() == "true" and cfg.backend.trainer.strategy != "fsdp"
+    if not (_multi_cpu() and (env or cfg.backend.trainer.strategy == "fsdp")) or acc.is_fsdp2:
+        return acc
     plugin = FullyShardedDataParallelPlugin() if env else FullyShardedDataParallelPlugin(fsdp_version=2)
     if plugin.fsdp_version != 2: raise LlmnbError(
-        "FSDP on a CPU needs FSDP2 (fsdp_version: 2 in the accelerate config file); FSDP1 needs GPUs")
+        "FSDP on a CPU needs FSDP2 (fsdp_version: 2 in the accelerate config file); FSDP1 needs "
+        "GPUs")
     if acc.mixed_precision != "no": plugin.set_mixed_precision(acc.mixed_precision)
     from accelerate import PartialState
     acc.state.fsdp_plugin, acc.state.distributed_type = plugin, DistributedType.FSDP
-    PartialState._shared_state["distributed_type"] = DistributedType.FSDP   # as AcceleratorState.__init__ does
+    # as AcceleratorState.__init__ does
+    PartialState._shared_state["distributed_type"] = DistributedType.FSDP
     return acc
 
 # %% ../nbs/04_train.ipynb #e67d9cc3
@@ -852,8 +933,10 @@ def _unshard(model):
     for m in model.modules():
         if not isinstance(m, FSDPModule): continue
         m.set_reshard_after_forward(False, recurse=False); m.unshard()
-        for g in m._get_fsdp_state()._fsdp_param_groups:   # FSDP2's state_dict() hooks would shard them again
-            for h in [*g._module_to_pre_save_state_dict_hook_handle.values(), *g._module_to_pre_load_state_dict_hook_handle.values()]:
+        # FSDP2's state_dict() hooks would shard them again
+        for g in m._get_fsdp_state()._fsdp_param_groups:
+            for h in [*g._module_to_pre_save_state_dict_hook_handle.values(),
+                      *g._module_to_pre_load_state_dict_hook_handle.values()]:
                 h.remove()
 
 # %% ../nbs/04_train.ipynb #af63ba4d
@@ -863,8 +946,9 @@ def _ray_train():
         import ray, ray.train
         from ray.train.torch import TorchTrainer
     except ImportError: raise LlmnbError(
-        "backend.type: ray needs Ray Train, which is not installed: pip install 'llmnb[ray]' (or 'ray[train]'); "
-        "or use backend: local and start the processes with accelerate launch or torchrun") from None
+        "backend.type: ray needs Ray Train, which is not installed: pip install 'llmnb[ray]' (or "
+        "'ray[train]'); or use backend: local and start the processes with accelerate launch or "
+        "torchrun") from None
     return ray, TorchTrainer
 
 # %% ../nbs/04_train.ipynb #59f0b59b
@@ -874,10 +958,12 @@ def _ray_worker(a: dict):
     from safetensors.torch import save_file
     cfg, ctx = a["cfg"], ray.train.get_context()
     local = cfg.model_copy(update=dict(backend=cfg.backend.model_copy(update=dict(type="local"))))
-    stats = fit(a["model"], a["tok"], a["rows"], a["val"], local, a["run_dir"], a["resume"], False, False, a["plan"])
+    stats = fit(a["model"], a["tok"], a["rows"], a["val"], local, a["run_dir"], a["resume"], False,
+                False, a["plan"])
     state = trainable_state(a["model"])
     with tempfile.TemporaryDirectory() as d:
-        if ctx.get_world_rank() == 0: save_file({k: v.contiguous() for k, v in state.items()}, f"{d}/trainable.safetensors")
+        if ctx.get_world_rank() == 0:
+            save_file({k: v.contiguous() for k, v in state.items()}, f"{d}/trainable.safetensors")
         ray.train.report(dict(stats=json.dumps(stats), world=ctx.get_world_size()),
                          checkpoint=ray.train.Checkpoint.from_directory(d) if ctx.get_world_rank() == 0 else None)
 
@@ -896,22 +982,29 @@ def fit_on_ray(model, # the model to train; it gets the trained weights
     from safetensors.torch import load_file
     b, run_dir = cfg.backend.trainer, Path(run_dir).resolve()
     n = b.num_workers or 1
-    if not ray.is_initialized() and not os.environ.get("RAY_ADDRESS"):   # else: the cluster it names, or ray.init's own
+    # else: the cluster it names, or ray.init's own
+    if not ray.is_initialized() and not os.environ.get("RAY_ADDRESS"):
         ray.init(num_cpus=max(os.cpu_count() or 1, n), include_dashboard=False, log_to_driver=False)
-    args = dict(model=model, tok=tok, rows=train_rows, val=val_rows, cfg=cfg, run_dir=str(run_dir), resume=resume,
+    args = dict(model=model, tok=tok, rows=train_rows, val=val_rows, cfg=cfg, run_dir=str(run_dir),
+                resume=resume,
                 plan=plan_steps(cfg.trainer, train_rows, processes=n))
-    scaling = ScalingConfig(num_workers=n, use_gpu=bool(b.use_gpu), resources_per_worker=b.resources_per_worker)
+    scaling = ScalingConfig(num_workers=n, use_gpu=bool(b.use_gpu),
+                            resources_per_worker=b.resources_per_worker)
     trainer = TorchTrainer(_ray_worker, train_loop_config=args, scaling_config=scaling,
                            run_config=RunConfig(name="llmnb", storage_path=str(run_dir/".ray")))
     result = trainer.fit()
-    with result.checkpoint.as_directory() as d: load_trainable_state(model, load_file(f"{d}/trainable.safetensors"))
-    shutil.rmtree(run_dir/".ray", ignore_errors=True)   # Ray's own record of the run; the run folder has the rest
+    with result.checkpoint.as_directory() as d:
+        load_trainable_state(model, load_file(f"{d}/trainable.safetensors"))
+    # Ray's own record of the run; the run folder has the rest
+    shutil.rmtree(run_dir/".ray", ignore_errors=True)
     return {**json.loads(result.metrics["stats"]), "ray_workers": result.metrics["world"]}
 
 # %% ../nbs/04_train.ipynb #8e2248bd
 def _save_best(run_dir, state):
     from safetensors.torch import save_file
-    write_dir_atomically(Path(run_dir)/"checkpoints"/"best", lambda tmp: save_file({k: v.contiguous() for k, v in state.items()}, str(tmp/"trainable.safetensors")))
+    write_dir_atomically(Path(run_dir)/"checkpoints"/"best",
+                         lambda tmp: save_file({k: v.contiguous() for k, v in state.items()},
+                                               str(tmp/"trainable.safetensors")))
 
 # %% ../nbs/04_train.ipynb #84a21003
 def _load_best(run_dir):
@@ -929,5 +1022,8 @@ def _adapter_step(model, step):
     "AdaLoRA reallocates its ranks after each optimiser step."
     m = getattr(model, "module", model)
     inner = getattr(m, "base_model", None)
-    pc = getattr(inner, "peft_config", {}).get(getattr(inner, "trainable_adapter_name", "default")) if hasattr(inner, "peft_config") else None
-    if hasattr(inner, "update_and_allocate") and pc.target_r < pc.init_r: inner.update_and_allocate(step)  # target_r >= init_r: nothing to prune
+    pc = getattr(inner, "peft_config", {}).get(getattr(inner, "trainable_adapter_name",
+                                                       "default")) if hasattr(inner,
+                                                           "peft_config") else None
+    if hasattr(inner, "update_and_allocate") and pc.target_r < pc.init_r:
+        inner.update_and_allocate(step)  # target_r >= init_r: nothing to prune

@@ -24,15 +24,19 @@ class UploadError(LlmnbError):
 
 # %% ../nbs/12_upload.ipynb #19805a94
 _ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
-_FULL_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
-_EXPECTED = ("adapter_config.json + adapter_model.safetensors (adapter run), or config.json + model.safetensors "
-             "(or shards with model.safetensors.index.json, or pytorch_model.bin) (full or merged run)")
+_FULL_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                 "pytorch_model.bin.index.json")
+_EXPECTED = ("adapter_config.json + adapter_model.safetensors (adapter run), or config.json + "
+             "model.safetensors (or shards with model.safetensors.index.json, or "
+             "pytorch_model.bin) (full or merged run)")
 
+# %% ../nbs/12_upload.ipynb #908f053e
 def _weights_kind(d):
     "'adapter', 'full' or None, from the files in folder `d`."
     d = Path(d)
     if not d.is_dir(): return None
-    if (d/'adapter_config.json').exists() and any((d/f).exists() for f in _ADAPTER_WEIGHTS): return 'adapter'
+    if (d/'adapter_config.json').exists() and any((d/f).exists() for f in _ADAPTER_WEIGHTS):
+        return 'adapter'
     if (d/'config.json').exists() and any((d/f).exists() for f in _FULL_WEIGHTS): return 'full'
     return None
 
@@ -42,11 +46,14 @@ def _check_shards(d):
         if not (d/idx).exists(): continue
         shards = sorted(set(json.loads((d/idx).read_text()).get('weight_map', {}).values()))
         missing = [s for s in shards if not (d/s).exists()]
-        if missing: raise UploadError(f"model_path {d}: {idx} names shards that are missing: {', '.join(missing)}")
+        if missing:
+            raise UploadError(f"model_path {d}: {idx} names shards that are missing: "
+                              f"{', '.join(missing)}")
 
 # %% ../nbs/12_upload.ipynb #f242ff97
 _WHAT = ('auto', 'adapter', 'merged')
 
+# %% ../nbs/12_upload.ipynb #ccd249f7
 def _listing(d):
     files = sorted(p.name for p in Path(d).iterdir()) if Path(d).is_dir() else []
     return ', '.join(files) if files else 'nothing'
@@ -54,33 +61,48 @@ def _listing(d):
 # %% ../nbs/12_upload.ipynb #0b7d575c
 def _upload_dir(model_path, what='auto'):
     "The folder to upload for `model_path` (RUN, RUN/model or RUN/merged) and `what`, checked for weights."
-    if what not in _WHAT: raise UploadError(f"what={what!r} is not allowed; use one of {', '.join(_WHAT)}")
+    if what not in _WHAT:
+        raise UploadError(f"what={what!r} is not allowed; use one of {', '.join(_WHAT)}")
     p = Path(model_path).expanduser()
-    if not p.exists(): raise UploadError(f"model_path {p} does not exist; pass a run folder (with model/), RUN/model or RUN/merged")
-    if not p.is_dir(): raise UploadError(f"model_path {p} is a file; pass a run folder (with model/), RUN/model or RUN/merged")
-    run = p if (p/'model').is_dir() or (p/'merged').is_dir() else p.parent if p.name in ('model', 'merged') else None
+    if not p.exists():
+        raise UploadError(f"model_path {p} does not exist; pass a run folder (with model/), "
+                          f"RUN/model or RUN/merged")
+    if not p.is_dir():
+        raise UploadError(f"model_path {p} is a file; pass a run folder (with model/), RUN/model "
+                          f"or RUN/merged")
+    run = p if (p/'model').is_dir() or (p/'merged').is_dir() else p.parent if p.name in ('model',
+        'merged') else None
     if run is None: d = p
     elif what == 'adapter': d = run/'model'
     elif what == 'merged': d = run/'merged'
     else: d = (run/'merged' if _weights_kind(run/'merged') else run/'model') if run == p else p
     kind = _weights_kind(d)
     if what == 'adapter' and kind != 'adapter':
-        raise UploadError(f"what='adapter' but {d} holds no adapter (found: {_listing(d)}); a full fine-tune has no adapter: use what='auto'")
+        raise UploadError(f"what='adapter' but {d} holds no adapter (found: {_listing(d)}); a full "
+                          f"fine-tune has no adapter: use what='auto'")
     if what == 'merged' and (kind != 'full' or d.name == 'model' and run is not None):
-        raise UploadError(f"what='merged' but {run or p} has no merged model (found in {d}: {_listing(d)}); set "
-                          "adapter.postprocessor.merge_adapter_into_base_model: true and train again, or use what='adapter'")
-    if kind is None: raise UploadError(f"model_path {d} has no model weights: found {_listing(d)}; expected {_EXPECTED}")
+        raise UploadError(f"what='merged' but {run or p} has no merged model (found in {d}: "
+                          f"{_listing(d)}); set "
+                          "adapter.postprocessor.merge_adapter_into_base_model: true and train "
+                          "again, or use what='adapter'")
+    if kind is None:
+        raise UploadError(f"model_path {d} has no model weights: found {_listing(d)}; expected "
+                          f"{_EXPECTED}")
     _check_shards(d)
     return d
 
 # %% ../nbs/12_upload.ipynb #68526bda
-_SECRET_KEYS = {'token', 'hf_token', 'hub_token', 'auth_token', 'use_auth_token', 'access_token', 'api_token', 'api_key',
-                'apikey', 'secret', 'secret_key', 'password', 'passwd', 'credentials', 'wandb_api_key'}
+_SECRET_KEYS = {'token', 'hf_token', 'hub_token', 'auth_token', 'use_auth_token', 'access_token',
+                'api_token', 'api_key',
+                'apikey', 'secret', 'secret_key', 'password', 'passwd', 'credentials',
+                'wandb_api_key'}
 _TOKEN_RE = re.compile(r'hf_[A-Za-z0-9]{20,}')
 
+# %% ../nbs/12_upload.ipynb #4f8a2656
 def _scrub(o, token=None):
     "Copy of `o` (dicts, lists, strings) without secret keys or token-like strings."
-    if isinstance(o, dict): return {k: _scrub(v, token) for k, v in o.items() if str(k).lower() not in _SECRET_KEYS}
+    if isinstance(o, dict):
+        return {k: _scrub(v, token) for k, v in o.items() if str(k).lower() not in _SECRET_KEYS}
     if isinstance(o, (list, tuple)): return [_scrub(v, token) for v in o]
     if isinstance(o, str):
         if token: o = o.replace(token, '<redacted>')
@@ -98,12 +120,14 @@ def _run_info(d):
     meta = _read_json(d/'llmnb.json')
     run = d.parent if d.name in ('model', 'merged') else None
     cfg = meta.get('config')
-    if cfg is None and run is not None and (run/'config.yaml').exists(): cfg = yaml.safe_load((run/'config.yaml').read_text())
+    if cfg is None and run is not None and (run/'config.yaml').exists():
+        cfg = yaml.safe_load((run/'config.yaml').read_text())
     adapter = _read_json(d/'adapter_config.json') or (_read_json(run/'model'/'adapter_config.json') if run else {})
     kind = 'adapter' if _weights_kind(d) == 'adapter' else meta.get('kind') or ('merged' if d.name == 'merged' else 'full')
     base = meta.get('base_model') or (cfg or {}).get('base_model') or adapter.get('base_model_name_or_path')
     stats = _run_stats(run) if run else {}
-    return dict(meta=_scrub(meta), config=_scrub(cfg or {}), adapter=adapter if kind != 'full' else {}, kind=kind, base=base, stats=stats)
+    return dict(meta=_scrub(meta), config=_scrub(cfg or {}),
+                adapter=adapter if kind != 'full' else {}, kind=kind, base=base, stats=stats)
 
 # %% ../nbs/12_upload.ipynb #26faa73d
 def _run_stats(run) -> dict:
@@ -111,16 +135,19 @@ def _run_stats(run) -> dict:
     own = _read_json(run/STATS_FILE)
     if own: return own
     ludwig = _read_json(run/LUDWIG_STATS_FILE)
-    if 'evaluation_frequency' not in ludwig and 'training' not in ludwig: return ludwig  # an older llmnb run
+    if 'evaluation_frequency' not in ludwig and 'training' not in ludwig:
+        return ludwig  # an older llmnb run
     out = {}
     for split, feats in ludwig.items():
         for feat, ms in (feats.items() if isinstance(feats, dict) else ()):
-            if feat != 'combined' and isinstance(ms, dict): out.setdefault({'training': 'train'}.get(split, split), {}).update(ms)
+            if feat != 'combined' and isinstance(ms, dict):
+                out.setdefault({'training': 'train'}.get(split, split), {}).update(ms)
     return out
 
 # %% ../nbs/12_upload.ipynb #e9e7f55f
 def _is_hub_id(s):
-    if not isinstance(s, str) or Path(s).expanduser().exists() or s.startswith(('/', '.', '~')): return False
+    if not isinstance(s, str) or Path(s).expanduser().exists() or s.startswith(('/', '.', '~')):
+        return False
     try: validate_repo_id(s); return '/' in s
     except HFValidationError: return False
 
@@ -145,19 +172,24 @@ def _metric_rows(info):
                 rows[split, name] = (v[-1], best)
     for split, ms in (info['meta'].get('metrics') or {}).items():
         for name, v in (ms.items() if isinstance(ms, dict) else [(split, ms)]):
-            if isinstance(v, (int, float)): rows[split, name] = (v, rows.get((split, name), (v, v))[1])
+            if isinstance(v, (int, float)):
+                rows[split, name] = (v, rows.get((split, name), (v, v))[1])
     return [f"| {s} | {n} | {_fmt(f)} | {_fmt(b)} |" for (s, n), (f, b) in rows.items()]
 
 # %% ../nbs/12_upload.ipynb #572bed7d
 def _usage(info, repo, has_tokenizer):
-    cls, lib = ('AutoPeftModelForCausalLM', 'peft') if info['kind'] == 'adapter' else ('AutoModelForCausalLM', 'transformers')
+    cls, lib = ('AutoPeftModelForCausalLM',
+                'peft') if info['kind'] == 'adapter' else ('AutoModelForCausalLM', 'transformers')
     tok_src = repo if has_tokenizer or not info['base'] else info['base']
     new = (info['config'].get('generation') or {}).get('max_new_tokens') or 64
     imports = f"from {lib} import {cls}\nfrom transformers import AutoTokenizer" if lib == 'peft' else f"from transformers import AutoTokenizer, {cls}"
-    return (f'{imports}\n\nmodel = {cls}.from_pretrained("{repo}")\ntokenizer = AutoTokenizer.from_pretrained("{tok_src}")\n'
-            f'prompt = {json.dumps(_example_prompt(info))}\ninputs = tokenizer(prompt, return_tensors="pt")\n'
+    return (f'{imports}\n\nmodel = {cls}.from_pretrained("{repo}")\ntokenizer = '
+            f'AutoTokenizer.from_pretrained("{tok_src}")\n'
+            f'prompt = {json.dumps(_example_prompt(info))}\ninputs = tokenizer(prompt, '
+            f'return_tensors="pt")\n'
             f'out = model.generate(**inputs, max_new_tokens={new})\n'
-            'print(tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))')
+            'print(tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], '
+            'skip_special_tokens=True))')
 
 # %% ../nbs/12_upload.ipynb #cf921bb7
 def _example_prompt(info):
@@ -171,7 +203,8 @@ def _peft_names() -> dict:
     from peft import PEFT_TYPE_TO_CONFIG_MAPPING
     from llmnb.adapters import ADAPTERS
     by_class = {c.__name__: str(t.value) for t, c in PEFT_TYPE_TO_CONFIG_MAPPING.items()}
-    return {'PREFIX_TUNING': 'prefix tuning', **{by_class[k.peft_class]: k.name for k in ADAPTERS.values() if k.peft_class in by_class}}
+    return {'PREFIX_TUNING': 'prefix tuning',
+            **{by_class[k.peft_class]: k.name for k in ADAPTERS.values() if k.peft_class in by_class}}
 
 # %% ../nbs/12_upload.ipynb #5ff5c0d0
 def _peft_name(ad): return _peft_names().get(ad.get('peft_type'), ad.get('peft_type') or 'PEFT')
@@ -179,15 +212,21 @@ def _peft_name(ad): return _peft_names().get(ad.get('peft_type'), ad.get('peft_t
 # %% ../nbs/12_upload.ipynb #ddebcb8b
 def _details(info, d):
     cfg, ad = info['config'], info['adapter']
-    feats = lambda k: ', '.join(f.get('column') or f.get('name', '?') for f in cfg.get(k) or []) or '?'
+    feats = lambda k: ', '.join(f.get('column') or f.get('name',
+                                                         '?') for f in cfg.get(k) or []) or '?'
     kinds = {'adapter': f"{_peft_name(ad)} adapter", 'merged': 'adapter merged into the base model',
              'full': 'full fine-tune'}
     rows = [('base model', f"`{info['base']}`"), ('what this repo holds', kinds[info['kind']]),
             ('input → output', f"{feats('input_features')} → {feats('output_features')}")]
-    if ad: rows.append(('adapter', ', '.join(f"{k}={sorted(ad[k]) if isinstance(ad[k], list) else ad[k]}" for k in ('peft_type', 'r', 'lora_alpha', 'lora_dropout', 'target_modules', 'bias') if ad.get(k) is not None)))
-    if 'train_rows' in info['meta']: rows.append(('training rows', f"{info['meta']['train_rows']:,}"))
+    if ad:
+        rows.append(('adapter',
+                     ', '.join(f"{k}={sorted(ad[k]) if isinstance(ad[k], list) else ad[k]}" for k in ('peft_type', 'r', 'lora_alpha', 'lora_dropout', 'target_modules', 'bias') if ad.get(k) is not None)))
+    if 'train_rows' in info['meta']:
+        rows.append(('training rows', f"{info['meta']['train_rows']:,}"))
     tr = cfg.get('trainer') or {}
-    if tr: rows.append(('trainer', ', '.join(f"{k}={v}" for k, v in tr.items() if not isinstance(v, (dict, list)))))
+    if tr:
+        rows.append(('trainer', ', '.join(f"{k}={v}" for k,
+                                          v in tr.items() if not isinstance(v, (dict, list)))))
     return '\n'.join(['| | |', '|---|---|'] + [f"| {k} | {v} |" for k, v in rows])
 
 # %% ../nbs/12_upload.ipynb #7a184550
@@ -207,17 +246,24 @@ def model_card(run_or_model_dir, # a run folder, RUN/model or RUN/merged
              f"Fine-tuned from `{info['base']}` with [llmnb](https://github.com/llmnb/llmnb) "
              f"({'a ' + _peft_name(info['adapter']) + ' adapter' if info['kind'] == 'adapter' else 'a full model'}).",
              '## Model details', _details(info, d),
-             '## Prompt template', f"```text\n{tpl}\n```" if tpl else 'No template: the input column is the prompt as is.']
-    if metrics: parts += ['## Metrics', '\n'.join(['| split | metric | final | best |', '|---|---|---|---|'] + metrics)]
+             '## Prompt template', f"```text\n{tpl}\n```" if tpl else 'No template: the input '
+                 'column is the prompt as is.']
+    if metrics:
+        parts += ['## Metrics', '\n'.join(['| split | metric | final | best |',
+                                           '|---|---|---|---|'] + metrics)]
     parts += ['## Usage', f"No llmnb needed:\n\n```python\n{_usage(info, repo, has_tok)}\n```"]
-    if info['config']: parts += ['## llmnb configuration', f"```yaml\n{yaml.safe_dump(_scrub(info['config'], token), sort_keys=False).strip()}\n```"]
+    if info['config']:
+        parts += ['## llmnb configuration',
+                  f"```yaml\n{yaml.safe_dump(_scrub(info['config'], token), sort_keys=False).strip()}\n```"]
     body = '\n\n'.join(parts) + '\n'
     return _scrub(f"---\n{_card_data(info).to_yaml()}\n---\n\n{body}", token)
 
 # %% ../nbs/12_upload.ipynb #03006421
 def _resolve_token(token=None):
     tok = token or os.environ.get('HF_TOKEN') or os.environ.get('HUGGING_FACE_HUB_TOKEN') or get_token()
-    if not tok: raise UploadError("no Hugging Face token: set HF_TOKEN or run `hf auth login` (or pass token=...)")
+    if not tok:
+        raise UploadError("no Hugging Face token: set HF_TOKEN or run `hf auth login` (or pass "
+                          "token=...)")
     return tok
 
 # %% ../nbs/12_upload.ipynb #bf026e89
@@ -227,7 +273,8 @@ def _hub_error(e, step, repo_id, token):
     reason = (getattr(e, 'server_message', None) or '').strip().splitlines()
     reason = f": {reason[0]}" if reason else ''
     if code in (401, 403):
-        msg = (f"the Hub rejected the token while {step} {repo_id!r} (HTTP {code}{reason}): use a token with write access "
+        msg = (f"the Hub rejected the token while {step} {repo_id!r} (HTTP {code}{reason}): use a "
+               f"token with write access "
                "to that namespace (set HF_TOKEN or run `hf auth login`)")
     elif code is None:
         first = str(e).strip().splitlines()
@@ -238,6 +285,7 @@ def _hub_error(e, step, repo_id, token):
 # %% ../nbs/12_upload.ipynb #f13c3f7a
 _SKIP = ('.git', '__pycache__', '.ipynb_checkpoints', '.cache')
 
+# %% ../nbs/12_upload.ipynb #bc805bf6
 def _inside(f, d) -> bool:
     "Whether `f`, links followed, is a file inside folder `d`."
     return f.resolve().is_relative_to(d.resolve())
@@ -246,19 +294,24 @@ def _inside(f, d) -> bool:
 def _stage(d, dest, card, token):
     for f in sorted(d.rglob('*')):
         rel = f.relative_to(d)
-        if not f.is_file() or any(p in _SKIP for p in rel.parts) or rel.as_posix() in ('README.md', 'llmnb.json'): continue
+        if not f.is_file() or any(p in _SKIP for p in rel.parts) or rel.as_posix() in ('README.md',
+            'llmnb.json'):
+            continue
         if not _inside(f, d): raise UploadError(
-            f"model_path: '{f}' is a link to '{f.resolve()}', outside the run folder; llmnb uploads only the files "
-            f"inside the run: replace the link by the file, or remove it.")
+            f"model_path: '{f}' is a link to '{f.resolve()}', outside the run folder; llmnb "
+            f"uploads only the files inside the run: replace the link by the file, or remove it.")
         (dest/rel).parent.mkdir(parents=True, exist_ok=True)
         (dest/rel).symlink_to(f.resolve())
-    if (d/'llmnb.json').exists(): (dest/'llmnb.json').write_text(json.dumps(_scrub(_read_json(d/'llmnb.json'), token), indent=2))
+    if (d/'llmnb.json').exists():
+        (dest/'llmnb.json').write_text(json.dumps(_scrub(_read_json(d/'llmnb.json'), token),
+                                                  indent=2))
     (dest/'README.md').write_text(card, encoding='utf-8')
     return sorted(p.relative_to(dest).as_posix() for p in dest.rglob('*') if p.is_file())
 
 # %% ../nbs/12_upload.ipynb #b60032cf
 _REPO_TYPES = ('model', 'dataset', 'space')
 
+# %% ../nbs/12_upload.ipynb #df5f4a1c
 def upload_to_hf_hub(repo_id, # "namespace/name" on the Hub
                      model_path, # a run folder, RUN/model or RUN/merged
                      repo_type='model', # 'model', 'dataset' or 'space'
@@ -272,10 +325,16 @@ def upload_to_hf_hub(repo_id, # "namespace/name" on the Hub
     if not isinstance(repo_id, str) or repo_id.count('/') != 1 or not all(repo_id.split('/')):
         raise UploadError(f"repo_id {repo_id!r} must be 'namespace/name', e.g. 'my-user/my-model'")
     try: validate_repo_id(repo_id)
-    except HFValidationError as e: raise UploadError(f"repo_id {repo_id!r} is not a valid Hub repo id: {str(e).splitlines()[0]}") from None
-    if repo_type not in _REPO_TYPES: raise UploadError(f"repo_type={repo_type!r} is not allowed; use one of {', '.join(_REPO_TYPES)}")
+    except HFValidationError as e:
+        raise UploadError(f"repo_id {repo_id!r} is not a valid Hub repo id: "
+                          f"{str(e).splitlines()[0]}") from None
+    if repo_type not in _REPO_TYPES:
+        raise UploadError(f"repo_type={repo_type!r} is not allowed; use one of "
+                          f"{', '.join(_REPO_TYPES)}")
     d = _upload_dir(model_path, what)
-    if hub_constants.is_offline_mode(): raise UploadError("HF_HUB_OFFLINE is set, so nothing can be uploaded: unset HF_HUB_OFFLINE and run it again")
+    if hub_constants.is_offline_mode():
+        raise UploadError("HF_HUB_OFFLINE is set, so nothing can be uploaded: unset HF_HUB_OFFLINE "
+                          "and run it again")
     tok = _resolve_token(token)
     card = model_card(d, repo_id, token=tok)
     kind = _run_info(d)['kind']
@@ -286,7 +345,8 @@ def upload_to_hf_hub(repo_id, # "namespace/name" on the Hub
     with tempfile.TemporaryDirectory(prefix='llmnb-upload-') as tmp:
         _stage(d, Path(tmp), card, tok)
         try: api.upload_folder(repo_id=repo_id, folder_path=tmp, repo_type=repo_type,
-                               commit_message=commit_message or f"Upload {kind} model trained with llmnb",
+                               commit_message=commit_message or f"Upload {kind} model trained with "
+                                   f"llmnb",
                                commit_description=commit_description)
         except Exception as e: raise _hub_error(e, 'uploading to', repo_id, tok) from None
     return str(url)
@@ -308,5 +368,7 @@ def make_card_portable(folder, # a folder `save_pretrained` wrote (RUN/model, a 
     "Rewrite the README.md of `folder` so it names `portable_base_name(base_model)`, never the local `loaded_from`."
     f = Path(folder)/'README.md'
     if f.exists() and loaded_from and Path(str(loaded_from)).expanduser().is_absolute():
-        f.write_text(f.read_text(encoding='utf-8').replace(str(loaded_from), portable_base_name(base_model)), encoding='utf-8')
+        f.write_text(f.read_text(encoding='utf-8').replace(str(loaded_from),
+                                                           portable_base_name(base_model)),
+                                                           encoding='utf-8')
     return f

@@ -27,7 +27,8 @@ def compare_decoding(llm, # an `llmnb.api.LLM`
     from llmnb.data import PROMPT
     if isinstance(prompts, str): prompts = [prompts]
     plain = not isinstance(prompts, pd.DataFrame) and all(isinstance(p, str) for p in prompts)
-    rendered = None if plain else llm.render(prompts)   # keeps a conversation column for `format: chat`
+    # keeps a conversation column for `format: chat`
+    rendered = None if plain else llm.render(prompts)
     texts = list(prompts) if plain else rendered[PROMPT]
     ds = Dataset.from_dict({PROMPT: texts}) if plain else rendered
     df = pd.DataFrame({"prompt": texts})
@@ -45,8 +46,11 @@ def _parse_setting(text: str) -> dict:
     "Generation overrides from the widget's text box (a JSON object); a clear error otherwise."
     import json
     try: d = json.loads(text or "{}")
-    except json.JSONDecodeError as e: raise LlmnbError(f"generation settings must be a JSON object (got {text!r}): {e.msg}") from None
-    if not isinstance(d, dict): raise LlmnbError(f"generation settings must be a JSON object (got {text!r})")
+    except json.JSONDecodeError as e:
+        raise LlmnbError(f"generation settings must be a JSON object (got {text!r}): "
+                         f"{e.msg}") from None
+    if not isinstance(d, dict):
+        raise LlmnbError(f"generation settings must be a JSON object (got {text!r})")
     return d
 
 # %% ../nbs/06b_widgets.ipynb #c99ce1ef
@@ -56,15 +60,18 @@ def decoding_widget(llm, # an `llmnb.api.LLM`
                    ):
     "An ipywidgets panel: pick rows and 2-4 decoding settings, run them, and see outputs, token counts and time."
     import json, ipywidgets as W, pandas as pd
-    if not 2 <= n_settings <= 4: raise LlmnbError(f"n_settings must be 2, 3 or 4 (got {n_settings})")
+    if not 2 <= n_settings <= 4:
+        raise LlmnbError(f"n_settings must be 2, 3 or 4 (got {n_settings})")
     rows = data.to_dict("records") if isinstance(data, pd.DataFrame) else list(data)
-    pick = W.SelectMultiple(options=[(str(r)[:80], i) for i, r in enumerate(rows)], value=tuple(range(min(3, len(rows)))), rows=6, description="rows")
+    pick = W.SelectMultiple(options=[(str(r)[:80], i) for i, r in enumerate(rows)],
+                            value=tuple(range(min(3, len(rows)))), rows=6, description="rows")
     names = list(STRATEGIES)
     boxes = []
     for k in range(n_settings):
         dd = W.Dropdown(options=names, value=names[k], description=f"setting {k + 1}")
         ta = W.Textarea(value=json.dumps(STRATEGIES[names[k]]), layout=W.Layout(width="95%"))
-        dd.observe(lambda ch, ta=ta: setattr(ta, "value", json.dumps(STRATEGIES[ch["new"]])), names="value")
+        dd.observe(lambda ch, ta=ta: setattr(ta, "value", json.dumps(STRATEGIES[ch["new"]])),
+                   names="value")
         boxes.append((dd, ta))
     run, out = W.Button(description="Run", button_style="primary"), W.Output()
     panel = W.VBox([pick, W.HBox([W.VBox([dd, ta]) for dd, ta in boxes]), run, out])
@@ -74,7 +81,8 @@ def decoding_widget(llm, # an `llmnb.api.LLM`
         out.clear_output()
         with out:
             try:
-                settings = {f"{k + 1}. {dd.value}": _parse_setting(ta.value) for k, (dd, ta) in enumerate(boxes)}
+                settings = {f"{k + 1}. {dd.value}": _parse_setting(ta.value) for k,
+                            (dd, ta) in enumerate(boxes)}
                 panel.table = compare_decoding(llm, [rows[i] for i in pick.value], settings)
                 display(panel.table)
             except ValueError as e: print(f"Error: {e}")
@@ -87,9 +95,11 @@ def _plot(stats, sug):
     cols = [c for c in ("prompt", "target", "total") if stats.lengths[c].notna().all()]
     fig, axes = plt.subplots(1, len(cols), figsize=(4 * len(cols), 2.8))
     for ax, c in zip(np.atleast_1d(axes), cols):
-        ax.hist(stats.lengths[c].astype(float), bins=min(40, max(5, len(stats.lengths) // 4)), color="#8ab")
+        ax.hist(stats.lengths[c].astype(float), bins=min(40, max(5, len(stats.lengths) // 4)),
+                color="#8ab")
         cur = getattr(stats.limits, c)
-        if cur is not None and cur <= stats.lengths[c].max() * 1.5: ax.axvline(cur, color="k", label=f"current {cur}")
+        if cur is not None and cur <= stats.lengths[c].max() * 1.5:
+            ax.axvline(cur, color="k", label=f"current {cur}")
         ax.axvline(getattr(sug, c), color="C3", ls="--", label=f"suggested {getattr(sug, c)}")
         ax.set_title(f"{c} tokens"); ax.legend(fontsize=8)
     plt.tight_layout()
@@ -98,8 +108,10 @@ def _plot(stats, sug):
 # %% ../nbs/14_lengths.ipynb #2c03a93d
 def _suggestion_text(stats, q):
     s, cut = stats.suggest(q), stats.cut(stats.suggest(q))
-    return (f"<b>keep {q:g}% of rows whole:</b> output max_sequence_length: {s.target}, input max_sequence_length: {s.prompt}, "
-            f"global_max_sequence_length: {s.total} &nbsp;→ rows cut: answer {cut['target']:.0%}, prompt {cut['prompt']:.0%}, total {cut['total']:.0%}")
+    return (f"<b>keep {q:g}% of rows whole:</b> output max_sequence_length: {s.target}, input "
+            f"max_sequence_length: {s.prompt}, global_max_sequence_length: {s.total} &nbsp;→ rows "
+            f"cut: answer {cut['target']:.0%}, prompt {cut['prompt']:.0%}, total "
+            f"{cut['total']:.0%}")
 
 # %% ../nbs/14_lengths.ipynb #cd17151c
 def length_explorer(stats: LengthStats, # from `length_stats`
@@ -108,7 +120,8 @@ def length_explorer(stats: LengthStats, # from `length_stats`
     "An ipywidgets view: histograms with current and suggested limits, and a percentile slider."
     import ipywidgets as W
     import matplotlib.pyplot as plt
-    slider = W.FloatSlider(value=percentile, min=50, max=100, step=0.5, description="percentile", continuous_update=False)
+    slider = W.FloatSlider(value=percentile, min=50, max=100, step=0.5, description="percentile",
+                           continuous_update=False)
     text, out = W.HTML(_suggestion_text(stats, percentile)), W.Output()
     def draw(q):
         text.value = _suggestion_text(stats, q)
