@@ -29,7 +29,10 @@ Both report pair tokens/s (prompt + chosen + prompt + rejected tokens of the sha
 peak RSS and the held-out preference accuracy (`llmnb.align.preference_accuracy`, the same function for both).
 
 Prediction: the same prompts, greedy, `max_new_tokens` 64, base model, fp32:
-  llmnb        `LLM(config).predict(...)`: prompts sorted by length, batched, KV cache, each row cut at its EOS
+  llmnb        `LLM(config).predict(...)` with its default engine, `auto`: llama.cpp's batched decoding on a CPU where
+               llama-cpp-python is installed and there are 64 prompts or more (the GGUF conversion is in its time)
+  llmnb_transformers  the same on its transformers engine: prompts sorted by length, batched, KV cache, each row cut
+               at its EOS
   loop         one `model.generate` call per prompt (what the reference does)
   pipeline     transformers `text-generation` pipeline with `batch_size`
   llama_cpp    llama.cpp (llama-cpp-python, built portably: GGML_NATIVE=OFF + AVX2/FMA/F16C) on a GGUF that llmnb's
@@ -51,7 +54,7 @@ import data as bench_data
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 SUFFIX = "\nAnswer:\n"  # appended to every prompt; a newline boundary tokenises the same alone or joined to the answer
 TRAIN_VARIANTS = ["llmnb", "trl_typical", "trl_best", "hf_trainer"]
-PREDICT_VARIANTS = ["llmnb", "loop", "pipeline", "llama_cpp", "llama_cpp_batched"]
+PREDICT_VARIANTS = ["llmnb", "llmnb_transformers", "loop", "pipeline", "llama_cpp", "llama_cpp_batched"]
 DPO_VARIANTS = ["dpo_llmnb", "dpo_trl"]   # run when named in --only: DPO on the same date pairs, LoRA, same precision
 CHAT_VARIANTS = ["llmnb_single", "llmnb_chat"]   # run when named in --only: the same rows as chat-template single turns / conversations
 N_ROWS, VAL, PRED = 1000, slice(936, 1000), slice(680, 936)  # fixed validation and prediction rows
@@ -315,17 +318,22 @@ def run_dpo(a, name):
 
 # ---------------------------------------------------------------- prediction workers
 
-def predict_llmnb(a, prompts):
+def predict_llmnb(a, prompts, engine="auto"):
+    "llmnb's `predict` with its default engine (`auto`: llama.cpp for CPU batch work where installed), GGUF conversion included."
     import pandas as pd
     from llmnb.api import LLM
     cfg = dict(base_model="smollm2-135m-instruct", input_features=[dict(name="prompt", type="text")],
                output_features=[dict(name="answer", type="text")], prompt=dict(template="{prompt}" + SUFFIX),
                generation=dict(max_new_tokens=a.max_new_tokens, do_sample=False))
-    llm = LLM(cfg).load_base()
+    llm = LLM(cfg).load_base(); llm.engine = engine
     df = pd.DataFrame(dict(prompt=[p["prompt"] for p in prompts]))
     with Meter() as m: out = llm.predict(df, **(dict(batch_size=a.llmnb_predict_batch) if a.llmnb_predict_batch else {}))
     ids = llm.tokenizer(out["answer_predictions"].tolist(), add_special_tokens=False)["input_ids"]
     return m, out["answer_predictions"].tolist(), out["answer_num_tokens"].tolist()
+
+def predict_llmnb_transformers(a, prompts):
+    "llmnb's `predict` on its transformers engine (`llm.engine = 'transformers'`)."
+    return predict_llmnb(a, prompts, engine="transformers")
 
 def _gen_config(model, tok, a):
     from transformers import GenerationConfig

@@ -121,9 +121,10 @@ def _predict_args(p, what):
                        help="do not write predictions")
         p.add_argument("-scos", "--skip_collect_overall_stats", action="store_true",
                        help="no overall statistics (llmnb has no others)")
-    p.add_argument("--engine", default="transformers", choices=["transformers", "llama_cpp"],
+    p.add_argument("--engine", default="auto", choices=["auto", "transformers", "llama_cpp"],
                    help="decoding engine: llama_cpp converts the model to an f32 GGUF once and "
-                        "batches greedy decoding in llama.cpp")
+                        "batches greedy decoding in llama.cpp; auto: llama_cpp for greedy batch work "
+                        "(64 prompts or more) on a CPU where it is installed, else transformers")
     p.add_argument("--trust_remote_code", action="store_true", help="run custom model code shipped "
         "with the run (never decided by the run itself)")
     _common_args(p)

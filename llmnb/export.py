@@ -13,8 +13,9 @@ from .errors import LlmnbError
 from .model import cache_dir, write_dir_atomically
 
 # %% auto #0
-__all__ = ['CONVERTER_TYPES', 'QUANTIZER_TYPES', 'ENGINES', 'FORMATS', 'llama_cpp_converter', 'export_merged', 'to_gguf',
-           'llama_cpp_generate', 'llama_cpp_results', 'modelfile', 'export_model']
+__all__ = ['CONVERTER_TYPES', 'QUANTIZER_TYPES', 'ENGINES', 'AUTO_MIN_PROMPTS', 'FORMATS', 'llama_cpp_converter', 'export_merged',
+           'to_gguf', 'llama_cpp_generate', 'llama_cpp_ready', 'pick_engine', 'engine_gguf', 'llama_cpp_results',
+           'modelfile', 'export_model']
 
 # %% ../nbs/18_export.ipynb #66231b74
 _CONVERTER_PARTS = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/")
@@ -217,7 +218,8 @@ def llama_cpp_generate(gguf, # a GGUF file
                        slots: int = 32, # sequences decoded together (llama-server's `--parallel`)
                        threads: int | None = None, # CPU threads (default: all)
                        n_batch: int = 2048, # tokens per `llama_decode` at most
-                      ) -> list[list[int]]:
+                       probs: bool = False, # also return each generated token's probability
+                      ) -> list[list[int]] | tuple[list[list[int]], list[list[float]]]:
     "Greedy ids for every prompt (in order, each ending with its EOS if it stopped there), batched by llama.cpp."
     L = _llama_cpp()
     eos = set(eos if isinstance(eos, (list, tuple, set)) else [eos])
@@ -229,42 +231,80 @@ def llama_cpp_generate(gguf, # a GGUF file
                                        threads or os.cpu_count(), n_batch)
     mem, nv = L.llama_get_memory(ctx), L.llama_vocab_n_tokens(L.llama_model_get_vocab(model))
     todo, outs, slot = list(range(len(prompts)))[::-1], [[] for _ in prompts], [None] * slots
+    ps = [[] for _ in prompts]
     try:
         while todo or any(s is not None for s in slot):
             rows = _fill(batch, slot, todo, prompts, n_batch)
             if (rc := L.llama_decode(ctx, batch)) != 0:
                 raise LlmnbError(f"llama.cpp: llama_decode failed ({rc}).")
             for s, i in rows:
-                t = int(np.ctypeslib.as_array(L.llama_get_logits_ith(ctx, i), shape=(nv,)).argmax())
+                row = np.ctypeslib.as_array(L.llama_get_logits_ith(ctx, i), shape=(nv,))
+                t = int(row.argmax())
+                if probs: ps[slot[s][0]].append(float(1.0 / np.exp(row - row[t]).sum()))
                 r = slot[s][0]; outs[r].append(t); slot[s][2] = t
                 if t in eos or len(outs[r]) >= max_new:
                     L.llama_memory_seq_rm(mem, s, -1, -1); slot[s] = None
     finally: L.llama_batch_free(batch); L.llama_free(ctx); L.llama_model_free(model)
-    return outs
+    return (outs, ps) if probs else outs
 
 # %% ../nbs/18_export.ipynb #37638ea7
-ENGINES = ("transformers", "llama_cpp")
+ENGINES = ("auto", "transformers", "llama_cpp")
+AUTO_MIN_PROMPTS = 64   # `auto` converts to GGUF (seconds) only for batch work that repays it
+
+# %% ../nbs/18_export.ipynb #c72c5032
+def llama_cpp_ready() -> bool:
+    "Is llama.cpp there to decode with: llama-cpp-python importable and its GGUF converter found?"
+    import importlib.util
+    if importlib.util.find_spec("llama_cpp") is None: return False
+    try: llama_cpp_converter()
+    except LlmnbError: return False
+    return True
+
+# %% ../nbs/18_export.ipynb #fcbecf69
+def pick_engine(engine: str, # one of `ENGINES`
+                model, # the model that would decode
+                gc, # the call's `GenerationConfig`
+                prompts: int, # how many prompts
+                logits_processor=None, # extra processors (a grammar): transformers only
+               ) -> str:
+    "The engine that decodes: `auto` is llama.cpp for greedy batch work on a CPU when it is there, else transformers."
+    if engine not in ENGINES:
+        raise LlmnbError(f"engine: {engine!r} is not one of {', '.join(ENGINES)}.")
+    if engine == "llama_cpp" and logits_processor:
+        raise LlmnbError("engine llama_cpp: structured output (a text_parser decoder) decodes on "
+                         "transformers only; use engine auto or transformers.")
+    if engine != "auto": return engine
+    from llmnb.generate import plain_greedy
+    from llmnb.train import base_model_of, is_prompt_learning
+    base = base_model_of(model)
+    fits = (prompts >= AUTO_MIN_PROMPTS and plain_greedy(gc, logits_processor)
+            and next(base.parameters()).device.type == "cpu" and not is_prompt_learning(model)
+            and getattr(base, "hf_quantizer", None) is None)
+    return "llama_cpp" if fits and llama_cpp_ready() else "transformers"
 
 # %% ../nbs/18_export.ipynb #c401a4c6
-def _gguf_of(llm) -> Path:
-    "An f32 GGUF of `llm`'s model (adapter merged), written once per loaded model into a temporary folder."
-    if getattr(llm, "_gguf", None) and Path(llm._gguf).exists(): return Path(llm._gguf)
+def engine_gguf(model, # the model to decode (a PEFT adapter is merged into a copy)
+                tokenizer, # its tokenizer
+                folder, # where the GGUF is kept; one already there is reused
+               ) -> Path:
+    "An f32 GGUF of `model` in `folder`, written once (llama.cpp's converter; temp file, then renamed)."
+    out = Path(folder)/"model-f32.gguf"
+    if out.exists(): return out
     import copy
-    model = copy.deepcopy(llm.model)
-    if hasattr(model, "merge_and_unload"): model = model.merge_and_unload()
-    # removed with the LLM object
-    llm._gguf_dir = tempfile.TemporaryDirectory(prefix="llmnb-gguf-")
-    d = Path(llm._gguf_dir.name)
-    model.save_pretrained(d/"merged",
-                          safe_serialization=True); llm.tokenizer.save_pretrained(d/"merged")
-    llm._gguf = to_gguf(d/"merged", d/"model-f32.gguf", "f32")
-    shutil.rmtree(d/"merged")
-    return llm._gguf
+    m = copy.deepcopy(model)
+    if hasattr(m, "merge_and_unload"): m = m.merge_and_unload()
+    with tempfile.TemporaryDirectory(dir=folder) as d:
+        m.save_pretrained(Path(d)/"merged", safe_serialization=True)
+        tokenizer.save_pretrained(Path(d)/"merged")
+        return to_gguf(Path(d)/"merged", out, "f32")
 
 # %% ../nbs/18_export.ipynb #4474b87c
-def llama_cpp_results(llm, # a loaded `llmnb.api.LLM`
+def llama_cpp_results(model, # the model to decode (converted once by `engine_gguf`)
+                      tokenizer, # its tokenizer
                       prompt_ids: list[list[int]], # encoded prompts
                       gc, # the `GenerationConfig` of the call
+                      folder, # where the model's GGUF is kept (`engine_gguf`)
+                      scores: bool = False, # also each token's probability, as `generate_batch` gives
                      ) -> list[dict]:
     "`generate_batch`'s result dicts, decoded by llama.cpp (greedy only)."
     from llmnb.generate import plain_greedy, generation_eos_ids
@@ -273,12 +313,14 @@ def llama_cpp_results(llm, # a loaded `llmnb.api.LLM`
                          "no penalties) runs on llama.cpp; use engine transformers for these "
                          "generation settings.")
     t0 = time.time()
-    outs = llama_cpp_generate(_gguf_of(llm), prompt_ids, gc.max_new_tokens, generation_eos_ids(gc),
-                              slots=32)
+    outs, ps = llama_cpp_generate(engine_gguf(model, tokenizer, folder), prompt_ids,
+                                  gc.max_new_tokens, generation_eos_ids(gc), slots=32, probs=True)
     dt = (time.time() - t0) / max(len(prompt_ids), 1)
-    return [dict(text=llm.tokenizer.decode(o, skip_special_tokens=True).strip(), ids=o,
-                 prompt_ids=list(p), seconds=dt)
-            for o, p in zip(outs, prompt_ids)]
+    res = [dict(text=tokenizer.decode(o, skip_special_tokens=True).strip(), ids=o,
+                prompt_ids=list(p), seconds=dt) for o, p in zip(outs, prompt_ids)]
+    if scores:
+        for r, p in zip(res, ps): r.update(probabilities=p, probability=float(np.exp(np.sum(np.log(np.maximum(p, 1e-12))))))
+    return res
 
 # %% ../nbs/18_export.ipynb #f13fd4b4
 _CHATML = ('{{- if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}'
