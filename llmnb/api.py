@@ -44,7 +44,7 @@ class LLM:
         self.vocab, self.stats, self.kind = None, {}, "none"
         self.last_splits = None  # the raw splits (train, validation, test) of the last `train()`
         # `predict`'s decoding engine (`llmnb.export.ENGINES`): auto picks llama.cpp for CPU batch work
-        self.engine, self._engine_dir = "auto", None
+        self.engine = "auto"
         # few-shot retrieval's index, built (or loaded) once and saved with the run
         self.retrieval_index = None
 
@@ -264,7 +264,6 @@ def train(self: LLM,
         self.vocab = category_vocab(cfg.output_feature, splits["train"][self._target_column()])
         _check_match_labels(cfg.output_feature, self.vocab)
     self._index_split, self.last_splits = splits["train"], splits
-    self._engine_dir = None   # the weights change: a GGUF made before is stale
     self.load_base()
     self._check_before_work()
     splits = self._render(splits, splits["train"])
@@ -386,12 +385,12 @@ def _generate_rendered(self: LLM, ds, generation_config=None, batch_size=None, p
 @patch
 def _decode(self: LLM, ids, gc, batch_size=None, progress=False) -> list[dict]:
     "Result dicts for encoded prompts, from the engine `pick_engine` chooses for `self.engine`."
-    from llmnb.export import llama_cpp_results, pick_engine
+    from llmnb.export import engine_cache, llama_cpp_results, pick_engine
     from llmnb.structured import constraint_for   # a text_parser output: answers follow its grammar
     scores = self.config.output_feature.type == "text"   # a category's come from scoring the labels
     lp = constraint_for(self.config, self.tokenizer, self.model, gc)
     if pick_engine(self.engine, self.model, gc, len(ids), lp) == "llama_cpp":
-        return llama_cpp_results(self.model, self.tokenizer, ids, gc, self._engine_folder(), scores)
+        return llama_cpp_results(self.model, self.tokenizer, ids, gc, engine_cache(self.model), scores)
     eb = self.config.trainer.eval_batch_size
     eb = eb if isinstance(eb, int) else 0
     # default: batches by a token budget (bench/: 15-25% faster than 16 rows on a CPU)
@@ -401,14 +400,6 @@ def _decode(self: LLM, ids, gc, batch_size=None, progress=False) -> list[dict]:
         warnings.filterwarnings("ignore", message=".*generation flags are not valid.*")
         return generate_batch(self.model, self.tokenizer, ids, gc, scores=scores, progress=progress,
                               logits_processor=lp, **size)
-
-# %% ../nbs/06_api.ipynb #126ae460
-@patch
-def _engine_folder(self: LLM) -> Path:
-    "A folder for this model's GGUF (the llama.cpp engine): one per model object, removed with the LLM."
-    if self._engine_dir is None or self._engine_dir[0] is not self.model:
-        self._engine_dir = (self.model, tempfile.TemporaryDirectory(prefix="llmnb-gguf-"))
-    return Path(self._engine_dir[1].name)
 
 # %% ../nbs/06_api.ipynb #9635f003
 def _with_neighbours(results, ds):

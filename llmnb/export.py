@@ -13,9 +13,9 @@ from .errors import LlmnbError
 from .model import cache_dir, write_dir_atomically
 
 # %% auto #0
-__all__ = ['CONVERTER_TYPES', 'QUANTIZER_TYPES', 'ENGINES', 'AUTO_MIN_PROMPTS', 'FORMATS', 'llama_cpp_converter', 'export_merged',
-           'to_gguf', 'llama_cpp_generate', 'llama_cpp_ready', 'pick_engine', 'engine_gguf', 'llama_cpp_results',
-           'modelfile', 'export_model']
+__all__ = ['CONVERTER_TYPES', 'QUANTIZER_TYPES', 'ENGINES', 'AUTO_MIN_PROMPTS', 'ENGINE_CACHE_KEEP', 'FORMATS',
+           'llama_cpp_converter', 'export_merged', 'to_gguf', 'llama_cpp_generate', 'llama_cpp_ready', 'pick_engine',
+           'weights_digest', 'engine_cache', 'engine_gguf', 'llama_cpp_results', 'modelfile', 'export_model']
 
 # %% ../nbs/18_export.ipynb #66231b74
 _CONVERTER_PARTS = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/")
@@ -261,6 +261,14 @@ def llama_cpp_ready() -> bool:
     return True
 
 # %% ../nbs/18_export.ipynb #fcbecf69
+def _room_for_a_copy(model) -> bool:
+    "Is there memory for the merged copy and the f32 GGUF (three times the weights) beside the model?"
+    need = 3 * sum(p.numel() * 4 for p in model.parameters())
+    try: line = next(l for l in open("/proc/meminfo") if l.startswith("MemAvailable:"))
+    except (OSError, StopIteration): return True   # not Linux: no cheap way to ask
+    return need < int(line.split()[1]) * 1024
+
+# %% ../nbs/18_export.ipynb #ac511778
 def pick_engine(engine: str, # one of `ENGINES`
                 model, # the model that would decode
                 gc, # the call's `GenerationConfig`
@@ -279,8 +287,33 @@ def pick_engine(engine: str, # one of `ENGINES`
     base = base_model_of(model)
     fits = (prompts >= AUTO_MIN_PROMPTS and plain_greedy(gc, logits_processor)
             and next(base.parameters()).device.type == "cpu" and not is_prompt_learning(model)
-            and getattr(base, "hf_quantizer", None) is None)
+            and getattr(base, "hf_quantizer", None) is None and _room_for_a_copy(base))
     return "llama_cpp" if fits and llama_cpp_ready() else "transformers"
+
+# %% ../nbs/18_export.ipynb #a1f3bf1a
+def weights_digest(model, # a model, PEFT-wrapped or not
+                  ) -> str:
+    "A hash of `model`'s weights (an adapter's included): the same weights, the same digest."
+    import hashlib, torch
+    h = hashlib.blake2b(digest_size=16)
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode()); h.update(v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
+
+# %% ../nbs/18_export.ipynb #38753b39
+ENGINE_CACHE_KEEP = 3   # GGUFs of different weights kept in llmnb's cache; older ones go
+
+# %% ../nbs/18_export.ipynb #09f3a8c9
+def engine_cache(model, # the model whose GGUF the llama.cpp engine needs
+                ) -> Path:
+    "The cache folder for the GGUF of `model`'s weights, so a run converts once; all but the newest few go."
+    root = cache_dir()/"engine"
+    d = root/weights_digest(model)
+    d.mkdir(parents=True, exist_ok=True); os.utime(d)
+    old = sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
+    for p in old[:-ENGINE_CACHE_KEEP]:
+        if time.time() - p.stat().st_mtime > 3600: shutil.rmtree(p, ignore_errors=True)  # not in use
+    return d
 
 # %% ../nbs/18_export.ipynb #c401a4c6
 def engine_gguf(model, # the model to decode (a PEFT adapter is merged into a copy)
