@@ -390,7 +390,11 @@ def _decode(self: LLM, ids, gc, batch_size=None, progress=False) -> list[dict]:
     scores = self.config.output_feature.type == "text"   # a category's come from scoring the labels
     lp = constraint_for(self.config, self.tokenizer, self.model, gc)
     if pick_engine(self.engine, self.model, gc, len(ids), lp) == "llama_cpp":
-        return llama_cpp_results(self.model, self.tokenizer, ids, gc, engine_cache(self.model), scores)
+        try: return llama_cpp_results(self.model, self.tokenizer, ids, gc, engine_cache(self.model), scores)
+        except Exception as e:   # auto falls back: not every model converts (architecture, tokenizer)
+            if self.engine != "auto": raise
+            import logging
+            logging.getLogger(__name__).info("engine auto: transformers decodes, llama.cpp could not: %s", e)
     eb = self.config.trainer.eval_batch_size
     eb = eb if isinstance(eb, int) else 0
     # default: batches by a token budget (bench/: 15-25% faster than 16 rows on a CPU)
