@@ -162,6 +162,7 @@ def ft_splits(name):
 
 def held_out_accuracy(llm, te, label) -> float:
     "Greedy answers of `llm.model` (as it is now) on the held-out rows; exact match of the stripped answer with the label."
+    llm.engine = "transformers"   # one engine for every row of the A/B (the earlier rows were decoded by transformers)
     res = llm._generate_rendered(llm._render(Dataset.from_pandas(te)))
     return round(float(np.mean([r["text"].strip().lower() == str(t).lower() for r, t in zip(res, te[label])])), 3)
 
